@@ -6,7 +6,8 @@
 const PROTOS: &[&str] = &["proto/eraftpb.proto"];
 
 fn main() {
-    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc exists for this platform");
+    let protoc =
+        protoc_bin_vendored::protoc_bin_path().expect("vendored protoc exists for this platform");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     config

@@ -1,0 +1,149 @@
+//! `Progress`: what a leader knows of one follower's log.
+//!
+//! ```text
+//!            matched       next
+//!  follower: ...|...........|            entries the leader believes it has
+//!  leader:   ...|...........|.........|  last_index
+//! ```
+//!
+//! A follower's progress is in one of three states:
+//!
+//! ```text
+//!            append acked                    snapshot needed
+//!   Probe ----------------------> Replicate ---------------> Snapshot
+//!     ^  <-- append rejected ------'                            |
+//!     '----- snapshot acked, reported failed or timed out -------'
+//! ```
+//!
+//! - `Probe`: the leader does not know where the logs meet; it sends from
+//!   `next` and waits for an answer before moving `next`.
+//! - `Replicate`: the logs meet at `matched`; the leader streams new entries
+//!   and moves `next` past what it sent without waiting.
+//! - `Snapshot`: a snapshot is in flight; no appends are sent until it lands,
+//!   fails, or an election timeout passes (a lost snapshot is retried).
+//!
+//! Invariant: `matched < next`; `matched` never decreases within a term.
+
+/// The replication state of one follower, as its leader sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Looking for the point where the logs meet.
+    #[default]
+    Probe,
+    /// Streaming entries optimistically.
+    Replicate,
+    /// Waiting for a snapshot to be applied.
+    Snapshot,
+}
+
+/// A leader's view of one peer's replication.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The highest index known to be replicated on the peer.
+    pub(crate) matched: u64,
+    /// The index of the next entry to send.
+    pub(crate) next: u64,
+    /// The replication state.
+    pub(crate) state: ProgressState,
+    /// In `Snapshot` state: the index of the snapshot in flight.
+    pub(crate) pending_snapshot: u64,
+    /// In `Snapshot` state: ticks since the snapshot was sent.
+    pub(crate) snapshot_elapsed: usize,
+}
+
+impl Progress {
+    /// A peer assumed to be at `matched`, to be sent `next` first.
+    pub fn new(matched: u64, next: u64) -> Self {
+        Progress {
+            matched,
+            next,
+            ..Default::default()
+        }
+    }
+
+    /// The highest index known to be replicated on the peer.
+    pub fn matched(&self) -> u64 {
+        self.matched
+    }
+
+    /// The index of the next entry to send.
+    pub fn next_idx(&self) -> u64 {
+        self.next
+    }
+
+    /// The replication state.
+    pub fn state(&self) -> ProgressState {
+        self.state
+    }
+
+    /// Records an acknowledged append up to `index`. Returns whether `matched` grew.
+    pub(crate) fn maybe_update(&mut self, index: u64) -> bool {
+        let updated = index > self.matched;
+        if updated {
+            self.matched = index;
+        }
+        self.next = self.next.max(index + 1);
+        match self.state {
+            ProgressState::Probe => self.state = ProgressState::Replicate,
+            ProgressState::Snapshot if self.matched >= self.pending_snapshot => {
+                self.become_probe();
+                self.state = ProgressState::Replicate;
+            }
+            _ => {}
+        }
+        updated
+    }
+
+    /// Records that entries up to `last` were sent (optimistic in `Replicate`).
+    pub(crate) fn sent_to(&mut self, last: u64) {
+        if self.state == ProgressState::Replicate {
+            self.next = self.next.max(last + 1);
+        }
+    }
+
+    /// Handles a rejected append whose previous entry was `rejected`; the
+    /// follower's last index is `hint`. Returns false for a stale rejection
+    /// (an answer to an append already superseded) that needs no action.
+    pub(crate) fn maybe_decr_to(&mut self, rejected: u64, hint: u64) -> bool {
+        if rejected <= self.matched {
+            return false;
+        }
+        match self.state {
+            ProgressState::Replicate => {
+                self.next = rejected.min(hint + 1).max(self.matched + 1);
+                self.state = ProgressState::Probe;
+                true
+            }
+            ProgressState::Probe if rejected + 1 == self.next => {
+                self.next = rejected.min(hint + 1).max(self.matched + 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a snapshot at `index` sent to the peer.
+    pub(crate) fn become_snapshot(&mut self, index: u64) {
+        self.state = ProgressState::Snapshot;
+        self.pending_snapshot = index;
+        self.snapshot_elapsed = 0;
+    }
+
+    /// Back to probing: after a snapshot lands, fails or times out, or a
+    /// rejection shows the logs diverge.
+    pub(crate) fn become_probe(&mut self) {
+        if self.state == ProgressState::Snapshot {
+            self.next = (self.matched + 1).max(self.pending_snapshot + 1);
+        } else {
+            self.next = self.matched + 1;
+        }
+        self.state = ProgressState::Probe;
+        self.pending_snapshot = 0;
+        self.snapshot_elapsed = 0;
+    }
+
+    /// Whether the leader should hold appends to this peer.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.state == ProgressState::Snapshot
+    }
+}

@@ -1,0 +1,224 @@
+//! `RawNode`: the host's handle on a Raft node, and `Ready`, the batch of
+//! work the host takes from it.
+//!
+//! The host's loop, all on one thread of control:
+//!
+//! ```text
+//! loop {
+//!     tick() / step(msg) / propose(..)        as time passes and input arrives
+//!     if has_ready() {
+//!         let rd = ready();
+//!         1. persist rd.snapshot, rd.entries, rd.hard_state (fsync)
+//!         2. apply rd.snapshot, then rd.committed_entries
+//!         3. send rd.messages
+//!         advance(rd);
+//!     }
+//! }
+//! ```
+//!
+//! Persist comes before send: a vote or an append acknowledgement must never
+//! leave before the state it reports is durable. Nothing may be stepped into
+//! the node between `ready` and `advance`.
+
+use kvproto::eraftpb::{ConfChange, ConfState, Entry, HardState, Message, MessageType, Snapshot};
+use slog::Logger;
+
+use crate::config::Config;
+use crate::errors::{Error, Result};
+use crate::raft::{Raft, SoftState};
+use crate::storage::Storage;
+use crate::util::{is_local_msg, is_response_msg};
+
+/// What the host must do next: persist, apply, send.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Ready {
+    /// The volatile state, when it changed since the last `Ready`.
+    pub soft_state: Option<SoftState>,
+    /// The hard state to persist, when it changed since the last `Ready`.
+    pub hard_state: Option<HardState>,
+    /// Entries to persist (they may replace persisted entries from their
+    /// first index on).
+    pub entries: Vec<Entry>,
+    /// A snapshot to persist and apply, if one arrived.
+    pub snapshot: Option<Snapshot>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Messages to send once everything above is persisted.
+    pub messages: Vec<Message>,
+}
+
+/// Whether a snapshot sent to a peer was applied there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The peer received and applied it.
+    Finish,
+    /// Sending or applying it failed; the leader probes again.
+    Failure,
+}
+
+/// A Raft node driven by its host.
+pub struct RawNode<S: Storage> {
+    raft: Raft<S>,
+    prev_soft_state: SoftState,
+    prev_hard_state: HardState,
+}
+
+impl<S: Storage> RawNode<S> {
+    /// A node over `storage`; see `Raft::new`.
+    pub fn new(config: &Config, storage: S, logger: &Logger) -> Result<Self> {
+        let raft = Raft::new(config, storage, logger)?;
+        let prev_soft_state = raft.soft_state();
+        let prev_hard_state = raft.hard_state();
+        Ok(RawNode {
+            raft,
+            prev_soft_state,
+            prev_hard_state,
+        })
+    }
+
+    /// The node inside.
+    pub fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+
+    /// The storage, for the host to read what it persisted.
+    pub fn store(&self) -> &S {
+        &self.raft.raft_log.storage
+    }
+
+    /// The storage, for the host to persist a `Ready` into.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.raft.raft_log.storage
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Starts an election now.
+    pub fn campaign(&mut self) -> Result<()> {
+        self.raft.step(Message {
+            msg_type: MessageType::MsgHup as i32,
+            from: self.raft.id,
+            ..Default::default()
+        })
+    }
+
+    /// Proposes `data` to be appended to the log. `ProposalDropped` unless
+    /// this node is a leader accepting proposals.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<()> {
+        self.raft.step(Message {
+            msg_type: MessageType::MsgPropose as i32,
+            from: self.raft.id,
+            entries: vec![Entry {
+                data,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    /// Proposes a membership change. `ProposalDropped` also while an earlier
+    /// change is not applied yet.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<()> {
+        self.raft.step(Message {
+            msg_type: MessageType::MsgPropose as i32,
+            from: self.raft.id,
+            entries: vec![Raft::<S>::conf_change_entry(&cc)],
+            ..Default::default()
+        })
+    }
+
+    /// Applies a committed conf change; returns the new membership, which
+    /// the host persists with the apply state.
+    pub fn apply_conf_change(&mut self, cc: &ConfChange) -> ConfState {
+        self.raft.apply_conf_change(cc)
+    }
+
+    /// Handles a message from a peer. Local messages and responses from
+    /// non-members are refused.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        if is_local_msg(m.msg_type()) {
+            return Err(Error::StepLocalMsg);
+        }
+        if is_response_msg(m.msg_type()) && !self.raft.prs.contains_key(&m.from) {
+            return Err(Error::StepPeerNotFound(m.from));
+        }
+        self.raft.step(m)
+    }
+
+    /// Asks the leader to hand leadership to `transferee`.
+    pub fn transfer_leader(&mut self, transferee: u64) {
+        // Stepping a transfer request never fails.
+        let _ = self.raft.step(Message {
+            msg_type: MessageType::MsgTransferLeader as i32,
+            from: transferee,
+            ..Default::default()
+        });
+    }
+
+    /// Reports the fate of a snapshot sent to `id`.
+    pub fn report_snapshot(&mut self, id: u64, status: SnapshotStatus) {
+        self.raft
+            .report_snapshot(id, status == SnapshotStatus::Failure);
+    }
+
+    /// Reports that `id` could not be reached.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raft.report_unreachable(id);
+    }
+
+    /// Whether there is anything to persist, apply or send.
+    pub fn has_ready(&self) -> bool {
+        let raft = &self.raft;
+        raft.soft_state() != self.prev_soft_state
+            || raft.hard_state() != self.prev_hard_state
+            || !raft.raft_log.unstable_entries().is_empty()
+            || raft.raft_log.pending_snapshot().is_some()
+            || raft.raft_log.has_next_entries()
+            || !raft.msgs.is_empty()
+    }
+
+    /// Takes the work to do. Hand it back with `advance` once done.
+    pub fn ready(&mut self) -> Ready {
+        let raft = &mut self.raft;
+        let soft_state = raft.soft_state();
+        let hard_state = raft.hard_state();
+        Ready {
+            soft_state: (soft_state != self.prev_soft_state).then_some(soft_state),
+            hard_state: (hard_state != self.prev_hard_state).then_some(hard_state),
+            entries: raft.raft_log.unstable_entries().to_vec(),
+            snapshot: raft.raft_log.pending_snapshot().cloned(),
+            committed_entries: raft.raft_log.next_entries(),
+            messages: raft.take_messages(),
+        }
+    }
+
+    /// Records that the host persisted, applied and sent everything in `rd`.
+    pub fn advance(&mut self, rd: Ready) {
+        if let Some(ss) = rd.soft_state {
+            self.prev_soft_state = ss;
+        }
+        if let Some(hs) = rd.hard_state {
+            self.prev_hard_state = hs;
+        }
+        let log = &mut self.raft.raft_log;
+        if let Some(snapshot) = &rd.snapshot {
+            let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+            log.stable_snapshot_to(index);
+            if index > log.applied {
+                log.applied_to(index);
+            }
+        }
+        if let Some(last) = rd.entries.last() {
+            log.stable_to(last.index, last.term);
+        }
+        if let Some(last) = rd.committed_entries.last() {
+            log.applied_to(last.index);
+        }
+        if cfg!(debug_assertions) {
+            self.raft.check_invariants();
+        }
+    }
+}
