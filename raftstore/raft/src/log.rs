@@ -174,7 +174,7 @@ impl<S: Storage> RaftLog<S> {
     /// Committed entries the host has not applied yet.
     pub fn next_entries(&self) -> Vec<Entry> {
         let low = (self.applied + 1).max(self.first_index());
-        if self.committed + 1 <= low {
+        if self.committed < low {
             return Vec::new();
         }
         self.slice(low, self.committed + 1)

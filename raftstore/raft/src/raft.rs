@@ -527,19 +527,15 @@ impl<S: Storage> Raft<S> {
                 self.lead = m.from;
                 self.handle_snapshot(m);
             }
-            MessageType::MsgTransferLeader => {
-                if self.lead != INVALID_ID {
-                    m.to = self.lead;
-                    // Forwarded as is: `from` names the transferee.
-                    m.term = self.term;
-                    self.msgs.push(m);
-                }
+            MessageType::MsgTransferLeader if self.lead != INVALID_ID => {
+                m.to = self.lead;
+                // Forwarded as is: `from` names the transferee.
+                m.term = self.term;
+                self.msgs.push(m);
             }
-            MessageType::MsgTimeoutNow => {
-                if self.promotable() {
-                    info!(self.logger, "campaigning for a leader transfer"; "term" => self.term, "from" => m.from);
-                    self.campaign();
-                }
+            MessageType::MsgTimeoutNow if self.promotable() => {
+                info!(self.logger, "campaigning for a leader transfer"; "term" => self.term, "from" => m.from);
+                self.campaign();
             }
             _ => {}
         }

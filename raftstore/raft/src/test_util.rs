@@ -2,6 +2,9 @@
 //! and a synchronous in-memory network whose messages move only inside
 //! `Network::send`, with seeded drops, cuts, isolation and ignored types.
 
+// Each suite uses a different subset of these helpers.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kvproto::eraftpb::{Entry, HardState, Message, MessageType};
