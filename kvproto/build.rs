@@ -1,18 +1,33 @@
-//! Generates Rust code for the protocol at build time.
+//! Generates Rust code for the protocol at build time: prost messages for every
+//! package, plus tonic clients and servers for the `TinyKv` and `Scheduler`
+//! services.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so a fresh machine needs
 //! no system protobuf install.
 
-const PROTOS: &[&str] = &["proto/eraftpb.proto"];
+const PROTOS: &[&str] = &[
+    "proto/eraftpb.proto",
+    "proto/metapb.proto",
+    "proto/errorpb.proto",
+    "proto/kvrpcpb.proto",
+    "proto/raft_cmdpb.proto",
+    "proto/raft_serverpb.proto",
+    "proto/coprocessor.proto",
+    "proto/schedulerpb.proto",
+    "proto/tinykvpb.proto",
+];
 
 fn main() {
     let protoc =
         protoc_bin_vendored::protoc_bin_path().expect("vendored protoc exists for this platform");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
-    config
-        .compile_protos(PROTOS, &["proto"])
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_with_config(config, PROTOS, &["proto"])
         .expect("the .proto files compile");
+    println!("cargo:rerun-if-changed=build.rs");
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }
