@@ -158,6 +158,9 @@ pub fn voted_with_config(
     sm
 }
 
+/// Inspects a message in flight; false drops it.
+pub type MsgHook = Box<dyn Fn(&Message) -> bool>;
+
 /// A member of a test network.
 pub enum Peer {
     /// A real node.
@@ -198,7 +201,7 @@ pub struct Network {
     dropm: HashMap<(u64, u64), f64>,
     ignorem: HashSet<MessageType>,
     /// Called for each message; returns false to drop it.
-    pub msg_hook: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub msg_hook: Option<MsgHook>,
     rng: SplitMix64,
 }
 
