@@ -735,7 +735,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn send_snapshot(&mut self, to: u64) -> bool {
-        let snapshot = match self.raft_log.storage.snapshot() {
+        let snapshot = match self.raft_log.snapshot() {
             Ok(s) => s,
             Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
                 debug!(self.logger, "snapshot not ready yet, will retry"; "to" => to);
