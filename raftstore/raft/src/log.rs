@@ -130,6 +130,17 @@ impl<S: Storage> RaftLog<S> {
         self.storage.term(idx)
     }
 
+    /// The snapshot to send a follower whose next entry is compacted: the
+    /// pending one while the host has not persisted it (the entries it
+    /// covers are in neither `storage` nor `entries`), else the storage's.
+    /// As etcd's `raftLog.snapshot`.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        match &self.pending_snapshot {
+            Some(s) => Ok(s.clone()),
+            None => self.storage.snapshot(),
+        }
+    }
+
     /// Whether entry `idx` exists with term `term`.
     pub fn match_term(&self, idx: u64, term: u64) -> bool {
         self.term(idx).is_ok_and(|t| t == term)

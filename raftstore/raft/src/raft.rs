@@ -735,7 +735,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn send_snapshot(&mut self, to: u64) -> bool {
-        let snapshot = match self.raft_log.storage.snapshot() {
+        let snapshot = match self.raft_log.snapshot() {
             Ok(s) => s,
             Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
                 debug!(self.logger, "snapshot not ready yet, will retry"; "to" => to);
@@ -896,6 +896,14 @@ impl<S: Storage> Raft<S> {
 
     fn handle_transfer_leader(&mut self, transferee: u64) {
         if transferee == self.id {
+            // Handing leadership to itself means keeping it: a pending
+            // transfer is called off so proposals are accepted again (etcd
+            // `stepLeader` aborts before its self check).
+            if self.lead_transferee != INVALID_ID {
+                info!(self.logger, "leader transfer cancelled by a transfer to self";
+                    "term" => self.term, "previous" => self.lead_transferee);
+                self.abort_leader_transfer();
+            }
             return;
         }
         if !self.prs.contains_key(&transferee) {
