@@ -25,6 +25,8 @@ mod storage;
 mod util;
 
 #[cfg(test)]
+mod raft_test;
+#[cfg(test)]
 mod test_util;
 
 pub use kvproto::eraftpb;
