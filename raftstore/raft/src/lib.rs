@@ -27,6 +27,8 @@ mod util;
 #[cfg(test)]
 mod raft_snap_conf_test;
 #[cfg(test)]
+mod raft_test;
+#[cfg(test)]
 mod test_util;
 
 pub use kvproto::eraftpb;
