@@ -25,6 +25,10 @@ mod storage;
 mod util;
 
 #[cfg(test)]
+mod raft_paper_test;
+#[cfg(test)]
+mod rawnode_test;
+#[cfg(test)]
 mod test_util;
 
 pub use kvproto::eraftpb;
