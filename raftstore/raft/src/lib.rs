@@ -25,9 +25,13 @@ mod storage;
 mod util;
 
 #[cfg(test)]
+mod raft_paper_test;
+#[cfg(test)]
 mod raft_snap_conf_test;
 #[cfg(test)]
 mod raft_test;
+#[cfg(test)]
+mod rawnode_test;
 #[cfg(test)]
 mod test_util;
 
