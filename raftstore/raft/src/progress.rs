@@ -15,8 +15,10 @@
 //!     '----- snapshot acked, reported failed or timed out -------'
 //! ```
 //!
-//! - `Probe`: the leader does not know where the logs meet; it sends from
-//!   `next` and waits for an answer before moving `next`.
+//! - `Probe`: the leader does not know where the logs meet; it sends one
+//!   append from `next` and waits for an answer (or the next heartbeat
+//!   response) before sending again, so an unreachable follower does not
+//!   get a growing batch re-sent with every proposal.
 //! - `Replicate`: the logs meet at `matched`; the leader streams new entries
 //!   and moves `next` past what it sent without waiting.
 //! - `Snapshot`: a snapshot is in flight; no appends are sent until it lands,
@@ -45,6 +47,8 @@ pub struct Progress {
     pub(crate) next: u64,
     /// The replication state.
     pub(crate) state: ProgressState,
+    /// In `Probe` state: an append was sent and not answered yet.
+    pub(crate) probe_sent: bool,
     /// In `Snapshot` state: the index of the snapshot in flight.
     pub(crate) pending_snapshot: u64,
     /// In `Snapshot` state: ticks since the snapshot was sent.
@@ -82,6 +86,7 @@ impl Progress {
         if updated {
             self.matched = index;
         }
+        self.probe_sent = false;
         self.next = self.next.max(index + 1);
         match self.state {
             ProgressState::Probe => self.state = ProgressState::Replicate,
@@ -96,8 +101,10 @@ impl Progress {
 
     /// Records that entries up to `last` were sent (optimistic in `Replicate`).
     pub(crate) fn sent_to(&mut self, last: u64) {
-        if self.state == ProgressState::Replicate {
-            self.next = self.next.max(last + 1);
+        match self.state {
+            ProgressState::Replicate => self.next = self.next.max(last + 1),
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
     }
 
@@ -112,10 +119,12 @@ impl Progress {
             ProgressState::Replicate => {
                 self.next = rejected.min(hint + 1).max(self.matched + 1);
                 self.state = ProgressState::Probe;
+                self.probe_sent = false;
                 true
             }
             ProgressState::Probe if rejected + 1 == self.next => {
                 self.next = rejected.min(hint + 1).max(self.matched + 1);
+                self.probe_sent = false;
                 true
             }
             _ => false,
@@ -138,12 +147,22 @@ impl Progress {
             self.next = self.matched + 1;
         }
         self.state = ProgressState::Probe;
+        self.probe_sent = false;
         self.pending_snapshot = 0;
         self.snapshot_elapsed = 0;
     }
 
     /// Whether the leader should hold appends to this peer.
     pub(crate) fn is_paused(&self) -> bool {
-        self.state == ProgressState::Snapshot
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => false,
+            ProgressState::Snapshot => true,
+        }
+    }
+
+    /// A heartbeat response shows the peer is reachable: probe again.
+    pub(crate) fn resume_probe(&mut self) {
+        self.probe_sent = false;
     }
 }

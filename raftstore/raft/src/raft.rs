@@ -578,10 +578,11 @@ impl<S: Storage> Raft<S> {
             MessageType::MsgPropose => return self.handle_propose(m),
             MessageType::MsgAppendResponse => self.handle_append_response(&m),
             MessageType::MsgHeartbeatResponse => {
-                let behind = self
-                    .prs
-                    .get(&m.from)
-                    .is_some_and(|pr| pr.matched < self.raft_log.last_index());
+                let last_index = self.raft_log.last_index();
+                let behind = self.prs.get_mut(&m.from).is_some_and(|pr| {
+                    pr.resume_probe();
+                    pr.matched < last_index
+                });
                 if behind {
                     self.send_append(m.from);
                 }
@@ -788,7 +789,8 @@ impl<S: Storage> Raft<S> {
         if self.maybe_commit() {
             // Tell everyone about the new commit index.
             self.bcast_append();
-        } else if next <= self.raft_log.last_index() {
+        } else if was_paused || next <= self.raft_log.last_index() {
+            // More to send, or a paused peer missed the commit broadcast.
             self.send_append(m.from);
         }
         if m.from == self.lead_transferee && matched == self.raft_log.last_index() {
@@ -1041,6 +1043,63 @@ impl<S: Storage> Raft<S> {
         assert!(
             t >= self.election_timeout && t < 2 * self.election_timeout,
             "randomized election timeout {t} out of range"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::eraftpb::{Entry, MessageType};
+
+    use crate::MemoryStorage;
+    use crate::test_util::{new_message, new_test_raft};
+
+    fn propose(r: &mut super::Raft<MemoryStorage>) {
+        let mut m = new_message(1, 1, MessageType::MsgPropose);
+        m.entries = vec![Entry {
+            data: b"x".to_vec(),
+            ..Default::default()
+        }];
+        r.step(m).expect("leader accepts proposals");
+    }
+
+    fn appends_to(msgs: &[kvproto::eraftpb::Message], to: u64) -> usize {
+        msgs.iter()
+            .filter(|m| m.to == to && m.msg_type() == MessageType::MsgAppend)
+            .count()
+    }
+
+    /// A leader probing a silent follower sends it one append, not one per
+    /// proposal, until the follower answers (here: a heartbeat response).
+    #[test]
+    fn probe_sends_one_append_until_answered() {
+        let mut r = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
+        r.become_candidate();
+        r.become_leader();
+        r.bcast_append();
+        assert_eq!(appends_to(&r.take_messages(), 2), 1);
+        for _ in 0..3 {
+            propose(&mut r);
+        }
+        assert_eq!(
+            appends_to(&r.take_messages(), 2),
+            0,
+            "paused while the probe is unanswered"
+        );
+        let mut resp = new_message(2, 1, MessageType::MsgHeartbeatResponse);
+        resp.term = r.term;
+        r.step(resp).expect("heartbeat response steps");
+        let msgs = r.take_messages();
+        assert_eq!(
+            appends_to(&msgs, 2),
+            1,
+            "a heartbeat response resumes probing"
+        );
+        let append = msgs.iter().find(|m| m.to == 2).expect("append to 2");
+        assert_eq!(
+            append.entries.len(),
+            4,
+            "the probe carries everything from next"
         );
     }
 }

@@ -180,7 +180,8 @@ impl<S: Storage> RawNode<S> {
             || !raft.msgs.is_empty()
     }
 
-    /// Takes the work to do. Hand it back with `advance` once done.
+    /// Takes the work to do. Hand it back with `advance` once done, before
+    /// calling `ready` again: the messages are handed out only once.
     pub fn ready(&mut self) -> Ready {
         let raft = &mut self.raft;
         let soft_state = raft.soft_state();
