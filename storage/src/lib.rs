@@ -1,7 +1,38 @@
-//! The store's storage engine (not built yet).
+//! The store's storage engine: one RocksDB instance per store.
 //!
-//! This crate will own the single RocksDB instance of a store: the `default`,
-//! `lock`, `write` and `raft` column families, atomic cross-CF write batches,
-//! region-bounded iterators and readers, the local/meta key encoding of the
-//! design's storage layout, and the `Storage` trait with its standalone engine.
-//! Nothing here works yet; the crate exists so the workspace has its final shape.
+//! Modules, bottom up:
+//! - [`keys`]: the byte layout of local keys (raft log, raft/apply/region
+//!   state, store ident) and of data keys (user keys, prefixed with `z`).
+//! - [`errors`]: the crate's error enum and its mapping to region errors.
+//! - [`engine`]: [`Engine`], the database with its `default`, `lock`,
+//!   `write` and `raft` column families; [`Snapshot`], an owned point-in-time
+//!   view that can cross threads.
+//! - [`write_batch`]: [`WriteBatch`], atomic writes across column families.
+//! - [`reader`]: [`DbIterator`], a range-bounded iterator, and
+//!   [`RegionReader`], snapshot reads restricted to a range of user keys.
+//! - [`storage`]: the [`Storage`] and [`StorageReader`] traits the server
+//!   programs against, and [`Modify`].
+//! - [`standalone`]: [`StandaloneStorage`], `Storage` without Raft.
+//!
+//! The replicated (Raft) storage lives in `raftstore` and implements the same
+//! [`Storage`] trait over this crate's engine.
+
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod errors;
+pub mod keys;
+pub mod reader;
+pub mod standalone;
+pub mod storage;
+pub mod write_batch;
+
+pub use engine::{
+    ALL_CFS, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS, Engine, Snapshot, check_data_cf,
+    is_data_cf,
+};
+pub use errors::{Error, Result};
+pub use reader::{DbIterator, RegionReader};
+pub use standalone::StandaloneStorage;
+pub use storage::{Modify, Storage, StorageReader};
+pub use write_batch::WriteBatch;

@@ -1,0 +1,154 @@
+//! `WriteBatch`: mutations of any column families, applied atomically by
+//! [`Engine::write`](crate::Engine::write).
+//!
+//! Keys go in as stored (see [`crate::keys`]); the batch adds no prefix.
+//!
+//! Invariants:
+//! - A batch belongs to the engine that made it (it holds that database), and
+//!   only that engine writes it; `Engine::write` refuses any other.
+//! - A call that fails (unknown CF) adds nothing, so a batch never holds half
+//!   of an operation.
+
+use std::sync::Arc;
+
+use prost::Message;
+use rocksdb::{ColumnFamily, DB};
+
+use crate::engine::Engine;
+use crate::errors::{Error, Result};
+
+/// An atomic batch of puts, deletes and range deletes over the engine's CFs.
+pub struct WriteBatch {
+    // The database resolves CF names to handles; the batch records CF ids that
+    // are only meaningful in this database.
+    db: Arc<DB>,
+    wb: rocksdb::WriteBatch,
+}
+
+impl std::fmt::Debug for WriteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBatch")
+            .field("count", &self.count())
+            .field("data_size", &self.data_size())
+            .finish()
+    }
+}
+
+impl WriteBatch {
+    /// An empty batch for `engine`.
+    pub fn new(engine: &Engine) -> WriteBatch {
+        WriteBatch {
+            db: Arc::clone(engine.db()),
+            wb: rocksdb::WriteBatch::default(),
+        }
+    }
+
+    /// Sets `key` to `value` in `cf`.
+    pub fn put_cf(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let handle = cf_handle(&self.db, cf)?;
+        self.wb.put_cf(handle, key, value);
+        Ok(())
+    }
+
+    /// Sets `key` in `cf` to the protobuf encoding of `msg`.
+    pub fn put_msg_cf<M: Message>(&mut self, cf: &str, key: &[u8], msg: &M) -> Result<()> {
+        self.put_cf(cf, key, &msg.encode_to_vec())
+    }
+
+    /// Deletes `key` from `cf`.
+    pub fn delete_cf(&mut self, cf: &str, key: &[u8]) -> Result<()> {
+        let handle = cf_handle(&self.db, cf)?;
+        self.wb.delete_cf(handle, key);
+        Ok(())
+    }
+
+    /// Deletes every key of `cf` in `[start, end)` (one range tombstone).
+    pub fn delete_range_cf(&mut self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
+        let handle = cf_handle(&self.db, cf)?;
+        self.wb.delete_range_cf(handle, start, end);
+        Ok(())
+    }
+
+    /// Whether the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.wb.is_empty()
+    }
+
+    /// How many operations the batch holds.
+    pub fn count(&self) -> usize {
+        self.wb.len()
+    }
+
+    /// The size in bytes of the batch's encoded operations: what it will add
+    /// to the WAL. An empty batch has a small nonzero header.
+    pub fn data_size(&self) -> usize {
+        self.wb.size_in_bytes()
+    }
+
+    /// Removes every operation, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.wb.clear();
+    }
+
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    pub(crate) fn into_inner(self) -> rocksdb::WriteBatch {
+        self.wb
+    }
+}
+
+// A free function, so that the handle borrows only the `db` field and `wb`
+// stays free for the mutation.
+fn cf_handle<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| Error::UnknownCf(name.to_owned()))
+}
+
+const _: fn() = || {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<WriteBatch>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{CF_DEFAULT, CF_RAFT, CF_WRITE};
+
+    #[test]
+    fn test_count_size_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut wb = engine.write_batch();
+        assert!(wb.is_empty());
+        assert_eq!(wb.count(), 0);
+        let empty_size = wb.data_size();
+
+        wb.put_cf(CF_DEFAULT, b"k", &[0; 100]).unwrap();
+        wb.delete_cf(CF_WRITE, b"k").unwrap();
+        wb.delete_range_cf(CF_RAFT, b"a", b"b").unwrap();
+        wb.put_msg_cf(
+            CF_RAFT,
+            b"m",
+            &kvproto::raft_serverpb::StoreIdent {
+                cluster_id: 1,
+                store_id: 2,
+            },
+        )
+        .unwrap();
+        assert!(!wb.is_empty());
+        assert_eq!(wb.count(), 4);
+        assert!(wb.data_size() > empty_size + 100);
+
+        // A failed call adds nothing.
+        assert!(wb.put_cf("nope", b"k", b"v").is_err());
+        assert!(wb.delete_cf("nope", b"k").is_err());
+        assert!(wb.delete_range_cf("nope", b"a", b"b").is_err());
+        assert_eq!(wb.count(), 4);
+
+        wb.clear();
+        assert!(wb.is_empty());
+        assert_eq!(wb.data_size(), empty_size);
+    }
+}
