@@ -1,12 +1,21 @@
 //! tinykv: a TinyKV-compatible, actor-based, multi-raft key-value store.
 //!
-//! This root package will hold the store server (`tinykv-server`), the client
-//! library ("Clerk"), `tinykv-ctl` and `tinykv-bench`. They arrive with the
-//! replicated store; until then the package only anchors the workspace.
+//! This root package holds the store server (`tinykv-server`) and, to come,
+//! the client library ("Clerk"), `tinykv-ctl` and `tinykv-bench`.
+//!
+//! Modules:
+//! - [`server`]: the `TinyKv` request handlers over a `Storage` (so far the
+//!   Raw API).
 //!
 //! The crates of the workspace:
 //! - `kvproto`: TinyKV's protocol, generated from our own `.proto` files.
 //! - `raftstore/raft` (`tinykv-raft`): the Raft consensus core, free of I/O.
-//! - `storage`, `router`, `raftstore`: the replicated store (in progress).
+//! - `storage` (`tinykv-storage`): the RocksDB engine, key layout, the
+//!   `Storage` trait and its standalone implementation.
+//! - `router`, `raftstore`: the replicated store (in progress).
 //! - `scheduler-stub`: the placement-driver stub (in progress).
 //! - `tests`: the raft simulation and, later, the region/leader test cluster.
+
+#![deny(missing_docs)]
+
+pub mod server;

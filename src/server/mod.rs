@@ -1,0 +1,54 @@
+//! The store's request handlers, over any [`Storage`].
+//!
+//! [`Server`] holds the handlers of the `TinyKv` service, written as plain
+//! async methods from request to response so they can be tested without gRPC;
+//! the tonic service wraps them. Handler families live in their own files:
+//! - [`raw_api`]: `RawGet`, `RawPut`, `RawDelete`, `RawScan`.
+//!
+//! Handlers never fail at the gRPC level and never panic on input: a bad
+//! request or a storage failure becomes the response's `error` string, and a
+//! refusal the client must route around (not leader, wrong region, ...)
+//! becomes its `region_error`, as TinyKV does.
+
+pub mod raw_api;
+
+#[cfg(test)]
+mod server_test;
+
+use kvproto::errorpb;
+use storage::Storage;
+
+/// The `TinyKv` service's handlers over a storage `S`.
+#[derive(Debug)]
+pub struct Server<S: Storage> {
+    storage: S,
+}
+
+impl<S: Storage> Server<S> {
+    /// A server answering from `storage`.
+    pub fn new(storage: S) -> Self {
+        Server { storage }
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+}
+
+/// Where an error goes in a response: the `region_error` field for region
+/// errors, the `error` string for everything else.
+pub(crate) enum ResponseError {
+    // Boxed: an `errorpb::Error` is large, and this travels in every `Result`.
+    Region(Box<errorpb::Error>),
+    Other(String),
+}
+
+impl From<storage::Error> for ResponseError {
+    fn from(e: storage::Error) -> Self {
+        match e.to_region_error() {
+            Some(region_error) => ResponseError::Region(Box::new(region_error)),
+            None => ResponseError::Other(e.to_string()),
+        }
+    }
+}
