@@ -484,6 +484,23 @@ impl<S: Storage> Raft<S> {
                 "from" => m.from, "msg" => ?msg_type);
             self.become_follower(m.term, lead);
         } else if m.term != 0 && m.term < self.term {
+            if msg_type == MessageType::MsgRequestVote {
+                // Figure 2, RequestVote: "reply false if term < currentTerm",
+                // carrying currentTerm so the candidate catches up (§5.1).
+                // Other traffic may never tell it: a member lagging behind a
+                // membership change campaigns only among the members it
+                // knows, so a candidate it does not know would stay behind
+                // its term forever, and neither could win.
+                debug!(self.logger, "rejected vote request from an older term"; "term" => self.term,
+                    "msg_term" => m.term, "from" => m.from);
+                self.send(Message {
+                    msg_type: MessageType::MsgRequestVoteResponse as i32,
+                    to: m.from,
+                    reject: true,
+                    ..Default::default()
+                });
+                return Ok(());
+            }
             // Stale: the sender will learn the new term from other traffic.
             debug!(self.logger, "ignored message from an older term"; "term" => self.term,
                 "msg_term" => m.term, "from" => m.from, "msg" => ?msg_type);
