@@ -501,6 +501,27 @@ impl<S: Storage> Raft<S> {
                 });
                 return Ok(());
             }
+            if matches!(
+                msg_type,
+                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+            ) {
+                // Figure 2, AppendEntries: "reply false if term < currentTerm",
+                // so a leader of an older term steps down (§5.1). It may never
+                // learn otherwise: a member lagging behind a membership change
+                // sends its vote requests only to the members it knows, maybe
+                // not to this leader, which then keeps its followers while we
+                // refuse it. The rejection names index 0, which a leader of
+                // our own term ignores as a stale answer.
+                debug!(self.logger, "rejected message from an older leader"; "term" => self.term,
+                    "msg_term" => m.term, "from" => m.from, "msg" => ?msg_type);
+                self.send(Message {
+                    msg_type: MessageType::MsgAppendResponse as i32,
+                    to: m.from,
+                    reject: true,
+                    ..Default::default()
+                });
+                return Ok(());
+            }
             // Stale: the sender will learn the new term from other traffic.
             debug!(self.logger, "ignored message from an older term"; "term" => self.term,
                 "msg_term" => m.term, "from" => m.from, "msg" => ?msg_type);

@@ -54,18 +54,95 @@ fn campaign(r: &mut crate::Raft<MemoryStorage>) {
         .expect("step MsgHup");
 }
 
-/// A stale message of any other type is still dropped without an answer.
+/// Seed 15087: node 4 led term 62 with members {2, 3, 4}; node 2 had not
+/// applied node 4's addition, knew only {2, 3} (3 was removed and gone) and
+/// campaigned towards 3 alone, at terms far above 62. Node 2 dropped node
+/// 4's heartbeats as stale without answering, so node 4 never learned the
+/// higher term: it led forever without a quorum, and node 2 could not win.
+/// Figure 2: an AppendEntries of an older term is rejected with the current
+/// term, and the leader steps down (§5.1).
 #[test]
-fn stale_append_is_ignored() {
+fn stale_leader_learns_the_current_term_from_a_follower() {
+    let mut leader = new_test_raft(4, vec![2, 3, 4], 10, 1, MemoryStorage::new());
+    let mut follower = new_test_raft(2, vec![2, 3], 10, 1, MemoryStorage::new());
+    campaign(&mut leader);
+    leader.step(vote_response(2, 4, leader.term)).expect("step vote");
+    assert_eq!(leader.state, StateRole::Leader);
+    leader.read_messages();
+    for _ in 0..5 {
+        follower.become_candidate();
+    }
+    assert!(follower.term > leader.term);
+
+    for t in [MessageType::MsgHeartbeat, MessageType::MsgAppend] {
+        let mut m = new_message(4, 2, t);
+        m.term = leader.term;
+        follower.step(m).expect("step stale message");
+        let answers = follower.read_messages();
+        assert_eq!(answers.len(), 1, "a stale {t:?} must be answered");
+        assert_eq!(answers[0].msg_type(), MessageType::MsgAppendResponse);
+        assert_eq!(answers[0].term, follower.term);
+    }
+
+    let mut m = new_message(4, 2, MessageType::MsgHeartbeat);
+    m.term = leader.term;
+    follower.step(m).expect("step heartbeat");
+    let answer = follower.read_messages().remove(0);
+    leader.step(answer).expect("step answer");
+    assert_eq!(leader.state, StateRole::Follower);
+    assert_eq!(leader.term, follower.term);
+
+    // Node 4 can now win node 2's vote and lead {2, 3, 4} with it.
+    campaign(&mut leader);
+    let request = leader
+        .read_messages()
+        .into_iter()
+        .find(|m| m.to == 2)
+        .expect("a vote request to node 2");
+    follower.step(request).expect("step vote request");
+    let answer = follower.read_messages().remove(0);
+    assert!(!answer.reject);
+    leader.step(answer).expect("step vote");
+    assert_eq!(leader.state, StateRole::Leader);
+}
+
+/// A leader of the same term ignores the rejection a follower sends to a
+/// stale leader: it names index 0, below anything matched.
+#[test]
+fn stale_rejection_leaves_a_current_leader_alone() {
+    let mut leader = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
+    campaign(&mut leader);
+    leader.step(vote_response(2, 1, leader.term)).expect("step vote");
+    assert_eq!(leader.state, StateRole::Leader);
+    leader.read_messages();
+    let mut m = new_message(2, 1, MessageType::MsgAppendResponse);
+    m.term = leader.term;
+    m.reject = true;
+    leader.step(m).expect("step rejection");
+    assert_eq!(leader.state, StateRole::Leader);
+    assert!(leader.read_messages().is_empty());
+}
+
+fn vote_response(from: u64, to: u64, term: u64) -> Message {
+    let mut m = new_message(from, to, MessageType::MsgRequestVoteResponse);
+    m.term = term;
+    m
+}
+
+/// Stale messages other than vote requests and a leader's are still
+/// dropped without an answer.
+#[test]
+fn other_stale_messages_are_ignored() {
     let mut r = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
     r.become_follower(5, NONE);
-    r.step(Message {
-        msg_type: MessageType::MsgAppend as i32,
-        from: 2,
-        to: 1,
-        term: 3,
-        ..Default::default()
-    })
-    .expect("step append");
-    assert!(r.read_messages().is_empty());
+    for t in [
+        MessageType::MsgAppendResponse,
+        MessageType::MsgHeartbeatResponse,
+        MessageType::MsgTimeoutNow,
+    ] {
+        let mut m = new_message(2, 1, t);
+        m.term = 3;
+        r.step(m).expect("step stale message");
+        assert!(r.read_messages().is_empty(), "{t:?}");
+    }
 }
