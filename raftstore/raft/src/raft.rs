@@ -858,7 +858,8 @@ impl<S: Storage> Raft<S> {
             None => {
                 debug!(self.logger, "append rejected: log does not match"; "term" => self.term,
                     "index" => m.index, "log_term" => m.log_term, "last_index" => self.raft_log.last_index());
-                self.send_append_response(m.from, m.index, true);
+                let hint = self.raft_log.reject_hint(m.index);
+                self.send_reject(m.from, m.index, hint);
             }
         }
     }
@@ -875,6 +876,19 @@ impl<S: Storage> Raft<S> {
             index,
             reject,
             reject_hint,
+            ..Default::default()
+        });
+    }
+
+    /// Rejects an append whose previous entry `index` we do not hold; the
+    /// leader retries from after `hint` (see `RaftLog::reject_hint`).
+    fn send_reject(&mut self, to: u64, index: u64, hint: u64) {
+        self.send(Message {
+            msg_type: MessageType::MsgAppendResponse as i32,
+            to,
+            index,
+            reject: true,
+            reject_hint: hint,
             ..Default::default()
         });
     }

@@ -146,3 +146,61 @@ fn other_stale_messages_are_ignored() {
         assert!(r.read_messages().is_empty(), "{t:?}");
     }
 }
+
+/// Seed 4747 (with crash-heavy settings): a follower held ~300 entries of
+/// older terms that the new leader's log did not have. It rejected each
+/// probe naming only its last index, so the leader moved back one entry
+/// per round trip and the group took longer than 50 election timeouts to
+/// commit again. The follower now names the last index before the run of
+/// entries of the conflicting term (§5.3, last paragraph): one round trip
+/// per divergent term.
+#[test]
+fn divergent_tail_is_repaired_in_a_few_round_trips() {
+    let mut leader_terms = vec![1, 1, 1];
+    leader_terms.extend(std::iter::repeat_n(3, 57));
+    let mut follower_terms = vec![1, 1, 1];
+    follower_terms.extend(std::iter::repeat_n(2, 47));
+    let mut nt = Network::new(vec![
+        Some(ents_with_config(None, 1, &leader_terms).into()),
+        Some(ents_with_config(None, 2, &follower_terms).into()),
+        Some(ents_with_config(None, 3, &leader_terms).into()),
+    ]);
+    let rejections = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = rejections.clone();
+    nt.msg_hook = Some(Box::new(move |m: &Message| {
+        if m.msg_type() == MessageType::MsgAppendResponse && m.from == 2 && m.reject {
+            counter.set(counter.get() + 1);
+        }
+        true
+    }));
+    nt.send(vec![new_message(1, 1, MessageType::MsgHup)]);
+    assert_eq!(nt.raft(1).state, StateRole::Leader);
+    assert!(
+        rejections.get() <= 3,
+        "{} rejections to repair one divergent term",
+        rejections.get()
+    );
+    let leader_log = nt.raft(1).raft_log.all_entries();
+    assert_eq!(nt.raft(2).raft_log.all_entries(), leader_log);
+    assert_eq!(nt.raft(2).raft_log.committed, 61);
+}
+
+/// The hint never goes below the committed index, which matches any leader,
+/// and is the last index when the probed entry is missing.
+#[test]
+fn reject_hint_bounds() {
+    let storage = new_memory_storage_with_ents(
+        [0, 1, 1, 2, 2, 2]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| new_entry(i as u64, t))
+            .collect(),
+    );
+    let mut log = new_log(storage);
+    assert_eq!(log.reject_hint(9), 5, "missing entry: our last index");
+    assert_eq!(log.reject_hint(5), 2, "skips the run of term 2");
+    assert_eq!(log.reject_hint(2), 0, "skips the run of term 1");
+    assert_eq!(log.reject_hint(0), 0, "entry 0 has no run before it");
+    log.commit_to(3);
+    assert_eq!(log.reject_hint(5), 3, "stops at the committed index");
+}
