@@ -1017,8 +1017,9 @@ impl<S: Storage> Raft<S> {
             "members" => ?self.prs.keys().collect::<Vec<_>>());
     }
 
-    /// Removes `id` from the members. A leader that removes itself steps
-    /// down; with fewer members, a smaller quorum may commit pending entries.
+    /// Removes `id` from the members. A leader or candidate that removes
+    /// itself steps down; with fewer members, a smaller quorum may commit
+    /// pending entries.
     pub fn remove_node(&mut self, id: u64) {
         if self.prs.remove(&id).is_none() {
             return;
@@ -1026,12 +1027,16 @@ impl<S: Storage> Raft<S> {
         self.votes.remove(&id);
         info!(self.logger, "removed node"; "term" => self.term, "node" => id,
             "members" => ?self.prs.keys().collect::<Vec<_>>());
-        if self.state != StateRole::Leader {
-            return;
-        }
-        if id == self.id {
+        if id == self.id && self.state != StateRole::Follower {
+            // A non-member must not lead: it refuses proposals, yet its
+            // heartbeats keep the members from electing anyone else. A
+            // candidate steps down too, or the votes still in flight would
+            // make it such a leader.
             let term = self.term;
             self.become_follower(term, INVALID_ID);
+            return;
+        }
+        if self.state != StateRole::Leader {
             return;
         }
         if self.lead_transferee == id {

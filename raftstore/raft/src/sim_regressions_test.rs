@@ -44,7 +44,9 @@ fn stale_vote_request_is_answered_with_the_current_term() {
     voter.step(requests[0].clone()).expect("step vote request");
     let answers = voter.read_messages();
     assert!(!answers[0].reject, "the voter grants the vote at term 11");
-    candidate.step(answers[0].clone()).expect("step vote response");
+    candidate
+        .step(answers[0].clone())
+        .expect("step vote response");
     assert_eq!(candidate.state, StateRole::Leader);
 }
 
@@ -66,7 +68,9 @@ fn stale_leader_learns_the_current_term_from_a_follower() {
     let mut leader = new_test_raft(4, vec![2, 3, 4], 10, 1, MemoryStorage::new());
     let mut follower = new_test_raft(2, vec![2, 3], 10, 1, MemoryStorage::new());
     campaign(&mut leader);
-    leader.step(vote_response(2, 4, leader.term)).expect("step vote");
+    leader
+        .step(vote_response(2, 4, leader.term))
+        .expect("step vote");
     assert_eq!(leader.state, StateRole::Leader);
     leader.read_messages();
     for _ in 0..5 {
@@ -112,7 +116,9 @@ fn stale_leader_learns_the_current_term_from_a_follower() {
 fn stale_rejection_leaves_a_current_leader_alone() {
     let mut leader = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
     campaign(&mut leader);
-    leader.step(vote_response(2, 1, leader.term)).expect("step vote");
+    leader
+        .step(vote_response(2, 1, leader.term))
+        .expect("step vote");
     assert_eq!(leader.state, StateRole::Leader);
     leader.read_messages();
     let mut m = new_message(2, 1, MessageType::MsgAppendResponse);
@@ -203,4 +209,29 @@ fn reject_hint_bounds() {
     assert_eq!(log.reject_hint(0), 0, "entry 0 has no run before it");
     log.commit_to(3);
     assert_eq!(log.reject_hint(5), 3, "stops at the committed index");
+}
+
+/// Seed 7000 (with crash-heavy settings): node 4 got a leader transfer's
+/// MsgTimeoutNow and campaigned, then applied its own removal while its
+/// vote requests were out. The votes made it leader of a group it was not
+/// in: it refused every proposal, and its heartbeats kept the members from
+/// electing anyone else. A candidate that removes itself steps down, as a
+/// leader does.
+#[test]
+fn removed_candidate_does_not_become_leader() {
+    let mut nt = Network::new(vec![None, None, None]);
+    let r = nt.raft_mut(1);
+    campaign(r);
+    assert_eq!(r.state, StateRole::Candidate);
+    let requests = r.read_messages();
+    r.apply_conf_change(&kvproto::eraftpb::ConfChange {
+        change_type: kvproto::eraftpb::ConfChangeType::RemoveNode as i32,
+        node_id: 1,
+        ..Default::default()
+    });
+    assert_eq!(r.state, StateRole::Follower);
+    nt.send(requests);
+    let r = nt.raft(1);
+    assert_ne!(r.state, StateRole::Leader, "a removed node became leader");
+    assert!(!r.promotable());
 }
