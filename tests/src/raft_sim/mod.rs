@@ -192,6 +192,7 @@ struct Profile {
     /// lost vote would let the node vote twice in one term.
     crash_after_vote: f64,
     forced_campaign: f64,
+    campaign_on_restart: f64,
     /// Chance that a host flushes its applied state with a Ready: low
     /// values make a restarted node replay (and re-apply conf changes from)
     /// far back, as TiKV persists its apply state lazily.
@@ -211,6 +212,7 @@ impl Profile {
             crash_mid_send: pick(rng, &[0.0, 0.002, 0.01]),
             crash_after_vote: pick(rng, &[0.0, 0.05, 0.2]),
             forced_campaign: pick(rng, &[0.001, 0.01]),
+            campaign_on_restart: pick(rng, &[0.0, 0.2, 1.0]),
             flush_applied: pick(rng, &[0.5, 0.1, 0.02, 0.0]),
             transfer: pick(rng, &[0.0, 0.004, 0.015]),
             conf_change: pick(rng, &[0.0, 0.004, 0.015, 0.05, 0.1]),
@@ -621,6 +623,15 @@ impl Sim {
                 self.slots[i].restart_at = None;
                 if let Some(h) = self.slots[i].host.as_mut() {
                     h.restart();
+                }
+                // A host may campaign at once after a restart (TiKV does for
+                // a region it creates): before its first Ready, so before it
+                // re-applies what it committed but had not flushed as applied.
+                if self.chaos && self.rng.chance(self.profile.campaign_on_restart) {
+                    info!(self.logger, "sim: campaign on restart"; "slot" => i);
+                    if let Some(n) = self.node_mut(i) {
+                        let _ = n.campaign();
+                    }
                 }
                 self.observe(i)?;
             }
