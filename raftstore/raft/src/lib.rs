@@ -33,6 +33,8 @@ mod raft_test;
 #[cfg(test)]
 mod rawnode_test;
 #[cfg(test)]
+mod sim_regressions_test;
+#[cfg(test)]
 mod test_util;
 
 pub use kvproto::eraftpb;

@@ -213,6 +213,32 @@ impl<S: Storage> RaftLog<S> {
             .map_or(0, |e| e.index)
     }
 
+    /// Where a leader should look next after we rejected an append whose
+    /// previous entry is `index`: the last index below the run of entries
+    /// of the same term that holds `index` (not below `committed`, which
+    /// matches any leader), or our last index when we lack `index`.
+    ///
+    /// The whole run has the term that conflicts with the leader's, so
+    /// skipping it costs one round trip per term of a divergent tail instead
+    /// of one per entry (the optimisation at the end of §5.3). The leader
+    /// may then resend entries it did not need to; `maybe_append` keeps those
+    /// that match.
+    pub fn reject_hint(&self, index: u64) -> u64 {
+        let last = self.last_index();
+        if index > last {
+            return last;
+        }
+        let Ok(term) = self.term(index) else {
+            return self.committed.min(last);
+        };
+        let mut first = index;
+        while first > self.committed + 1 && self.term(first - 1) == Ok(term) {
+            first -= 1;
+        }
+        // 0 only for a (malformed) append after entry 0 of a nonzero term.
+        first.saturating_sub(1)
+    }
+
     /// Appends entries sent by a leader after our entry (`index`, `log_term`).
     /// Returns the index of the last new entry, or `None` if our log does not
     /// contain (`index`, `log_term`). Matching entries are kept; a conflicting

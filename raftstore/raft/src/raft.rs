@@ -484,6 +484,44 @@ impl<S: Storage> Raft<S> {
                 "from" => m.from, "msg" => ?msg_type);
             self.become_follower(m.term, lead);
         } else if m.term != 0 && m.term < self.term {
+            if msg_type == MessageType::MsgRequestVote {
+                // Figure 2, RequestVote: "reply false if term < currentTerm",
+                // carrying currentTerm so the candidate catches up (§5.1).
+                // Other traffic may never tell it: a member lagging behind a
+                // membership change campaigns only among the members it
+                // knows, so a candidate it does not know would stay behind
+                // its term forever, and neither could win.
+                debug!(self.logger, "rejected vote request from an older term"; "term" => self.term,
+                    "msg_term" => m.term, "from" => m.from);
+                self.send(Message {
+                    msg_type: MessageType::MsgRequestVoteResponse as i32,
+                    to: m.from,
+                    reject: true,
+                    ..Default::default()
+                });
+                return Ok(());
+            }
+            if matches!(
+                msg_type,
+                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+            ) {
+                // Figure 2, AppendEntries: "reply false if term < currentTerm",
+                // so a leader of an older term steps down (§5.1). It may never
+                // learn otherwise: a member lagging behind a membership change
+                // sends its vote requests only to the members it knows, maybe
+                // not to this leader, which then keeps its followers while we
+                // refuse it. The rejection names index 0, which a leader of
+                // our own term ignores as a stale answer.
+                debug!(self.logger, "rejected message from an older leader"; "term" => self.term,
+                    "msg_term" => m.term, "from" => m.from, "msg" => ?msg_type);
+                self.send(Message {
+                    msg_type: MessageType::MsgAppendResponse as i32,
+                    to: m.from,
+                    reject: true,
+                    ..Default::default()
+                });
+                return Ok(());
+            }
             // Stale: the sender will learn the new term from other traffic.
             debug!(self.logger, "ignored message from an older term"; "term" => self.term,
                 "msg_term" => m.term, "from" => m.from, "msg" => ?msg_type);
@@ -820,7 +858,8 @@ impl<S: Storage> Raft<S> {
             None => {
                 debug!(self.logger, "append rejected: log does not match"; "term" => self.term,
                     "index" => m.index, "log_term" => m.log_term, "last_index" => self.raft_log.last_index());
-                self.send_append_response(m.from, m.index, true);
+                let hint = self.raft_log.reject_hint(m.index);
+                self.send_reject(m.from, m.index, hint);
             }
         }
     }
@@ -837,6 +876,19 @@ impl<S: Storage> Raft<S> {
             index,
             reject,
             reject_hint,
+            ..Default::default()
+        });
+    }
+
+    /// Rejects an append whose previous entry `index` we do not hold; the
+    /// leader retries from after `hint` (see `RaftLog::reject_hint`).
+    fn send_reject(&mut self, to: u64, index: u64, hint: u64) {
+        self.send(Message {
+            msg_type: MessageType::MsgAppendResponse as i32,
+            to,
+            index,
+            reject: true,
+            reject_hint: hint,
             ..Default::default()
         });
     }
@@ -965,8 +1017,9 @@ impl<S: Storage> Raft<S> {
             "members" => ?self.prs.keys().collect::<Vec<_>>());
     }
 
-    /// Removes `id` from the members. A leader that removes itself steps
-    /// down; with fewer members, a smaller quorum may commit pending entries.
+    /// Removes `id` from the members. A leader or candidate that removes
+    /// itself steps down; with fewer members, a smaller quorum may commit
+    /// pending entries.
     pub fn remove_node(&mut self, id: u64) {
         if self.prs.remove(&id).is_none() {
             return;
@@ -974,12 +1027,16 @@ impl<S: Storage> Raft<S> {
         self.votes.remove(&id);
         info!(self.logger, "removed node"; "term" => self.term, "node" => id,
             "members" => ?self.prs.keys().collect::<Vec<_>>());
-        if self.state != StateRole::Leader {
-            return;
-        }
-        if id == self.id {
+        if id == self.id && self.state != StateRole::Follower {
+            // A non-member must not lead: it refuses proposals, yet its
+            // heartbeats keep the members from electing anyone else. A
+            // candidate steps down too, or the votes still in flight would
+            // make it such a leader.
             let term = self.term;
             self.become_follower(term, INVALID_ID);
+            return;
+        }
+        if self.state != StateRole::Leader {
             return;
         }
         if self.lead_transferee == id {
