@@ -190,6 +190,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Syncs the write-ahead log: every write made before this call is on
+    /// disk when it returns, including unsynced ones. Blocking, like `write`.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
     /// An iterator over the keys of `cf` in `[start, end)`, as stored. An empty
     /// `end` means no upper bound.
     pub fn iterator_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<DbIterator<'_>> {
