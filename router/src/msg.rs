@@ -1,0 +1,125 @@
+//! The messages of a store's actors: `PeerMsg` for a region peer, `StoreMsg`
+//! for the store.
+//!
+//! Loss policy, per kind (the router enforces it, see `router.rs`):
+//! - droppable: raft traffic from other stores. Raft tolerates loss, so a
+//!   peer whose mailbox is over its limit simply drops it.
+//! - refusable: client commands. Over the limit they are handed back, and the
+//!   caller answers `ServerIsBusy`; never silently lost.
+//! - must-deliver: everything else (ticks, results of background work,
+//!   lifecycle). Never dropped for load; only a stopped actor refuses them,
+//!   and then the sender gets the message back.
+
+use kvproto::eraftpb::Snapshot;
+use kvproto::raft_cmdpb::RaftCmdRequest;
+use kvproto::raft_serverpb::RaftMessage;
+
+use crate::callback::Callback;
+
+/// A periodic duty of a region peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerTick {
+    /// Drive the Raft clock.
+    Raft,
+    /// Check whether the Raft log should be compacted.
+    RaftLogGc,
+    /// Report the region to the scheduler (leader only).
+    SchedulerHeartbeat,
+    /// Check whether the region should split.
+    SplitCheck,
+}
+
+/// A periodic duty of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreTick {
+    /// Report store statistics to the scheduler.
+    SchedulerHeartbeat,
+    /// Remove snapshot files no peer needs any more.
+    SnapshotGc,
+}
+
+/// A command proposed by a client, with the callback that answers it.
+#[derive(Debug)]
+pub struct RaftCommand {
+    /// The request.
+    pub request: RaftCmdRequest,
+    /// Answered exactly once, after the command is applied or refused.
+    pub callback: Callback,
+}
+
+/// Whether a snapshot sent to a peer arrived and was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The target applied it.
+    Finish,
+    /// It was lost or rejected; Raft will probe again.
+    Failure,
+}
+
+/// A message for a region peer's actor.
+#[derive(Debug)]
+pub enum PeerMsg {
+    /// Raft traffic from another store. Droppable.
+    RaftMessage(Box<RaftMessage>),
+    /// A client command. Refusable.
+    RaftCommand(Box<RaftCommand>),
+    /// A tick. Must-deliver.
+    Tick(PeerTick),
+    /// Start ticking and processing. Must-deliver.
+    Start,
+    /// The fate of a snapshot this peer sent. Must-deliver.
+    SnapshotStatus {
+        /// The peer the snapshot went to.
+        to_peer_id: u64,
+        /// What became of it.
+        status: SnapshotStatus,
+    },
+    /// A peer could not be reached by the transport. Must-deliver.
+    Unreachable {
+        /// The unreachable peer.
+        to_peer_id: u64,
+    },
+    /// A snapshot of this region finished generating. Must-deliver.
+    SnapshotGenerated(Box<Snapshot>),
+    /// The region worker finished applying this peer's snapshot. Must-deliver.
+    SnapshotApplied {
+        /// The index of the applied snapshot.
+        index: u64,
+        /// Whether it succeeded (a failure is retried after restart).
+        ok: bool,
+    },
+    /// Raft log entries below this index were deleted. Must-deliver.
+    RaftLogGcFinished {
+        /// Entries with smaller indices are gone.
+        compacted_below: u64,
+    },
+    /// Stop and remove this peer (it was removed from the region, or
+    /// replaced by a newer incarnation). Must-deliver.
+    Destroy,
+}
+
+impl PeerMsg {
+    /// Whether the router counts this message against the mailbox limit.
+    pub fn is_load(&self) -> bool {
+        matches!(self, PeerMsg::RaftMessage(_) | PeerMsg::RaftCommand(_))
+    }
+}
+
+/// A message for the store actor.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// Raft traffic for a region this store has no peer of yet: the store
+    /// decides whether to create one. Droppable.
+    RaftMessage(Box<RaftMessage>),
+    /// A store tick. Must-deliver.
+    Tick(StoreTick),
+    /// Start the store's ticks. Must-deliver.
+    Start,
+    /// A peer actor has stopped and left the router. Must-deliver.
+    PeerStopped {
+        /// Its region.
+        region_id: u64,
+        /// Its peer id.
+        peer_id: u64,
+    },
+}
