@@ -1,7 +1,37 @@
-//! The raftstore: region peers as actors over the Raft core (not built yet).
+//! The raftstore: every region peer a kameo actor over the Raft core, with
+//! its log and state in the store's RocksDB.
 //!
-//! The consensus core lives in the `tinykv-raft` crate beside this one
-//! (`raftstore/raft`). This crate will hold the peer actor and its
-//! `PeerMsgHandler`, `PeerStorage`, apply, the store actor, the workers
-//! (region snapshots, raft-log GC, split check, scheduler heartbeats), the
-//! snapshot manager and the `Transport` trait. Nothing here works yet.
+//! Modules (STYLE: runtime-free state in `peer/`, the actor shells in `fsm/`,
+//! one file per feature in `operation/`, background work in `worker/`):
+//! - `peer`: `Peer`, the state of one region peer.
+//! - `peer_storage`: `PeerStorage`, the Raft `Storage` over RocksDB.
+//! - `operation`: proposing commands, applying entries, handling a `Ready`,
+//!   log GC, destroying a peer.
+//! - `fsm`: `PeerActor` and `StoreActor`.
+//! - `worker`: the group-commit writer thread and the raft-log GC thread.
+//! - `store`: starting and stopping a store.
+//! - `bootstrap`: a new store's identity and a cluster's first region.
+//! - `transport`, `snapshot`: what the store needs from its surroundings.
+//! - `config`, `context`, `errors`.
+//!
+//! The consensus core is the `tinykv-raft` crate beside this one.
+
+#![deny(missing_docs)]
+
+pub mod bootstrap;
+pub mod config;
+pub mod context;
+pub mod errors;
+pub mod fsm;
+pub mod operation;
+pub mod peer;
+pub mod peer_storage;
+pub mod snapshot;
+pub mod store;
+pub mod transport;
+pub mod worker;
+
+pub use crate::config::Config;
+pub use crate::errors::{Error, Result};
+pub use crate::store::Store;
+pub use crate::transport::{Transport, TransportError};

@@ -1,0 +1,59 @@
+//! `Config`: the raftstore's tunables, with defaults that suit a laptop.
+
+use std::time::Duration;
+
+/// The raftstore's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often a peer's Raft clock ticks.
+    pub raft_base_tick_interval: Duration,
+    /// Ticks between a leader's heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Ticks without a leader before a follower campaigns (randomized up to 2x).
+    pub raft_election_timeout_ticks: usize,
+    /// Raft ticks between checks whether the log should be compacted.
+    pub raft_log_gc_tick_ticks: usize,
+    /// Compact when more than this many applied entries are kept.
+    pub raft_log_gc_count_limit: u64,
+    /// Compact when the kept log is larger than this many bytes (estimated).
+    pub raft_log_gc_size_limit: u64,
+    /// Raft ticks between region heartbeats to the scheduler (leaders only).
+    pub scheduler_heartbeat_ticks: usize,
+    /// Interval of the store's heartbeat to the scheduler.
+    pub store_heartbeat_interval: Duration,
+    /// Raft messages and commands a peer may have queued before more are
+    /// dropped (raft) or refused with `ServerIsBusy` (commands).
+    pub mailbox_limit: usize,
+    /// Largest value (bytes) a Put may carry; bigger ones are refused.
+    pub max_value_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            raft_base_tick_interval: Duration::from_millis(100),
+            raft_heartbeat_ticks: 2,
+            raft_election_timeout_ticks: 10,
+            raft_log_gc_tick_ticks: 10,
+            raft_log_gc_count_limit: 10_000,
+            raft_log_gc_size_limit: 64 * 1024 * 1024,
+            scheduler_heartbeat_ticks: 10,
+            store_heartbeat_interval: Duration::from_secs(10),
+            mailbox_limit: 4096,
+            max_value_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests: fast ticks, small limits.
+    pub fn for_tests() -> Self {
+        Config {
+            raft_base_tick_interval: Duration::from_millis(10),
+            raft_log_gc_count_limit: 1000,
+            raft_log_gc_size_limit: 8 * 1024 * 1024,
+            store_heartbeat_interval: Duration::from_millis(200),
+            ..Default::default()
+        }
+    }
+}

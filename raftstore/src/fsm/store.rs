@@ -1,0 +1,147 @@
+//! `StoreActor`: the store-level actor. It receives raft messages for regions
+//! this store has no peer of yet and decides whether to create one (a new
+//! member being added by its leader), and store ticks.
+
+use std::sync::Arc;
+
+use kameo::Actor;
+use kameo::actor::{ActorRef, Spawn};
+use kameo::error::Infallible;
+use kameo::message::{Context, Message};
+use kvproto::eraftpb::MessageType;
+use kvproto::metapb;
+use kvproto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use router::{MailboxLoad, PeerMailbox, StoreMsg};
+use slog::{debug, info, warn};
+use storage::CF_DEFAULT;
+use storage::keys;
+
+use crate::context::StoreContext;
+use crate::errors::Result;
+use crate::fsm::peer::PeerActor;
+use crate::peer::Peer;
+
+/// The store's own actor.
+pub struct StoreActor {
+    ctx: Arc<StoreContext>,
+}
+
+impl StoreActor {
+    /// An actor for the store `ctx` describes.
+    pub fn new(ctx: Arc<StoreContext>) -> Self {
+        StoreActor { ctx }
+    }
+
+    fn on_raft_message(&mut self, msg: Box<RaftMessage>) {
+        let region_id = msg.region_id;
+        if self.ctx.router.has_region(region_id) {
+            // Created meanwhile: deliver as usual.
+            let _ = self.ctx.router.send_raft_message(msg);
+            return;
+        }
+        match self.maybe_create_peer(&msg) {
+            Ok(true) => {
+                let _ = self.ctx.router.send_raft_message(msg);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(self.ctx.logger, "cannot create peer"; "region_id" => region_id, "err" => %e)
+            }
+        }
+    }
+
+    /// Creates an empty peer for the region `msg` is addressed to, if the
+    /// message is one a leader sends a brand-new member. Returns whether a
+    /// peer now exists.
+    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> Result<bool> {
+        let region_id = msg.region_id;
+        let Some(to_peer) = msg.to_peer else {
+            return Ok(false);
+        };
+        if to_peer.store_id != self.ctx.store_id || msg.is_tombstone {
+            return Ok(false);
+        }
+        let Some(message) = &msg.message else {
+            return Ok(false);
+        };
+        // Only a vote request or a leader's first heartbeat (commit 0) can
+        // come to a peer that does not exist yet; anything else is stale.
+        let initial = message.msg_type() == MessageType::MsgRequestVote
+            || (message.msg_type() == MessageType::MsgHeartbeat && message.commit == 0);
+        if !initial {
+            debug!(self.ctx.logger, "dropped a message for a missing peer"; "region_id" => region_id,
+                "msg" => ?message.msg_type());
+            return Ok(false);
+        }
+        let local = self
+            .ctx
+            .engine
+            .get_msg_cf::<RegionLocalState>(CF_DEFAULT, &keys::region_state_key(region_id))?;
+        if let Some(local) = local
+            && local.state() == PeerState::Tombstone
+        {
+            let local_conf_ver = local
+                .region
+                .and_then(|r| r.region_epoch)
+                .map_or(0, |e| e.conf_ver);
+            let msg_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+            if msg_conf_ver <= local_conf_ver {
+                debug!(self.ctx.logger, "dropped a message for a destroyed peer"; "region_id" => region_id);
+                return Ok(false);
+            }
+        }
+        let region = metapb::Region {
+            id: region_id,
+            ..Default::default()
+        };
+        info!(self.ctx.logger, "creating peer for a new member"; "region_id" => region_id, "peer_id" => to_peer.id);
+        spawn_peer(&self.ctx, region, to_peer)?;
+        Ok(true)
+    }
+}
+
+/// Creates the peer `meta` of `region` from the store's engine, spawns its
+/// actor and routes the region to it.
+pub fn spawn_peer(
+    ctx: &Arc<StoreContext>,
+    region: metapb::Region,
+    meta: metapb::Peer,
+) -> Result<()> {
+    let region_id = region.id;
+    let peer = Peer::new(
+        &ctx.cfg,
+        ctx.engine.clone(),
+        region,
+        meta,
+        ctx.snapshot_source(),
+        &ctx.logger,
+    )?;
+    let load = MailboxLoad::new();
+    let actor = PeerActor::spawn(PeerActor::new(peer, Arc::clone(ctx), load.clone()));
+    ctx.router
+        .register(region_id, PeerMailbox::new(actor.recipient(), load));
+    Ok(())
+}
+
+impl Actor for StoreActor {
+    type Args = Self;
+    type Error = Infallible;
+
+    async fn on_start(state: Self, _: ActorRef<Self>) -> std::result::Result<Self, Self::Error> {
+        Ok(state)
+    }
+}
+
+impl Message<StoreMsg> for StoreActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
+        match msg {
+            StoreMsg::RaftMessage(m) => self.on_raft_message(m),
+            StoreMsg::Tick(_) | StoreMsg::Start => {}
+            StoreMsg::PeerStopped { region_id, peer_id } => {
+                debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
+            }
+        }
+    }
+}

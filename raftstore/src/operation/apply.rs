@@ -1,0 +1,404 @@
+//! Applying committed entries: executing each command against the KV column
+//! families, advancing the apply state in the same batch, and answering the
+//! commands' callbacks.
+//!
+//! Steps for one `Ready`'s committed entries:
+//! 1. Each entry is decoded and executed into one write batch; the apply
+//!    state's `applied_index` follows it into the same batch, so data and
+//!    apply state can never disagree after a crash.
+//! 2. Reads (`Get`, `Snap`) see every earlier entry: the batch is written
+//!    before a read executes.
+//! 3. The batch is written (not synced: the entries are durable in the raft
+//!    log already, and a crash re-applies them from there).
+//! 4. Results that change the peer (membership, log truncation) are handed
+//!    back as `ExecResult`s; callbacks are answered last.
+//!
+//! A command whose epoch or keys no longer fit the region at apply time
+//! (the region changed after it was proposed) fails as a whole, writing nothing.
+
+use kvproto::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
+use kvproto::metapb;
+use kvproto::raft_cmdpb::{
+    AdminCmdType, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse, DeleteResponse,
+    GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
+    SnapResponse,
+};
+use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use prost::Message as _;
+use router::{CmdResponse, ReadSnapshot};
+use slog::{error, info};
+use storage::keys;
+use storage::{CF_DEFAULT, WriteBatch};
+
+use crate::context::StoreContext;
+use crate::errors::{Error, Result};
+use crate::operation::command::{check_key_in_region, check_region_epoch};
+use crate::peer::Peer;
+
+/// A change to the peer that applying an entry decided.
+#[derive(Debug)]
+pub enum ExecResult {
+    /// The membership changed.
+    ChangePeer {
+        /// The change, to hand to Raft.
+        cc: ConfChange,
+        /// The region after it.
+        region: metapb::Region,
+    },
+    /// The log up to `truncated_index` may be deleted.
+    CompactLog {
+        /// The first index that was still kept before.
+        first_index: u64,
+        /// The new truncated index.
+        truncated_index: u64,
+    },
+}
+
+/// The state one round of applying works on.
+struct ApplyBatch {
+    wb: WriteBatch,
+    apply_state: RaftApplyState,
+    region: metapb::Region,
+    results: Vec<ExecResult>,
+}
+
+fn header(term: u64) -> RaftResponseHeader {
+    RaftResponseHeader {
+        current_term: term,
+        ..Default::default()
+    }
+}
+
+fn error_response(e: &Error, term: u64) -> CmdResponse {
+    let mut resp = CmdResponse::from_error(e.to_region_error());
+    if let Some(h) = resp.response.header.as_mut() {
+        h.current_term = term;
+    }
+    resp
+}
+
+fn cf_or_default(cf: &str) -> &str {
+    if cf.is_empty() { CF_DEFAULT } else { cf }
+}
+
+impl Peer {
+    /// Applies `entries` (committed, in order) and answers their proposals.
+    pub async fn apply_committed(&mut self, ctx: &StoreContext, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = ApplyBatch {
+            wb: ctx.engine.write_batch(),
+            apply_state: *self.raft_group.store().apply_state(),
+            region: self.region().clone(),
+            results: Vec::new(),
+        };
+        let mut answers = Vec::new();
+        for entry in entries {
+            self.approximate_log_size += entry.data.len() as u64;
+            let term = entry.term;
+            let index = entry.index;
+            let response = match entry.entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => None,
+                EntryType::EntryNormal => Some(self.apply_normal(ctx, &mut batch, &entry).await?),
+                EntryType::EntryConfChange => Some(self.apply_conf_change(&mut batch, &entry)?),
+            };
+            batch.apply_state.applied_index = index;
+            if let Some(callback) = self.take_proposal(index, term) {
+                let response = response.unwrap_or_else(|| CmdResponse {
+                    response: RaftCmdResponse {
+                        header: Some(header(term)),
+                        ..Default::default()
+                    },
+                    snapshot: None,
+                });
+                answers.push((callback, response));
+            }
+        }
+        let region_id = self.region_id;
+        batch.wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::apply_state_key(region_id),
+            &batch.apply_state,
+        )?;
+        ctx.writer.write(batch.wb, false).await?;
+        self.raft_group
+            .store_mut()
+            .set_apply_state(batch.apply_state);
+        for result in batch.results {
+            self.on_exec_result(ctx, result);
+        }
+        for (callback, response) in answers {
+            callback.respond(response);
+        }
+        Ok(())
+    }
+
+    /// The callback of the proposal at `index` if it is the one that entry
+    /// (`index`, `term`) applies; earlier or overtaken proposals are
+    /// answered `StaleCommand` on the way.
+    fn take_proposal(&mut self, index: u64, term: u64) -> Option<router::Callback> {
+        while let Some(front) = self.proposals.front() {
+            if front.index > index {
+                return None;
+            }
+            let proposal = self.proposals.pop_front().expect("front exists");
+            if proposal.index == index && proposal.term == term {
+                return Some(proposal.callback);
+            }
+            proposal
+                .callback
+                .respond(error_response(&Error::StaleCommand, self.term()));
+        }
+        None
+    }
+
+    async fn apply_normal(
+        &mut self,
+        ctx: &StoreContext,
+        batch: &mut ApplyBatch,
+        entry: &Entry,
+    ) -> Result<CmdResponse> {
+        let req = match RaftCmdRequest::decode(entry.data.as_slice()) {
+            Ok(req) => req,
+            Err(e) => {
+                // Only our own proposals enter the log, so this is corruption.
+                error!(self.logger, "cannot decode a committed command"; "index" => entry.index, "err" => %e);
+                return Ok(error_response(
+                    &Error::InvalidRequest(format!("undecodable command at index {}", entry.index)),
+                    entry.term,
+                ));
+            }
+        };
+        if let Err(e) = check_region_epoch(&req, &batch.region) {
+            return Ok(error_response(&e, entry.term));
+        }
+        if let Some(admin) = &req.admin_request {
+            return Ok(match admin.cmd_type() {
+                AdminCmdType::CompactLog => self.apply_compact_log(batch, &req, entry.term),
+                other => error_response(
+                    &Error::InvalidRequest(format!(
+                        "admin command {other:?} cannot be applied as a normal entry"
+                    )),
+                    entry.term,
+                ),
+            });
+        }
+        for r in &req.requests {
+            let key = match r.cmd_type() {
+                CmdType::Get => r.get.as_ref().map(|g| g.key.as_slice()),
+                CmdType::Put => r.put.as_ref().map(|p| p.key.as_slice()),
+                CmdType::Delete => r.delete.as_ref().map(|d| d.key.as_slice()),
+                CmdType::Snap | CmdType::Invalid => None,
+            };
+            if let Some(key) = key
+                && let Err(e) = check_key_in_region(key, &batch.region)
+            {
+                return Ok(error_response(&e, entry.term));
+            }
+        }
+        let mut responses = Vec::with_capacity(req.requests.len());
+        let mut snapshot: Option<ReadSnapshot> = None;
+        for r in &req.requests {
+            let mut resp = Response {
+                cmd_type: r.cmd_type,
+                ..Default::default()
+            };
+            match r.cmd_type() {
+                CmdType::Put => {
+                    let put = r.put.as_ref().expect("checked before proposing");
+                    batch.wb.put_cf(
+                        cf_or_default(&put.cf),
+                        &keys::data_key(&put.key),
+                        &put.value,
+                    )?;
+                    resp.put = Some(PutResponse {});
+                }
+                CmdType::Delete => {
+                    let delete = r.delete.as_ref().expect("checked before proposing");
+                    batch
+                        .wb
+                        .delete_cf(cf_or_default(&delete.cf), &keys::data_key(&delete.key))?;
+                    resp.delete = Some(DeleteResponse {});
+                }
+                CmdType::Get => {
+                    let get = r.get.as_ref().expect("checked before proposing");
+                    self.flush(ctx, batch).await?;
+                    let value = ctx
+                        .engine
+                        .get_cf(cf_or_default(&get.cf), &keys::data_key(&get.key))?
+                        .unwrap_or_default();
+                    resp.get = Some(GetResponse { value });
+                }
+                CmdType::Snap => {
+                    self.flush(ctx, batch).await?;
+                    snapshot = Some(ReadSnapshot::for_region(
+                        ctx.engine.snapshot(),
+                        &batch.region,
+                    ));
+                    resp.snap = Some(SnapResponse {
+                        region: Some(batch.region.clone()),
+                    });
+                }
+                CmdType::Invalid => {}
+            }
+            responses.push(resp);
+        }
+        Ok(CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(header(entry.term)),
+                responses,
+                admin_response: None,
+            },
+            snapshot,
+        })
+    }
+
+    /// Writes what the batch holds so far, so a read sees it.
+    async fn flush(&self, ctx: &StoreContext, batch: &mut ApplyBatch) -> Result<()> {
+        if batch.wb.is_empty() {
+            return Ok(());
+        }
+        let wb = std::mem::replace(&mut batch.wb, ctx.engine.write_batch());
+        ctx.writer.write(wb, false).await
+    }
+
+    fn apply_compact_log(
+        &self,
+        batch: &mut ApplyBatch,
+        req: &RaftCmdRequest,
+        term: u64,
+    ) -> CmdResponse {
+        let compact = req
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.compact_log)
+            .unwrap_or_default();
+        let truncated = batch.apply_state.truncated_state.unwrap_or_default();
+        if compact.compact_index > truncated.index
+            && compact.compact_index <= batch.apply_state.applied_index + 1
+        {
+            batch.apply_state.truncated_state = Some(RaftTruncatedState {
+                index: compact.compact_index,
+                term: compact.compact_term,
+            });
+            batch.results.push(ExecResult::CompactLog {
+                first_index: truncated.index + 1,
+                truncated_index: compact.compact_index,
+            });
+        }
+        CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(header(term)),
+                admin_response: Some(AdminResponse {
+                    cmd_type: AdminCmdType::CompactLog as i32,
+                    compact_log: Some(CompactLogResponse {}),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            snapshot: None,
+        }
+    }
+
+    fn apply_conf_change(&mut self, batch: &mut ApplyBatch, entry: &Entry) -> Result<CmdResponse> {
+        let cc = match ConfChange::decode(entry.data.as_slice()) {
+            Ok(cc) => cc,
+            Err(e) => {
+                error!(self.logger, "cannot decode a committed conf change"; "index" => entry.index, "err" => %e);
+                return Ok(error_response(
+                    &Error::InvalidRequest(format!(
+                        "undecodable conf change at index {}",
+                        entry.index
+                    )),
+                    entry.term,
+                ));
+            }
+        };
+        let req = RaftCmdRequest::decode(cc.context.as_slice()).unwrap_or_default();
+        if let Err(e) = check_region_epoch(&req, &batch.region) {
+            // Not applied to Raft either: membership stays as it is.
+            return Ok(error_response(&e, entry.term));
+        }
+        let Some(peer) = req
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.change_peer.as_ref())
+            .and_then(|c| c.peer)
+        else {
+            return Ok(error_response(
+                &Error::InvalidRequest("conf change without a peer".into()),
+                entry.term,
+            ));
+        };
+        let region = &mut batch.region;
+        let position = region.peers.iter().position(|p| p.id == peer.id);
+        let changed = match (cc.change_type(), position) {
+            (ConfChangeType::AddNode, None) => {
+                region.peers.push(peer);
+                true
+            }
+            (ConfChangeType::RemoveNode, Some(i)) => {
+                region.peers.remove(i);
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            let epoch = region.region_epoch.get_or_insert_with(Default::default);
+            epoch.conf_ver += 1;
+            batch.wb.put_msg_cf(
+                CF_DEFAULT,
+                &keys::region_state_key(region.id),
+                &RegionLocalState {
+                    state: PeerState::Normal as i32,
+                    region: Some(region.clone()),
+                },
+            )?;
+        }
+        info!(self.logger, "apply conf change"; "change" => ?cc.change_type(), "peer" => peer.id,
+            "changed" => changed, "index" => entry.index,
+            "peers" => ?region.peers.iter().map(|p| p.id).collect::<Vec<_>>());
+        batch.results.push(ExecResult::ChangePeer {
+            cc,
+            region: region.clone(),
+        });
+        Ok(CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(header(entry.term)),
+                admin_response: Some(AdminResponse {
+                    cmd_type: AdminCmdType::ChangePeer as i32,
+                    change_peer: Some(ChangePeerResponse {
+                        region: Some(batch.region.clone()),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            snapshot: None,
+        })
+    }
+
+    /// Installs what applying decided.
+    fn on_exec_result(&mut self, ctx: &StoreContext, result: ExecResult) {
+        match result {
+            ExecResult::ChangePeer { cc, region } => {
+                for p in &region.peers {
+                    self.peer_cache.insert(p.id, *p);
+                }
+                self.raft_group.store_mut().set_region(region);
+                self.raft_group.apply_conf_change(&cc);
+                if cc.change_type() == ConfChangeType::RemoveNode && cc.node_id == self.meta.id {
+                    info!(self.logger, "removed from the region; will destroy");
+                    self.pending_remove = true;
+                }
+            }
+            ExecResult::CompactLog {
+                first_index,
+                truncated_index,
+            } => {
+                self.schedule_log_gc(ctx, first_index, truncated_index);
+            }
+        }
+    }
+}

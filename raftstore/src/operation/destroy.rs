@@ -1,0 +1,56 @@
+//! Destroying a peer: it was removed from its region, or a newer incarnation
+//! replaces it. Its raft state and log go, its region state becomes
+//! `Tombstone` (so a restart does not revive it), its data range is cleared,
+//! and every waiting command is answered `RegionNotFound`.
+
+use kvproto::raft_serverpb::{PeerState, RegionLocalState};
+use slog::info;
+use storage::keys;
+use storage::{CF_DEFAULT, CF_RAFT, DATA_CFS};
+
+use crate::context::StoreContext;
+use crate::errors::{Error, Result};
+use crate::peer::Peer;
+
+impl Peer {
+    /// Removes this peer's state from the store and answers its proposals.
+    pub async fn destroy(&mut self, ctx: &StoreContext) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let region_id = self.region_id;
+        let region = self.region().clone();
+        let mut wb = ctx.engine.write_batch();
+        let (log_start, log_end) = keys::raft_log_range(region_id);
+        wb.delete_range_cf(CF_RAFT, &log_start, &log_end)?;
+        wb.delete_cf(CF_RAFT, &keys::raft_state_key(region_id))?;
+        wb.delete_cf(CF_DEFAULT, &keys::apply_state_key(region_id))?;
+        if self.raft_group.store().is_initialized() {
+            let start = keys::data_key(&region.start_key);
+            let end = keys::data_end_key(&region.end_key);
+            for cf in DATA_CFS {
+                wb.delete_range_cf(cf, &start, &end)?;
+            }
+        }
+        wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::region_state_key(region_id),
+            &RegionLocalState {
+                state: PeerState::Tombstone as i32,
+                region: Some(region),
+            },
+        )?;
+        let written = ctx.writer.write(wb, true).await;
+        self.fail_proposals(&Error::RegionNotFound(region_id));
+        info!(self.logger, "peer destroyed");
+        written
+    }
+
+    /// Answers every waiting proposal with `error`.
+    pub fn fail_proposals(&mut self, error: &Error) {
+        for proposal in self.proposals.drain(..) {
+            proposal.callback.respond_error(error.to_region_error());
+        }
+    }
+}

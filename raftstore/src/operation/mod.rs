@@ -1,0 +1,7 @@
+//! What a peer does, one feature per file.
+
+pub mod apply;
+pub mod command;
+pub mod destroy;
+pub mod log_gc;
+pub mod ready;

@@ -1,0 +1,88 @@
+//! Handling a `Ready`: persist, then apply, then send, then advance.
+//!
+//! The order is the durability argument: a vote or an append acknowledgement
+//! leaves this store only after the state it reports is fsynced; an applied
+//! entry is one the raft log already holds durably.
+
+use kvproto::eraftpb::Message;
+use kvproto::raft_serverpb::RaftMessage;
+use raft::StateRole;
+use slog::{debug, info, warn};
+
+use crate::context::StoreContext;
+use crate::errors::{Error, Result};
+use crate::peer::Peer;
+use crate::transport::TransportError;
+
+impl Peer {
+    /// Processes everything Raft has ready. On a disk error the peer cannot
+    /// go on safely: the error is returned and the caller stops the peer.
+    pub async fn handle_ready(&mut self, ctx: &StoreContext) -> Result<()> {
+        if self.stopped || !self.raft_group.has_ready() {
+            return Ok(());
+        }
+        let rd = self.raft_group.ready();
+
+        // 1. Persist the snapshot, entries and hard state, synced.
+        let mut wb = ctx.engine.write_batch();
+        let pending = self.raft_group.store().prepare_persist(&rd, &mut wb)?;
+        ctx.writer.write(wb, true).await?;
+        if let Some(install) = self.raft_group.store_mut().commit_persist(pending) {
+            // Snapshot data ingestion comes with the region worker; until then
+            // a peer cannot be restored from a snapshot.
+            return Err(Error::InvalidSnapshot(format!(
+                "cannot ingest the snapshot at index {} of region {}",
+                install.apply_state.applied_index, self.region_id
+            )));
+        }
+        if let Some(ss) = rd.soft_state {
+            self.on_role_changed(ss.raft_state);
+        }
+
+        // 2. Apply what is committed.
+        let committed = rd.committed_entries.clone();
+        self.apply_committed(ctx, committed).await?;
+
+        // 3. Send.
+        for msg in &rd.messages {
+            self.send_raft_message(ctx, msg.clone());
+        }
+
+        // 4. Advance.
+        self.raft_group.advance(rd);
+        Ok(())
+    }
+
+    fn on_role_changed(&mut self, role: StateRole) {
+        info!(self.logger, "role changed"; "role" => ?role, "term" => self.term(),
+            "leader" => self.raft_group.raft().leader_id());
+        if role != StateRole::Leader {
+            // Proposals stay: their entries may still commit under the new
+            // leader, and are answered when their index applies.
+        }
+    }
+
+    fn send_raft_message(&mut self, ctx: &StoreContext, msg: Message) {
+        let Some(to_peer) = self.peer_cache.get(&msg.to).copied() else {
+            warn!(self.logger, "no address for peer"; "to" => msg.to);
+            return;
+        };
+        let to = msg.to;
+        let raft_msg = RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.meta),
+            to_peer: Some(to_peer),
+            message: Some(msg),
+            region_epoch: self.region().region_epoch,
+            ..Default::default()
+        };
+        match ctx.transport.send(raft_msg) {
+            Ok(()) => {}
+            Err(TransportError::Unreachable(store_id)) => {
+                debug!(self.logger, "peer unreachable"; "to" => to, "store_id" => store_id);
+                self.raft_group.report_unreachable(to);
+            }
+            Err(TransportError::Dropped) => {}
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `Peer`: the runtime-free state of one region peer — its Raft node over
+//! `PeerStorage`, the region, the proposals waiting for their entries to
+//! apply. The actor in `fsm/peer.rs` owns one and feeds it messages; the
+//! behaviour lives in `operation/`, one file per feature.
+//!
+//! Invariants:
+//! - `proposals` is ordered by index; each is answered exactly once: when its
+//!   entry applies, when another entry takes its index (`StaleCommand`), or
+//!   when the peer is destroyed (`RegionNotFound`).
+//! - `peer_cache` knows every member of the region (it may know more).
+
+use std::collections::{HashMap, VecDeque};
+
+use kvproto::metapb;
+use raft::{Config as RaftConfig, RawNode, StateRole};
+use router::Callback;
+use slog::{Logger, info, o};
+use storage::Engine;
+
+use crate::config::Config;
+use crate::errors::Result;
+use crate::peer_storage::PeerStorage;
+use crate::snapshot::SnapshotSource;
+
+/// A command waiting for its log entry to be applied.
+#[derive(Debug)]
+pub struct Proposal {
+    /// The index its entry was given.
+    pub index: u64,
+    /// The term it was proposed in.
+    pub term: u64,
+    /// Answers the client.
+    pub callback: Callback,
+}
+
+/// One region peer.
+pub struct Peer {
+    pub(crate) region_id: u64,
+    /// This peer's identity in the region.
+    pub(crate) meta: metapb::Peer,
+    pub(crate) raft_group: RawNode<PeerStorage>,
+    /// Members by peer id, to address raft messages.
+    pub(crate) peer_cache: HashMap<u64, metapb::Peer>,
+    pub(crate) proposals: VecDeque<Proposal>,
+    /// Raft ticks since start, to derive the slower ticks from.
+    pub(crate) ticks: u64,
+    /// Bytes of log entries applied since the last compaction (an estimate
+    /// for the size limit of log GC).
+    pub(crate) approximate_log_size: u64,
+    /// Set once this peer was removed from its region: destroy after this Ready.
+    pub(crate) pending_remove: bool,
+    /// Set once destroyed: nothing more is processed.
+    pub(crate) stopped: bool,
+    pub(crate) logger: Logger,
+}
+
+impl Peer {
+    /// Loads the peer `meta` of `region` from `engine` (or starts it empty
+    /// when it was just created by a message).
+    pub fn new(
+        cfg: &Config,
+        engine: Engine,
+        region: metapb::Region,
+        meta: metapb::Peer,
+        snapshots: Box<dyn SnapshotSource>,
+        logger: &Logger,
+    ) -> Result<Peer> {
+        let logger = logger.new(o!("region_id" => region.id, "peer_id" => meta.id));
+        let region_id = region.id;
+        let peer_cache = region.peers.iter().map(|p| (p.id, *p)).collect();
+        let storage = PeerStorage::new(engine, region, snapshots, &logger)?;
+        let raft_cfg = RaftConfig {
+            id: meta.id,
+            peers: Vec::new(),
+            election_tick: cfg.raft_election_timeout_ticks,
+            heartbeat_tick: cfg.raft_heartbeat_ticks,
+            applied: storage.applied_index(),
+            rng_seed: None,
+        };
+        let raft_group = RawNode::new(&raft_cfg, storage, &logger)?;
+        info!(logger, "create peer"; "applied" => raft_cfg.applied,
+            "initialized" => raft_group.store().is_initialized());
+        Ok(Peer {
+            region_id,
+            meta,
+            raft_group,
+            peer_cache,
+            proposals: VecDeque::new(),
+            ticks: 0,
+            approximate_log_size: 0,
+            pending_remove: false,
+            stopped: false,
+            logger,
+        })
+    }
+
+    /// The region as this peer knows it.
+    pub fn region(&self) -> &metapb::Region {
+        self.raft_group.store().region()
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> u64 {
+        self.meta.id
+    }
+
+    /// Whether this peer leads its region.
+    pub fn is_leader(&self) -> bool {
+        self.raft_group.raft().state() == StateRole::Leader
+    }
+
+    /// The leader this peer knows of.
+    pub fn leader(&self) -> Option<metapb::Peer> {
+        let id = self.raft_group.raft().leader_id();
+        self.peer_cache.get(&id).copied()
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raft_group.raft().term()
+    }
+
+    /// A single-member region needs no votes: campaign at once instead of
+    /// waiting an election timeout.
+    pub fn maybe_campaign(&mut self) {
+        let region = self.region();
+        if region.peers.len() == 1 && region.peers[0].id == self.meta.id {
+            let _ = self.raft_group.campaign();
+        }
+    }
+}

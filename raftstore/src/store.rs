@@ -1,0 +1,157 @@
+//! `Store`: starting and stopping one store — its workers, its store actor,
+//! and a peer actor for every region it holds.
+//!
+//! Start-up loads every `RegionLocalState`: `Normal` regions get a peer,
+//! `Tombstone` ones stay dead. Stop kills every actor, waits for them, then
+//! joins the worker threads, so the engine is closed when `stop` returns and
+//! the same directory can be opened again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kameo::actor::{ActorRef, Spawn};
+use kvproto::raft_serverpb::{PeerState, RegionLocalState};
+use prost::Message as _;
+use router::Router;
+use slog::{Logger, info, o, warn};
+use storage::keys;
+use storage::{CF_DEFAULT, Engine};
+
+use crate::config::Config;
+use crate::context::StoreContext;
+use crate::errors::{Error, Result};
+use crate::fsm::store::{StoreActor, spawn_peer};
+use crate::transport::Transport;
+use crate::worker::raftlog_gc::RaftLogGcWorker;
+use crate::worker::write::RaftWriter;
+
+/// A running store.
+pub struct Store {
+    ctx: Arc<StoreContext>,
+    store_actor: ActorRef<StoreActor>,
+}
+
+impl Store {
+    /// Starts store `store_id` over `engine`. Must run inside a tokio runtime.
+    pub fn start(
+        store_id: u64,
+        cfg: Config,
+        engine: Engine,
+        transport: Arc<dyn Transport>,
+        logger: &Logger,
+    ) -> Result<Store> {
+        let logger = logger.new(o!("store_id" => store_id));
+        let io_error = |what: &'static str| {
+            move |e: std::io::Error| {
+                Error::Storage(storage::Error::Io {
+                    what,
+                    source: Arc::new(e),
+                })
+            }
+        };
+        let writer = RaftWriter::start(engine.clone(), &logger)
+            .map_err(io_error("start the raft writer"))?;
+        let raftlog_gc = RaftLogGcWorker::start(engine.clone(), &logger)
+            .map_err(io_error("start the raft log gc worker"))?;
+        let router = Router::new(cfg.mailbox_limit);
+        let ctx = Arc::new(StoreContext {
+            store_id,
+            cfg,
+            engine,
+            router: router.clone(),
+            transport,
+            writer,
+            raftlog_gc,
+            logger,
+        });
+        let store_actor = StoreActor::spawn(StoreActor::new(Arc::clone(&ctx)));
+        router.register_store(store_actor.clone().recipient());
+        let mut count = 0;
+        for state in load_regions(&ctx.engine)? {
+            let region = state.region.clone().unwrap_or_default();
+            match state.state() {
+                PeerState::Normal => {}
+                PeerState::Tombstone => continue,
+                PeerState::Applying => {
+                    // Snapshot ingestion comes with the region worker.
+                    warn!(ctx.logger, "region has an unfinished snapshot; not started"; "region_id" => region.id);
+                    continue;
+                }
+            }
+            let Some(meta) = region
+                .peers
+                .iter()
+                .find(|p| p.store_id == store_id)
+                .copied()
+            else {
+                warn!(ctx.logger, "region lists no peer on this store"; "region_id" => region.id);
+                continue;
+            };
+            spawn_peer(&ctx, region, meta)?;
+            count += 1;
+        }
+        info!(ctx.logger, "store started"; "regions" => count);
+        Ok(Store { ctx, store_actor })
+    }
+
+    /// Routes messages to this store's actors.
+    pub fn router(&self) -> Router {
+        self.ctx.router.clone()
+    }
+
+    /// This store's id.
+    pub fn store_id(&self) -> u64 {
+        self.ctx.store_id
+    }
+
+    /// The store's engine.
+    pub fn engine(&self) -> &Engine {
+        &self.ctx.engine
+    }
+
+    /// Stops every actor and worker and closes the engine.
+    pub async fn stop(self) {
+        let Store { ctx, store_actor } = self;
+        store_actor.kill();
+        store_actor.wait_for_shutdown().await;
+        for recipient in ctx.router.take_all() {
+            recipient.kill();
+            recipient.wait_for_shutdown().await;
+        }
+        let logger = ctx.logger.clone();
+        // Actor state (each holding the context) is dropped as its task
+        // ends, just after the shutdown notice; wait for the last one.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&ctx) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if Arc::strong_count(&ctx) > 1 {
+            warn!(logger, "store context still referenced after stop"; "refs" => Arc::strong_count(&ctx));
+        }
+        drop(ctx);
+        info!(logger, "store stopped");
+    }
+}
+
+/// Every region state this store holds.
+fn load_regions(engine: &Engine) -> Result<Vec<RegionLocalState>> {
+    let mut states = Vec::new();
+    engine.scan_cf(
+        CF_DEFAULT,
+        keys::REGION_META_MIN_KEY,
+        keys::REGION_META_MAX_KEY,
+        |key, value| {
+            let (_, suffix) = keys::decode_region_meta_key(key)?;
+            if suffix == keys::REGION_STATE_SUFFIX {
+                let state =
+                    RegionLocalState::decode(value).map_err(|e| storage::Error::Decode {
+                        key: key.to_vec(),
+                        source: e,
+                    })?;
+                states.push(state);
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(states)
+}

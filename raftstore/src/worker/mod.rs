@@ -1,0 +1,4 @@
+//! Background work, each on its own thread fed by a channel.
+
+pub mod raftlog_gc;
+pub mod write;

@@ -1,0 +1,128 @@
+//! `RaftWriter`: the store's one thread that writes to RocksDB on behalf of
+//! every peer, merging what arrives together into one fsync (group commit).
+//!
+//! Peers run on the async runtime and must never block it on disk I/O, so a
+//! peer hands its batch to this thread and awaits the answer. Batches that
+//! queue up while a write is in progress are written back to back, and only
+//! the last of a group is synced when any of them asked for sync: RocksDB has
+//! one WAL, so syncing it covers every earlier write. Each batch stays atomic.
+//!
+//! Invariant: a task is answered only after its batch is written, and after
+//! the WAL is synced if it asked for that.
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use slog::{Logger, error};
+use storage::{Engine, WriteBatch};
+use tokio::sync::oneshot;
+
+use crate::errors::{Error, Result};
+
+/// The most batches written as one group.
+const MAX_GROUP: usize = 256;
+
+struct WriteTask {
+    batch: WriteBatch,
+    sync: bool,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// A handle for submitting writes. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftWriter {
+    tx: Sender<WriteTask>,
+}
+
+impl RaftWriter {
+    /// Starts the writer thread for `engine`. It ends when every handle is dropped.
+    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<RaftWriter> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let logger = logger.clone();
+        std::thread::Builder::new()
+            .name("raft-writer".into())
+            .spawn(move || run(engine, rx, logger))?;
+        Ok(RaftWriter { tx })
+    }
+
+    /// Writes `batch` atomically; with `sync`, it is on disk when this returns.
+    pub async fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(WriteTask { batch, sync, done })
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+}
+
+fn run(engine: Engine, rx: Receiver<WriteTask>, logger: Logger) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(task) => group.push(task),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let sync = group.iter().any(|t| t.sync);
+        let last = group.len() - 1;
+        let mut outcome: std::result::Result<(), storage::Error> = Ok(());
+        let mut written = Vec::with_capacity(group.len());
+        for (i, task) in group.drain(..).enumerate() {
+            if outcome.is_ok() {
+                outcome = engine.write(task.batch, sync && i == last);
+                if let Err(e) = &outcome {
+                    error!(logger, "raft write failed"; "err" => %e);
+                }
+            }
+            written.push((task.done, outcome.is_ok()));
+        }
+        // Answer only now: the sync at the end covers the whole group. A
+        // failure fails every task of the group, written or not, since none
+        // of them is known to be durable.
+        for (done, _) in written {
+            let answer = match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Storage(e.clone())),
+            };
+            let _ = done.send(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::CF_DEFAULT;
+
+    #[tokio::test]
+    async fn writes_are_visible_and_grouped_writes_all_answer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path()).expect("open engine");
+        let writer = RaftWriter::start(
+            engine.clone(),
+            &slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("start writer");
+        let mut waits = Vec::new();
+        for i in 0..50u8 {
+            let mut wb = engine.write_batch();
+            wb.put_cf(CF_DEFAULT, &[b'k', i], &[i]).expect("put");
+            let writer = writer.clone();
+            waits.push(tokio::spawn(
+                async move { writer.write(wb, i % 2 == 0).await },
+            ));
+        }
+        for w in waits {
+            w.await.expect("task").expect("write");
+        }
+        for i in 0..50u8 {
+            assert_eq!(
+                engine.get_cf(CF_DEFAULT, &[b'k', i]).expect("get"),
+                Some(vec![i])
+            );
+        }
+    }
+}
