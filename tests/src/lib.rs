@@ -7,9 +7,11 @@
 //!   transfers and membership changes. Run by `tests/raft_sim.rs` and the
 //!   `raft-sim` binary.
 //!
-//! To come: the region/leader test cluster (stores over RocksDB, a
-//! simulated transport with filters, the placement driver in-process).
+//! - `cluster`: the region/leader test cluster: stores over RocksDB in temp
+//!   dirs, a simulated transport with filters, stop/restart of stores, and
+//!   the `must_*` helpers the scenario suites use.
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod raft_sim;

@@ -41,7 +41,7 @@
 mod checker;
 mod network;
 mod node;
-mod rng;
+pub mod rng;
 mod runner;
 
 use std::collections::BTreeSet;

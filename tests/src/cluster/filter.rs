@@ -1,0 +1,81 @@
+//! Network filters for the test cluster: each decides, per raft message,
+//! whether it gets through. They wrap the real transport path (a message
+//! that passes is delivered through the target store's router), in the
+//! spirit of TinyKV's `filter.go` — with every random choice seeded.
+
+use std::collections::HashSet;
+
+use kvproto::eraftpb::MessageType;
+use kvproto::raft_serverpb::RaftMessage;
+
+use crate::raft_sim::rng::SimRng;
+
+/// Decides whether one message passes.
+pub trait Filter: Send + Sync {
+    /// True lets `msg` through. `rng` is the network's seeded generator.
+    fn allow(&self, msg: &RaftMessage, rng: &mut SimRng) -> bool;
+}
+
+fn stores(msg: &RaftMessage) -> (u64, u64) {
+    (
+        msg.from_peer.map_or(0, |p| p.store_id),
+        msg.to_peer.map_or(0, |p| p.store_id),
+    )
+}
+
+/// Splits the stores into groups; messages cross no group boundary.
+pub struct PartitionFilter {
+    groups: Vec<HashSet<u64>>,
+}
+
+impl PartitionFilter {
+    /// Stores in the same inner list can talk; stores in no list talk to nobody.
+    pub fn new(groups: Vec<Vec<u64>>) -> Self {
+        PartitionFilter {
+            groups: groups
+                .into_iter()
+                .map(|g| g.into_iter().collect())
+                .collect(),
+        }
+    }
+}
+
+impl Filter for PartitionFilter {
+    fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
+        let (from, to) = stores(msg);
+        self.groups
+            .iter()
+            .any(|g| g.contains(&from) && g.contains(&to))
+    }
+}
+
+/// Cuts one store off from everyone.
+pub struct IsolateFilter(pub u64);
+
+impl Filter for IsolateFilter {
+    fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
+        let (from, to) = stores(msg);
+        from != self.0 && to != self.0
+    }
+}
+
+/// Drops each message with probability `percent`/100.
+pub struct DropFilter {
+    /// Share of messages dropped, in percent.
+    pub percent: u32,
+}
+
+impl Filter for DropFilter {
+    fn allow(&self, _: &RaftMessage, rng: &mut SimRng) -> bool {
+        rng.below(100) >= u64::from(self.percent)
+    }
+}
+
+/// Drops every message of one type.
+pub struct DropTypeFilter(pub MessageType);
+
+impl Filter for DropTypeFilter {
+    fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
+        msg.message.as_ref().is_none_or(|m| m.msg_type() != self.0)
+    }
+}

@@ -1,0 +1,469 @@
+//! The region/leader test cluster: N stores in one process, each with a real
+//! RocksDB in a temp dir, connected by a simulated network with filters
+//! (TinyKV's `test_raftstore`, rebuilt for the actor store).
+//!
+//! The cluster owns a tokio runtime; its methods block, so tests are plain
+//! `#[test]` functions and may drive it from several threads at once, like
+//! TinyKV's clients. Every wait is on a condition with a deadline and says
+//! what it last saw when it gives up.
+
+pub mod filter;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvproto::metapb;
+use kvproto::raft_cmdpb::{
+    CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+    SnapRequest,
+};
+use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
+use raftstore::{Config, Store};
+use router::{Callback, CmdResponse, RaftCommand};
+use slog::{Drain, Logger, o};
+use storage::{CF_DEFAULT, Engine, keys};
+
+use self::filter::Filter;
+use self::transport::{SimNetwork, StoreTransport};
+
+/// The id of the region a cluster starts with.
+pub const FIRST_REGION_ID: u64 = 1;
+
+/// A logger for cluster tests: silent unless `TINYKV_TEST_LOG` is set.
+pub fn test_logger(name: &str) -> Logger {
+    if std::env::var_os("TINYKV_TEST_LOG").is_some() {
+        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+        let drain = slog_term::FullFormat::new(decorator).build().fuse();
+        Logger::root(drain, o!("test" => name.to_owned()))
+    } else {
+        Logger::root(slog::Discard, o!())
+    }
+}
+
+/// N stores in one process.
+pub struct Cluster {
+    rt: tokio::runtime::Runtime,
+    count: u64,
+    cfg: Config,
+    /// Holds every store's data directory for the cluster's lifetime.
+    dir: tempfile::TempDir,
+    /// Running stores. A `Mutex`: start/stop from the test thread only, but
+    /// client threads read routers through it.
+    stores: Mutex<HashMap<u64, Store>>,
+    net: Arc<SimNetwork>,
+    /// The leader each region last answered from, to try first.
+    leaders: Mutex<HashMap<u64, metapb::Peer>>,
+    /// The newest region (epoch) seen for each region id.
+    regions: Mutex<HashMap<u64, metapb::Region>>,
+    logger: Logger,
+}
+
+impl Cluster {
+    /// A cluster of `count` stores (ids 1..=count) with `cfg`, not started.
+    pub fn new(count: u64, cfg: Config, name: &str) -> Cluster {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Cluster {
+            rt,
+            count,
+            cfg,
+            dir: tempfile::tempdir().expect("temp dir"),
+            stores: Mutex::new(HashMap::new()),
+            net: SimNetwork::new(0x7e57),
+            leaders: Mutex::new(HashMap::new()),
+            regions: Mutex::new(HashMap::new()),
+            logger: test_logger(name),
+        }
+    }
+
+    fn store_path(&self, store_id: u64) -> PathBuf {
+        self.dir.path().join(format!("store-{store_id}"))
+    }
+
+    /// Bootstraps every store and the first region (a peer on each store,
+    /// peer id = store id), then starts them all.
+    pub fn start(&self) {
+        let peers: Vec<metapb::Peer> = (1..=self.count)
+            .map(|id| metapb::Peer { id, store_id: id })
+            .collect();
+        let region = new_first_region(FIRST_REGION_ID, peers);
+        for store_id in 1..=self.count {
+            let engine = Engine::open(self.store_path(store_id)).expect("open engine");
+            bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
+            write_initial_region(&engine, &region).expect("write first region");
+        }
+        self.regions
+            .lock()
+            .expect("regions lock")
+            .insert(region.id, region);
+        for store_id in 1..=self.count {
+            self.start_store(store_id);
+        }
+    }
+
+    /// Starts (or restarts) store `store_id` from its data directory.
+    pub fn start_store(&self, store_id: u64) {
+        let engine = Engine::open(self.store_path(store_id)).expect("reopen engine");
+        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net)));
+        let store = {
+            let _guard = self.rt.enter();
+            Store::start(store_id, self.cfg.clone(), engine, transport, &self.logger)
+                .expect("start store")
+        };
+        self.net.register(store_id, store.router());
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .insert(store_id, store);
+    }
+
+    /// Stops store `store_id`, keeping its data.
+    pub fn stop_store(&self, store_id: u64) {
+        self.net.unregister(store_id);
+        let store = self.stores.lock().expect("stores lock").remove(&store_id);
+        if let Some(store) = store {
+            self.rt.block_on(store.stop());
+        }
+    }
+
+    /// The ids of the stores, running or not.
+    pub fn store_ids(&self) -> Vec<u64> {
+        (1..=self.count).collect()
+    }
+
+    /// Adds a network filter.
+    pub fn add_filter(&self, filter: Arc<dyn Filter>) {
+        self.net.add_filter(filter);
+    }
+
+    /// Removes every network filter.
+    pub fn clear_filters(&self) {
+        self.net.clear_filters();
+    }
+
+    /// The region containing `key` as last seen (the cluster has one region
+    /// until splits exist).
+    pub fn region_for_key(&self, key: &[u8]) -> metapb::Region {
+        let regions = self.regions.lock().expect("regions lock");
+        regions
+            .values()
+            .find(|r| {
+                key >= r.start_key.as_slice()
+                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
+            })
+            .cloned()
+            .expect("some region covers every key")
+    }
+
+    fn note_region(&self, region: &metapb::Region) {
+        let mut regions = self.regions.lock().expect("regions lock");
+        let newer = regions.get(&region.id).is_none_or(|known| {
+            let (a, b) = (
+                known.region_epoch.unwrap_or_default(),
+                region.region_epoch.unwrap_or_default(),
+            );
+            (b.version, b.conf_ver) > (a.version, a.conf_ver)
+        });
+        if newer {
+            regions.insert(region.id, region.clone());
+        }
+    }
+
+    /// Sends `request` to the peer it names and waits up to `timeout` for
+    /// the answer; `None` if the store is down or no answer came.
+    pub fn call_command(&self, request: RaftCmdRequest, timeout: Duration) -> Option<CmdResponse> {
+        let header = request.header.unwrap_or_default();
+        let store_id = header.peer.map_or(0, |p| p.store_id);
+        let router = self
+            .stores
+            .lock()
+            .expect("stores lock")
+            .get(&store_id)
+            .map(|s| s.router())?;
+        let (callback, rx) = Callback::new();
+        if let Err(e) = router.send_command(
+            header.region_id,
+            Box::new(RaftCommand { request, callback }),
+        ) {
+            let cmd = e.into_inner();
+            cmd.callback.respond(CmdResponse::default());
+            return None;
+        }
+        self.rt
+            .block_on(async { tokio::time::timeout(timeout, rx).await })
+            .ok()
+            .and_then(|r| r.ok())
+    }
+
+    /// Sends `request` to its region's leader, following `NotLeader` hints
+    /// and retrying retryable errors, until `timeout`. `None` on timeout.
+    pub fn call_command_on_leader(
+        &self,
+        mut request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Option<CmdResponse> {
+        let deadline = Instant::now() + timeout;
+        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        let mut candidates = self.store_ids().into_iter().cycle();
+        let mut leader = self
+            .leaders
+            .lock()
+            .expect("leaders lock")
+            .get(&region_id)
+            .copied();
+        while Instant::now() < deadline {
+            let target = leader.unwrap_or_else(|| {
+                let store_id = candidates.next().expect("cycle never ends");
+                self.region_peer_on(region_id, store_id)
+                    .unwrap_or(metapb::Peer {
+                        id: store_id,
+                        store_id,
+                    })
+            });
+            if let Some(header) = request.header.as_mut() {
+                header.peer = Some(target);
+                header.region_epoch = self
+                    .regions
+                    .lock()
+                    .expect("regions lock")
+                    .get(&region_id)
+                    .and_then(|r| r.region_epoch);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(resp) = self.call_command(request.clone(), left.min(Duration::from_secs(1)))
+            else {
+                leader = None;
+                continue;
+            };
+            let Some(error) = resp.region_error() else {
+                self.leaders
+                    .lock()
+                    .expect("leaders lock")
+                    .insert(region_id, target);
+                return Some(resp);
+            };
+            if let Some(not_leader) = &error.not_leader {
+                leader = not_leader.leader.filter(|l| *l != target);
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if let Some(epoch) = &error.epoch_not_match {
+                for region in &epoch.current_regions {
+                    self.note_region(region);
+                }
+                continue;
+            }
+            if error.stale_command.is_some()
+                || error.server_is_busy.is_some()
+                || error.region_not_found.is_some()
+            {
+                leader = None;
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            return Some(resp);
+        }
+        None
+    }
+
+    fn region_peer_on(&self, region_id: u64, store_id: u64) -> Option<metapb::Peer> {
+        self.regions
+            .lock()
+            .expect("regions lock")
+            .get(&region_id)
+            .and_then(|r| r.peers.iter().find(|p| p.store_id == store_id).copied())
+    }
+
+    /// Runs `requests` on the region holding `key`, retrying until `timeout`.
+    ///
+    /// # Panics
+    /// If no successful answer came in time, with the last answer seen.
+    pub fn request(&self, key: &[u8], requests: Vec<Request>, timeout: Duration) -> CmdResponse {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            let region = self.region_for_key(key);
+            let request = RaftCmdRequest {
+                header: Some(RaftRequestHeader {
+                    region_id: region.id,
+                    region_epoch: region.region_epoch,
+                    ..Default::default()
+                }),
+                requests: requests.clone(),
+                admin_request: None,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.call_command_on_leader(request, left) {
+                Some(resp) if resp.region_error().is_none() => return resp,
+                other => last = other.map(|r| r.response),
+            }
+        }
+        panic!(
+            "request on key {:?} timed out; last answer: {last:?}",
+            key.escape_ascii().to_string()
+        );
+    }
+
+    /// Puts `key` = `value` in the default CF.
+    pub fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.must_put_cf(CF_DEFAULT, key, value);
+    }
+
+    /// Puts `key` = `value` in `cf`.
+    pub fn must_put_cf(&self, cf: &str, key: &[u8], value: &[u8]) {
+        let req = Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: cf.to_owned(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let resp = self.request(key, vec![req], Duration::from_secs(15));
+        assert_eq!(resp.response.responses.len(), 1, "one response to one put");
+    }
+
+    /// Reads `key` from the default CF through the leader (linearizable).
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let req = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: CF_DEFAULT.to_owned(),
+                key: key.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let resp = self.request(key, vec![req], Duration::from_secs(15));
+        let value = resp.response.responses[0]
+            .get
+            .clone()
+            .unwrap_or_default()
+            .value;
+        (!value.is_empty()).then_some(value)
+    }
+
+    /// Asserts `key` reads as `value`.
+    pub fn must_get(&self, key: &[u8], value: &[u8]) {
+        let got = self.get(key);
+        assert_eq!(
+            got.as_deref(),
+            Some(value),
+            "key {:?}",
+            key.escape_ascii().to_string()
+        );
+    }
+
+    /// Asserts `key` is absent.
+    pub fn must_get_none(&self, key: &[u8]) {
+        let got = self.get(key);
+        assert_eq!(
+            got,
+            None,
+            "key {:?} should be absent",
+            key.escape_ascii().to_string()
+        );
+    }
+
+    /// Deletes `key` from the default CF.
+    pub fn must_delete(&self, key: &[u8]) {
+        let req = Request {
+            cmd_type: CmdType::Delete as i32,
+            delete: Some(DeleteRequest {
+                cf: CF_DEFAULT.to_owned(),
+                key: key.to_vec(),
+            }),
+            ..Default::default()
+        };
+        self.request(key, vec![req], Duration::from_secs(15));
+    }
+
+    /// The values of the default CF for keys in `[start, end)` (empty `end`:
+    /// no bound), read from a linearizable snapshot of each region.
+    pub fn scan(&self, start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
+        let mut values = Vec::new();
+        let mut key = start.to_vec();
+        loop {
+            let req = Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {}),
+                ..Default::default()
+            };
+            let resp = self.request(&key, vec![req], Duration::from_secs(15));
+            let region = resp.response.responses[0]
+                .snap
+                .clone()
+                .and_then(|s| s.region)
+                .expect("a snap response names its region");
+            let reader = resp.snapshot.expect("a snap response carries a snapshot");
+            let mut iter = reader.iter_cf(CF_DEFAULT).expect("iterate the snapshot");
+            iter.seek(&key);
+            while iter.valid() {
+                if !end.is_empty() && iter.key() >= end {
+                    break;
+                }
+                values.push(iter.value().to_vec());
+                iter.next();
+            }
+            if region.end_key.is_empty() || (!end.is_empty() && region.end_key.as_slice() >= end) {
+                return values;
+            }
+            key = region.end_key.clone();
+        }
+    }
+
+    /// Waits until store `store_id`'s engine holds `key` = `value` (default
+    /// CF), read directly; panics after `timeout` with the last value seen.
+    pub fn must_get_equal_on_store(
+        &self,
+        store_id: u64,
+        key: &[u8],
+        value: &[u8],
+        timeout: Duration,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self
+                .store_engine(store_id)
+                .and_then(|e| e.get_cf(CF_DEFAULT, &keys::data_key(key)).ok().flatten());
+            if last.as_deref() == Some(value) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "store {store_id}: key {:?} is {:?}, want {:?}",
+            key.escape_ascii().to_string(),
+            last,
+            value
+        );
+    }
+
+    fn store_engine(&self, store_id: u64) -> Option<Engine> {
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .get(&store_id)
+            .map(|s| s.engine().clone())
+    }
+
+    /// Stops every store.
+    pub fn shutdown(&self) {
+        for store_id in self.store_ids() {
+            self.stop_store(store_id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
