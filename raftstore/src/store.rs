@@ -22,6 +22,7 @@ use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::fsm::store::{StoreActor, spawn_peer};
 use crate::transport::Transport;
+use crate::worker::WorkerThread;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
 use crate::worker::write::RaftWriter;
 
@@ -29,6 +30,9 @@ use crate::worker::write::RaftWriter;
 pub struct Store {
     ctx: Arc<StoreContext>,
     store_actor: ActorRef<StoreActor>,
+    /// The writer and GC threads, joined on stop after the last handle
+    /// feeding them (in `ctx`) is gone: they hold the engine open.
+    workers: Vec<WorkerThread>,
 }
 
 impl Store {
@@ -49,10 +53,11 @@ impl Store {
                 })
             }
         };
-        let writer = RaftWriter::start(engine.clone(), &logger)
+        let (writer, writer_thread) = RaftWriter::start(engine.clone(), &logger)
             .map_err(io_error("start the raft writer"))?;
-        let raftlog_gc = RaftLogGcWorker::start(engine.clone(), &logger)
+        let (raftlog_gc, raftlog_gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;
+        let workers = vec![writer_thread, raftlog_gc_thread];
         let router = Router::new(cfg.mailbox_limit);
         let ctx = Arc::new(StoreContext {
             store_id,
@@ -91,7 +96,11 @@ impl Store {
             count += 1;
         }
         info!(ctx.logger, "store started"; "regions" => count);
-        Ok(Store { ctx, store_actor })
+        Ok(Store {
+            ctx,
+            store_actor,
+            workers,
+        })
     }
 
     /// Routes messages to this store's actors.
@@ -111,7 +120,11 @@ impl Store {
 
     /// Stops every actor and worker and closes the engine.
     pub async fn stop(self) {
-        let Store { ctx, store_actor } = self;
+        let Store {
+            ctx,
+            store_actor,
+            workers,
+        } = self;
         store_actor.kill();
         store_actor.wait_for_shutdown().await;
         for recipient in ctx.router.take_all() {
@@ -128,7 +141,15 @@ impl Store {
         if Arc::strong_count(&ctx) > 1 {
             warn!(logger, "store context still referenced after stop"; "refs" => Arc::strong_count(&ctx));
         }
+        // The last handles to the workers go with the context; each thread
+        // then drains its queue and ends, dropping its engine handle.
         drop(ctx);
+        for worker in workers {
+            let name = worker.name();
+            if !worker.join(Duration::from_secs(10)).await {
+                warn!(logger, "worker thread still running after stop"; "thread" => name);
+            }
+        }
         info!(logger, "store stopped");
     }
 }

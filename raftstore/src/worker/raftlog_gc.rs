@@ -11,6 +11,8 @@ use slog::{Logger, debug, error};
 use storage::keys;
 use storage::{CF_RAFT, Engine};
 
+use crate::worker::WorkerThread;
+
 /// Delete the entries `[start_index, end_index)` of a region's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcTask {
@@ -29,14 +31,16 @@ pub struct RaftLogGcWorker {
 }
 
 impl RaftLogGcWorker {
-    /// Starts the worker thread; it ends when every handle is dropped.
-    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<RaftLogGcWorker> {
+    /// Starts the worker thread; it ends when every handle is dropped, and
+    /// the `WorkerThread` joins it.
+    pub fn start(
+        engine: Engine,
+        logger: &Logger,
+    ) -> std::io::Result<(RaftLogGcWorker, WorkerThread)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
-        std::thread::Builder::new()
-            .name("raftlog-gc".into())
-            .spawn(move || run(engine, rx, logger))?;
-        Ok(RaftLogGcWorker { tx })
+        let thread = WorkerThread::spawn("raftlog-gc", move || run(engine, rx, logger))?;
+        Ok((RaftLogGcWorker { tx }, thread))
     }
 
     /// Queues a task. A stopped worker is not an error: the entries are
