@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kameo::actor::{ActorRef, Spawn};
+use kameo::mailbox;
 use kvproto::raft_serverpb::{PeerState, RegionLocalState};
 use prost::Message as _;
 use router::Router;
@@ -69,7 +70,10 @@ impl Store {
             raftlog_gc,
             logger,
         });
-        let store_actor = StoreActor::spawn(StoreActor::new(Arc::clone(&ctx)));
+        // Unbounded like the peers' (see `spawn_peer`): the router decides
+        // what may be dropped.
+        let store_actor =
+            StoreActor::spawn_with_mailbox(StoreActor::new(Arc::clone(&ctx)), mailbox::unbounded());
         router.register_store(store_actor.clone().recipient());
         let mut count = 0;
         for state in load_regions(&ctx.engine)? {
@@ -175,4 +179,46 @@ fn load_regions(engine: &Engine) -> Result<Vec<RegionLocalState>> {
         },
     )?;
     Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::metapb;
+    use kvproto::raft_serverpb::RaftMessage;
+    use router::{PeerMsg, PeerTick};
+
+    use super::*;
+    use crate::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
+    use crate::transport::TransportError;
+
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send(&self, _: RaftMessage) -> std::result::Result<(), TransportError> {
+            Err(TransportError::Dropped)
+        }
+    }
+
+    /// The router bounds only raft messages and commands; every other
+    /// message must reach a peer however busy it is (`router.rs`). On a
+    /// current-thread runtime nothing runs between these sends, so the
+    /// peer's mailbox has to hold them all.
+    #[tokio::test]
+    async fn a_busy_peer_takes_every_must_deliver_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path()).expect("open engine");
+        bootstrap_store(&engine, 1, 1).expect("bootstrap store");
+        let region = new_first_region(1, vec![metapb::Peer { id: 1, store_id: 1 }]);
+        write_initial_region(&engine, &region).expect("write region");
+        let logger = Logger::root(slog::Discard, o!());
+        let store = Store::start(1, Config::for_tests(), engine, Arc::new(NoNetwork), &logger)
+            .expect("start");
+        let router = store.router();
+        for i in 0..1000 {
+            if router.send(1, PeerMsg::Tick(PeerTick::RaftLogGc)).is_err() {
+                panic!("must-deliver message {i} was refused");
+            }
+        }
+        store.stop().await;
+    }
 }

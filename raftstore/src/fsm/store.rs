@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kameo::Actor;
 use kameo::actor::{ActorRef, Spawn};
 use kameo::error::Infallible;
+use kameo::mailbox;
 use kameo::message::{Context, Message};
 use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
@@ -117,7 +118,15 @@ pub fn spawn_peer(
         &ctx.logger,
     )?;
     let load = MailboxLoad::new();
-    let actor = PeerActor::spawn(PeerActor::new(peer, Arc::clone(ctx), load.clone()));
+    // Unbounded, as the router expects: it bounds the droppable and refusable
+    // messages itself, and every other message must get through. kameo's
+    // default mailbox holds 64; when full it refused ticks (the ticker then
+    // stopped for good, and a peer that never ticks never campaigns) and
+    // must-deliver messages alike.
+    let actor = PeerActor::spawn_with_mailbox(
+        PeerActor::new(peer, Arc::clone(ctx), load.clone()),
+        mailbox::unbounded(),
+    );
     ctx.router
         .register(region_id, PeerMailbox::new(actor.recipient(), load));
     Ok(())
