@@ -32,6 +32,11 @@ impl SimNetwork {
         })
     }
 
+    /// Restarts the filters' random stream from `seed`.
+    pub fn reseed(&self, seed: u64) {
+        *self.rng.lock().expect("rng lock") = SimRng::new(seed);
+    }
+
     /// Connects store `store_id`.
     pub fn register(&self, store_id: u64, router: Router) {
         self.routers
