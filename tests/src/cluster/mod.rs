@@ -8,6 +8,7 @@
 //! what it last saw when it gives up.
 
 pub mod filter;
+pub mod generic;
 pub mod transport;
 
 use std::collections::HashMap;
