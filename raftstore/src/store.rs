@@ -7,6 +7,7 @@
 //! the same directory can be opened again.
 
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kameo::actor::{ActorRef, Spawn};
@@ -29,6 +30,8 @@ use crate::worker::write::RaftWriter;
 pub struct Store {
     ctx: Arc<StoreContext>,
     store_actor: ActorRef<StoreActor>,
+    /// The worker threads, joined on stop: each holds an engine handle.
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Store {
@@ -49,10 +52,11 @@ impl Store {
                 })
             }
         };
-        let writer = RaftWriter::start(engine.clone(), &logger)
+        let (writer, writer_thread) = RaftWriter::start(engine.clone(), &logger)
             .map_err(io_error("start the raft writer"))?;
-        let raftlog_gc = RaftLogGcWorker::start(engine.clone(), &logger)
+        let (raftlog_gc, gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;
+        let threads = vec![writer_thread, gc_thread];
         let router = Router::new(cfg.mailbox_limit);
         let ctx = Arc::new(StoreContext {
             store_id,
@@ -91,7 +95,11 @@ impl Store {
             count += 1;
         }
         info!(ctx.logger, "store started"; "regions" => count);
-        Ok(Store { ctx, store_actor })
+        Ok(Store {
+            ctx,
+            store_actor,
+            threads,
+        })
     }
 
     /// Routes messages to this store's actors.
@@ -111,7 +119,11 @@ impl Store {
 
     /// Stops every actor and worker and closes the engine.
     pub async fn stop(self) {
-        let Store { ctx, store_actor } = self;
+        let Store {
+            ctx,
+            store_actor,
+            threads,
+        } = self;
         store_actor.kill();
         store_actor.wait_for_shutdown().await;
         for recipient in ctx.router.take_all() {
@@ -128,7 +140,17 @@ impl Store {
         if Arc::strong_count(&ctx) > 1 {
             warn!(logger, "store context still referenced after stop"; "refs" => Arc::strong_count(&ctx));
         }
+        // The last context gone, the workers' channels close and they exit.
         drop(ctx);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            warn!(logger, "a worker thread panicked");
+        }
         info!(logger, "store stopped");
     }
 }

@@ -6,6 +6,8 @@
 //! written unsynced, so the worker syncs the WAL first: otherwise a crash
 //! could lose applied data whose log entries are already gone.
 
+use std::thread::JoinHandle;
+
 use crossbeam_channel::{Receiver, Sender};
 use slog::{Logger, debug, error};
 use storage::keys;
@@ -30,13 +32,16 @@ pub struct RaftLogGcWorker {
 
 impl RaftLogGcWorker {
     /// Starts the worker thread; it ends when every handle is dropped.
-    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<RaftLogGcWorker> {
+    pub fn start(
+        engine: Engine,
+        logger: &Logger,
+    ) -> std::io::Result<(RaftLogGcWorker, JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raftlog-gc".into())
             .spawn(move || run(engine, rx, logger))?;
-        Ok(RaftLogGcWorker { tx })
+        Ok((RaftLogGcWorker { tx }, thread))
     }
 
     /// Queues a task. A stopped worker is not an error: the entries are

@@ -10,6 +10,8 @@
 //! Invariant: a task is answered only after its batch is written, and after
 //! the WAL is synced if it asked for that.
 
+use std::thread::JoinHandle;
+
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use slog::{Logger, error};
 use storage::{Engine, WriteBatch};
@@ -33,14 +35,15 @@ pub struct RaftWriter {
 }
 
 impl RaftWriter {
-    /// Starts the writer thread for `engine`. It ends when every handle is dropped.
-    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<RaftWriter> {
+    /// Starts the writer thread for `engine`. It ends when every handle is
+    /// dropped; join it to know its engine handle is released.
+    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<(RaftWriter, JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-writer".into())
             .spawn(move || run(engine, rx, logger))?;
-        Ok(RaftWriter { tx })
+        Ok((RaftWriter { tx }, thread))
     }
 
     /// Writes `batch` atomically; with `sync`, it is on disk when this returns.
@@ -101,7 +104,7 @@ mod tests {
     async fn writes_are_visible_and_grouped_writes_all_answer() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(dir.path()).expect("open engine");
-        let writer = RaftWriter::start(
+        let (writer, _thread) = RaftWriter::start(
             engine.clone(),
             &slog::Logger::root(slog::Discard, slog::o!()),
         )
