@@ -7,6 +7,7 @@ use slog::Logger;
 use storage::Engine;
 
 use crate::config::Config;
+use crate::scheduler::SchedulerReporter;
 use crate::snapshot::{SnapshotSource, UnavailableSnapshots};
 use crate::transport::Transport;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
@@ -26,6 +27,8 @@ pub struct StoreContext {
     pub transport: Arc<dyn Transport>,
     /// Writes batches off the async runtime, with group commit.
     pub writer: RaftWriter,
+    /// Where region and store heartbeats go.
+    pub scheduler: Arc<dyn SchedulerReporter>,
     /// Deletes compacted raft log entries.
     pub raftlog_gc: RaftLogGcWorker,
     /// The store's logger (carries `store_id`).

@@ -11,7 +11,7 @@
 //! - `worker`: the group-commit writer thread and the raft-log GC thread.
 //! - `store`: starting and stopping a store.
 //! - `bootstrap`: a new store's identity and a cluster's first region.
-//! - `transport`, `snapshot`: what the store needs from its surroundings.
+//! - `transport`, `snapshot`, `scheduler`: what the store needs from its surroundings.
 //! - `config`, `context`, `errors`.
 //!
 //! The consensus core is the `tinykv-raft` crate beside this one.
@@ -26,6 +26,7 @@ pub mod fsm;
 pub mod operation;
 pub mod peer;
 pub mod peer_storage;
+pub mod scheduler;
 pub mod snapshot;
 pub mod store;
 pub mod transport;
@@ -33,5 +34,6 @@ pub mod worker;
 
 pub use crate::config::Config;
 pub use crate::errors::{Error, Result};
+pub use crate::scheduler::{NoScheduler, SchedulerReporter};
 pub use crate::store::Store;
 pub use crate::transport::{Transport, TransportError};

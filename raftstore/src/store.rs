@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::fsm::store::{StoreActor, spawn_peer};
+use crate::scheduler::SchedulerReporter;
 use crate::transport::Transport;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
 use crate::worker::write::RaftWriter;
@@ -41,6 +42,7 @@ impl Store {
         cfg: Config,
         engine: Engine,
         transport: Arc<dyn Transport>,
+        scheduler: Arc<dyn SchedulerReporter>,
         logger: &Logger,
     ) -> Result<Store> {
         let logger = logger.new(o!("store_id" => store_id));
@@ -64,6 +66,7 @@ impl Store {
             engine,
             router: router.clone(),
             transport,
+            scheduler,
             writer,
             raftlog_gc,
             logger,

@@ -79,9 +79,14 @@ impl PeerActor {
                 if self.peer.ticks.is_multiple_of(gc_every) {
                     self.peer.on_raft_log_gc_tick(&self.ctx);
                 }
+                let heartbeat_every = self.ctx.cfg.scheduler_heartbeat_ticks.max(1) as u64;
+                if self.peer.ticks.is_multiple_of(heartbeat_every) {
+                    self.peer.heartbeat_scheduler(&self.ctx);
+                }
             }
             PeerTick::RaftLogGc => self.peer.on_raft_log_gc_tick(&self.ctx),
-            PeerTick::SchedulerHeartbeat | PeerTick::SplitCheck => {}
+            PeerTick::SchedulerHeartbeat => self.peer.heartbeat_scheduler(&self.ctx),
+            PeerTick::SplitCheck => {}
         }
     }
 

@@ -11,7 +11,8 @@ use kameo::message::{Context, Message};
 use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
-use router::{MailboxLoad, PeerMailbox, StoreMsg};
+use kvproto::schedulerpb::StoreStats;
+use router::{MailboxLoad, PeerMailbox, StoreMsg, StoreTick};
 use slog::{debug, info, warn};
 use storage::CF_DEFAULT;
 use storage::keys;
@@ -127,7 +128,29 @@ impl Actor for StoreActor {
     type Args = Self;
     type Error = Infallible;
 
-    async fn on_start(state: Self, _: ActorRef<Self>) -> std::result::Result<Self, Self::Error> {
+    async fn on_start(
+        state: Self,
+        actor_ref: ActorRef<Self>,
+    ) -> std::result::Result<Self, Self::Error> {
+        let weak = actor_ref.downgrade();
+        let interval = state.ctx.cfg.store_heartbeat_interval;
+        tokio::spawn(async move {
+            let mut timer = tokio::time::interval(interval);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                let Some(actor) = weak.upgrade() else {
+                    return;
+                };
+                if actor
+                    .tell(StoreMsg::Tick(StoreTick::SchedulerHeartbeat))
+                    .try_send()
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
         Ok(state)
     }
 }
@@ -138,7 +161,14 @@ impl Message<StoreMsg> for StoreActor {
     async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
         match msg {
             StoreMsg::RaftMessage(m) => self.on_raft_message(m),
-            StoreMsg::Tick(_) | StoreMsg::Start => {}
+            StoreMsg::Tick(StoreTick::SchedulerHeartbeat) => {
+                self.ctx.scheduler.store_heartbeat(StoreStats {
+                    store_id: self.ctx.store_id,
+                    region_count: self.ctx.router.region_ids().len() as u32,
+                    ..Default::default()
+                });
+            }
+            StoreMsg::Tick(StoreTick::SnapshotGc) | StoreMsg::Start => {}
             StoreMsg::PeerStopped { region_id, peer_id } => {
                 debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
             }

@@ -36,7 +36,7 @@ impl Peer {
             )));
         }
         if let Some(ss) = rd.soft_state {
-            self.on_role_changed(ss.raft_state);
+            self.on_role_changed(ctx, ss.raft_state);
         }
 
         // 2. Apply what is committed.
@@ -53,12 +53,13 @@ impl Peer {
         Ok(())
     }
 
-    fn on_role_changed(&mut self, role: StateRole) {
+    /// Proposals stay on a role change: their entries may still commit
+    /// under the new leader, and are answered when their index applies.
+    fn on_role_changed(&mut self, ctx: &StoreContext, role: StateRole) {
         info!(self.logger, "role changed"; "role" => ?role, "term" => self.term(),
             "leader" => self.raft_group.raft().leader_id());
-        if role != StateRole::Leader {
-            // Proposals stay: their entries may still commit under the new
-            // leader, and are answered when their index applies.
+        if role == StateRole::Leader {
+            self.heartbeat_scheduler(ctx);
         }
     }
 

@@ -8,6 +8,7 @@
 //! what it last saw when it gives up.
 
 pub mod filter;
+pub mod scheduler;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use kvproto::raft_cmdpb::{
 use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
 use raftstore::{Config, Store};
 use router::{Callback, CmdResponse, RaftCommand};
+use scheduler_stub::{MemoryScheduler, SchedulerClient};
 use slog::{Drain, Logger, o};
 use storage::{CF_DEFAULT, Engine, keys};
 
@@ -31,6 +33,8 @@ use self::transport::{SimNetwork, StoreTransport};
 
 /// The id of the region a cluster starts with.
 pub const FIRST_REGION_ID: u64 = 1;
+/// The cluster id every test cluster uses.
+pub const CLUSTER_ID: u64 = 1;
 
 /// A logger for cluster tests: silent unless `TINYKV_TEST_LOG` is set.
 pub fn test_logger(name: &str) -> Logger {
@@ -54,6 +58,8 @@ pub struct Cluster {
     /// client threads read routers through it.
     stores: Mutex<HashMap<u64, Store>>,
     net: Arc<SimNetwork>,
+    /// The placement driver, in-process.
+    scheduler: Arc<MemoryScheduler>,
     /// The leader each region last answered from, to try first.
     leaders: Mutex<HashMap<u64, metapb::Peer>>,
     /// The newest region (epoch) seen for each region id.
@@ -76,6 +82,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             stores: Mutex::new(HashMap::new()),
             net: SimNetwork::new(0x7e57),
+            scheduler: Arc::new(MemoryScheduler::new(CLUSTER_ID, &test_logger(name))),
             leaders: Mutex::new(HashMap::new()),
             regions: Mutex::new(HashMap::new()),
             logger: test_logger(name),
@@ -95,8 +102,24 @@ impl Cluster {
         let region = new_first_region(FIRST_REGION_ID, peers);
         for store_id in 1..=self.count {
             let engine = Engine::open(self.store_path(store_id)).expect("open engine");
-            bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
+            bootstrap_store(&engine, CLUSTER_ID, store_id).expect("bootstrap store");
             write_initial_region(&engine, &region).expect("write first region");
+        }
+        let store = |id| metapb::Store {
+            id,
+            ..Default::default()
+        };
+        self.scheduler
+            .bootstrap(store(1), region.clone())
+            .expect("bootstrap the scheduler");
+        for store_id in 1..=self.count {
+            self.scheduler
+                .put_store(store(store_id))
+                .expect("register store");
+            self.scheduler.set_region_heartbeat_response_handler(
+                store_id,
+                scheduler::operator_handler(Arc::clone(&self.net), store_id),
+            );
         }
         self.regions
             .lock()
@@ -113,8 +136,15 @@ impl Cluster {
         let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net)));
         let store = {
             let _guard = self.rt.enter();
-            Store::start(store_id, self.cfg.clone(), engine, transport, &self.logger)
-                .expect("start store")
+            Store::start(
+                store_id,
+                self.cfg.clone(),
+                engine,
+                transport,
+                Arc::new(scheduler::Reporter(Arc::clone(&self.scheduler))),
+                &self.logger,
+            )
+            .expect("start store")
         };
         self.net.register(store_id, store.router());
         self.stores
@@ -135,6 +165,35 @@ impl Cluster {
     /// The ids of the stores, running or not.
     pub fn store_ids(&self) -> Vec<u64> {
         (1..=self.count).collect()
+    }
+
+    /// The in-process placement driver.
+    pub fn scheduler(&self) -> &MemoryScheduler {
+        &self.scheduler
+    }
+
+    /// The leader of `region_id` as the scheduler last heard, if any.
+    pub fn leader_of_region(&self, region_id: u64) -> Option<metapb::Peer> {
+        self.scheduler
+            .get_region_by_id(region_id)
+            .ok()
+            .flatten()
+            .and_then(|(_, leader)| leader)
+    }
+
+    /// Waits until the scheduler knows a leader of `region_id`.
+    ///
+    /// # Panics
+    /// If none is known after `timeout`.
+    pub fn must_leader_of_region(&self, region_id: u64, timeout: Duration) -> metapb::Peer {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(leader) = self.leader_of_region(region_id) {
+                return leader;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no leader of region {region_id} reported within {timeout:?}");
     }
 
     /// Adds a network filter.

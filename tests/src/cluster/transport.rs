@@ -48,6 +48,15 @@ impl SimNetwork {
             .remove(&store_id);
     }
 
+    /// The router of store `store_id`, if it is running.
+    pub fn router(&self, store_id: u64) -> Option<Router> {
+        self.routers
+            .read()
+            .expect("routers lock")
+            .get(&store_id)
+            .cloned()
+    }
+
     /// Adds a filter.
     pub fn add_filter(&self, filter: Arc<dyn Filter>) {
         self.filters.write().expect("filters lock").push(filter);
