@@ -11,6 +11,8 @@
 //! - `worker`: the group-commit writer thread and the raft-log GC thread.
 //! - `store`: starting and stopping a store.
 //! - `bootstrap`: a new store's identity and a cluster's first region.
+//! - `snap`: the snapshot manager: snapshot files, building, applying,
+//!   chunked transfer.
 //! - `transport`, `snapshot`, `scheduler`: what the store needs from its surroundings.
 //! - `config`, `context`, `errors`.
 //!
@@ -27,6 +29,7 @@ pub mod operation;
 pub mod peer;
 pub mod peer_storage;
 pub mod scheduler;
+pub mod snap;
 pub mod snapshot;
 pub mod store;
 pub mod transport;
