@@ -1,12 +1,14 @@
 //! `StoreActor`: the store-level actor. It receives raft messages for regions
 //! this store has no peer of yet and decides whether to create one (a new
-//! member being added by its leader), and store ticks.
+//! member being added by its leader), and store ticks: the snapshot GC tick
+//! hands a sweep to the region worker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kameo::Actor;
-use kameo::actor::{ActorRef, Spawn};
-use kameo::error::Infallible;
+use kameo::actor::{ActorRef, Spawn, WeakActorRef};
+use kameo::error::{ActorStopReason, Infallible};
 use kameo::message::{Context, Message};
 use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
@@ -16,21 +18,44 @@ use router::{MailboxLoad, PeerMailbox, StoreMsg, StoreTick};
 use slog::{debug, info, warn};
 use storage::CF_DEFAULT;
 use storage::keys;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::context::StoreContext;
 use crate::errors::Result;
 use crate::fsm::peer::PeerActor;
 use crate::peer::Peer;
+use crate::worker::region::RegionTask;
 
 /// The store's own actor.
 pub struct StoreActor {
     ctx: Arc<StoreContext>,
+    /// The store's tick timers, stopped with the actor.
+    tickers: Vec<JoinHandle<()>>,
 }
 
 impl StoreActor {
     /// An actor for the store `ctx` describes.
     pub fn new(ctx: Arc<StoreContext>) -> Self {
-        StoreActor { ctx }
+        StoreActor {
+            ctx,
+            tickers: Vec::new(),
+        }
+    }
+
+    fn on_tick(&mut self, tick: StoreTick) {
+        match tick {
+            StoreTick::SnapshotGc => {
+                self.ctx.region_worker.schedule(RegionTask::Gc);
+            }
+            StoreTick::SchedulerHeartbeat => {
+                self.ctx.scheduler.store_heartbeat(StoreStats {
+                    store_id: self.ctx.store_id,
+                    region_count: self.ctx.router.region_ids().len() as u32,
+                    ..Default::default()
+                });
+            }
+        }
     }
 
     fn on_raft_message(&mut self, msg: Box<RaftMessage>) {
@@ -109,14 +134,18 @@ pub fn spawn_peer(
     meta: metapb::Peer,
 ) -> Result<()> {
     let region_id = region.id;
+    let region_is_empty = region.peers.is_empty();
     let peer = Peer::new(
         &ctx.cfg,
         ctx.engine.clone(),
         region,
         meta,
-        ctx.snapshot_source(),
+        ctx.snapshot_source(region_id),
         &ctx.logger,
     )?;
+    if !region_is_empty {
+        ctx.store_meta().set_region(peer.region());
+    }
     let load = MailboxLoad::new();
     let actor = PeerActor::spawn(PeerActor::new(peer, Arc::clone(ctx), load.clone()));
     ctx.router
@@ -129,29 +158,45 @@ impl Actor for StoreActor {
     type Error = Infallible;
 
     async fn on_start(
-        state: Self,
+        mut state: Self,
         actor_ref: ActorRef<Self>,
     ) -> std::result::Result<Self, Self::Error> {
-        let weak = actor_ref.downgrade();
-        let interval = state.ctx.cfg.store_heartbeat_interval;
-        tokio::spawn(async move {
-            let mut timer = tokio::time::interval(interval);
-            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                timer.tick().await;
-                let Some(actor) = weak.upgrade() else {
-                    return;
-                };
-                if actor
-                    .tell(StoreMsg::Tick(StoreTick::SchedulerHeartbeat))
-                    .try_send()
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let cfg = &state.ctx.cfg;
+        for (tick, interval) in [
+            (StoreTick::SchedulerHeartbeat, cfg.store_heartbeat_interval),
+            (StoreTick::SnapshotGc, cfg.snap_gc_interval),
+        ] {
+            let weak = actor_ref.downgrade();
+            state
+                .tickers
+                .push(tokio::spawn(tick_loop(weak, interval, tick)));
+        }
         Ok(state)
+    }
+
+    async fn on_stop(
+        &mut self,
+        _: WeakActorRef<Self>,
+        _: ActorStopReason,
+    ) -> std::result::Result<(), Self::Error> {
+        for ticker in self.tickers.drain(..) {
+            ticker.abort();
+        }
+        Ok(())
+    }
+}
+
+async fn tick_loop(actor: WeakActorRef<StoreActor>, interval: Duration, tick: StoreTick) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let Some(actor) = actor.upgrade() else {
+            return;
+        };
+        if actor.tell(StoreMsg::Tick(tick)).try_send().is_err() {
+            return;
+        }
     }
 }
 
@@ -161,14 +206,8 @@ impl Message<StoreMsg> for StoreActor {
     async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
         match msg {
             StoreMsg::RaftMessage(m) => self.on_raft_message(m),
-            StoreMsg::Tick(StoreTick::SchedulerHeartbeat) => {
-                self.ctx.scheduler.store_heartbeat(StoreStats {
-                    store_id: self.ctx.store_id,
-                    region_count: self.ctx.router.region_ids().len() as u32,
-                    ..Default::default()
-                });
-            }
-            StoreMsg::Tick(StoreTick::SnapshotGc) | StoreMsg::Start => {}
+            StoreMsg::Tick(tick) => self.on_tick(tick),
+            StoreMsg::Start => {}
             StoreMsg::PeerStopped { region_id, peer_id } => {
                 debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
             }

@@ -6,3 +6,4 @@ pub mod destroy;
 pub mod heartbeat;
 pub mod log_gc;
 pub mod ready;
+pub mod snapshot;

@@ -21,8 +21,9 @@ use kvproto::raft_cmdpb::{
     CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
     SnapRequest,
 };
+use kvproto::raft_serverpb::RaftApplyState;
 use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
-use raftstore::{Config, Store};
+use raftstore::{Config, SnapManager, Store};
 use router::{Callback, CmdResponse, RaftCommand};
 use scheduler_stub::{MemoryScheduler, SchedulerClient};
 use slog::{Drain, Logger, o};
@@ -89,8 +90,14 @@ impl Cluster {
         }
     }
 
+    /// Store `store_id`'s directory: its engine in `db`, its snapshot files
+    /// in `snap`.
     fn store_path(&self, store_id: u64) -> PathBuf {
         self.dir.path().join(format!("store-{store_id}"))
+    }
+
+    fn engine_path(&self, store_id: u64) -> PathBuf {
+        self.store_path(store_id).join("db")
     }
 
     /// Bootstraps every store and the first region (a peer on each store,
@@ -101,7 +108,7 @@ impl Cluster {
             .collect();
         let region = new_first_region(FIRST_REGION_ID, peers);
         for store_id in 1..=self.count {
-            let engine = Engine::open(self.store_path(store_id)).expect("open engine");
+            let engine = Engine::open(self.engine_path(store_id)).expect("open engine");
             bootstrap_store(&engine, CLUSTER_ID, store_id).expect("bootstrap store");
             write_initial_region(&engine, &region).expect("write first region");
         }
@@ -132,21 +139,24 @@ impl Cluster {
 
     /// Starts (or restarts) store `store_id` from its data directory.
     pub fn start_store(&self, store_id: u64) {
-        let engine = Engine::open(self.store_path(store_id)).expect("reopen engine");
-        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net)));
+        let engine = Engine::open(self.engine_path(store_id)).expect("reopen engine");
+        let snap_mgr =
+            SnapManager::open(self.store_path(store_id).join("snap")).expect("open snapshot dir");
+        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net), snap_mgr.clone()));
         let store = {
             let _guard = self.rt.enter();
             Store::start(
                 store_id,
                 self.cfg.clone(),
                 engine,
+                snap_mgr.clone(),
                 transport,
                 Arc::new(scheduler::Reporter(Arc::clone(&self.scheduler))),
                 &self.logger,
             )
             .expect("start store")
         };
-        self.net.register(store_id, store.router());
+        self.net.register(store_id, store.router(), snap_mgr);
         self.stores
             .lock()
             .expect("stores lock")
@@ -503,6 +513,15 @@ impl Cluster {
             last,
             value
         );
+    }
+
+    /// Store `store_id`'s `RaftApplyState` of `region_id`, read from its
+    /// engine; `None` while the store is down or has no such region.
+    pub fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
+        self.store_engine(store_id)?
+            .get_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id))
+            .ok()
+            .flatten()
     }
 
     fn store_engine(&self, store_id: u64) -> Option<Engine> {
