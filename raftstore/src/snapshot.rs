@@ -148,3 +148,24 @@ impl SnapshotSource for RegionSnapshots {
         unavailable()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_notifier_dropped_unfinished_resets_the_state() {
+        let state = Arc::new(Mutex::new(GenState::Generating));
+        drop(GenNotifier {
+            state: Some(Arc::clone(&state)),
+        });
+        assert!(matches!(*lock(&state), GenState::Relax));
+
+        *lock(&state) = GenState::Generating;
+        GenNotifier {
+            state: Some(Arc::clone(&state)),
+        }
+        .finish(Some(Snapshot::default()));
+        assert!(matches!(*lock(&state), GenState::Generated(_)));
+    }
+}

@@ -219,3 +219,231 @@ impl Runner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use kameo::Actor;
+    use kameo::actor::{ActorRef, Spawn};
+    use kameo::error::Infallible;
+    use kameo::message::{Context, Message};
+    use kvproto::raft_serverpb::{RaftSnapshotData, RaftTruncatedState, SnapshotMeta};
+    use router::{MailboxLoad, PeerMailbox};
+
+    use super::*;
+    use crate::snapshot::{RegionSnapshots, SnapshotSource};
+
+    /// A peer stand-in that ignores what it gets.
+    struct Sink;
+
+    impl Actor for Sink {
+        type Args = Self;
+        type Error = Infallible;
+
+        async fn on_start(state: Self, _: ActorRef<Self>) -> std::result::Result<Self, Infallible> {
+            Ok(state)
+        }
+    }
+
+    impl Message<PeerMsg> for Sink {
+        type Reply = ();
+
+        async fn handle(&mut self, _: PeerMsg, _: &mut Context<Self, ()>) {}
+    }
+
+    fn register_peer(router: &Router, region_id: u64) {
+        let actor = Sink::spawn(Sink);
+        router.register(
+            region_id,
+            PeerMailbox::new(actor.recipient(), MailboxLoad::new()),
+        );
+    }
+
+    fn region(id: u64, conf_ver: u64) -> metapb::Region {
+        metapb::Region {
+            id,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer { id: 1, store_id: 1 }],
+            ..Default::default()
+        }
+    }
+
+    fn put_states(engine: &Engine, region: &metapb::Region, state: PeerState, applied: u64) {
+        let mut wb = engine.write_batch();
+        wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::region_state_key(region.id),
+            &RegionLocalState {
+                state: state as i32,
+                region: Some(region.clone()),
+            },
+        )
+        .unwrap();
+        wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::apply_state_key(region.id),
+            &RaftApplyState {
+                applied_index: applied,
+                truncated_state: Some(RaftTruncatedState {
+                    index: applied,
+                    term: 5,
+                }),
+            },
+        )
+        .unwrap();
+        engine.write(wb, false).unwrap();
+    }
+
+    fn new_test_worker() -> (tempfile::TempDir, Engine, SnapManager, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("db")).unwrap();
+        let mgr = SnapManager::open(dir.path().join("snap")).unwrap();
+        (dir, engine, mgr, Router::new(16))
+    }
+
+    fn logger() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// Asks `source` until it answers, within a deadline.
+    fn must_get_snapshot(
+        source: &RegionSnapshots,
+        region: &metapb::Region,
+        min_index: u64,
+    ) -> kvproto::eraftpb::Snapshot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match source.snapshot(region, min_index) {
+                Ok(s) => return s,
+                Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("no snapshot of region {} at {min_index}: {e}", region.id),
+            }
+        }
+    }
+
+    fn index_of(s: &kvproto::eraftpb::Snapshot) -> u64 {
+        s.metadata.as_ref().unwrap().index
+    }
+
+    #[test]
+    fn test_source_generates_reuses_and_regenerates() {
+        let (_dir, engine, mgr, router) = new_test_worker();
+        let (worker, thread) =
+            RegionWorker::start(engine.clone(), mgr.clone(), router, &logger()).unwrap();
+        let source = RegionSnapshots::new(1, worker.clone(), mgr.clone(), &logger());
+        let r = region(1, 1);
+        put_states(&engine, &r, PeerState::Normal, 10);
+
+        // First ask: being generated.
+        assert!(matches!(
+            source.snapshot(&r, 10),
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        let first = must_get_snapshot(&source, &r, 10);
+        assert_eq!(index_of(&first), 10);
+        // Still usable: handed out again, nothing new generated.
+        put_states(&engine, &r, PeerState::Normal, 12);
+        assert_eq!(source.snapshot(&r, 10).unwrap(), first);
+        assert_eq!(mgr.list().unwrap().len(), 1);
+        // Older than the truncated index: generated again.
+        let second = must_get_snapshot(&source, &r, 11);
+        assert_eq!(index_of(&second), 12);
+        // Of an older membership than the region's: generated again.
+        let newer_members = region(1, 2);
+        put_states(&engine, &newer_members, PeerState::Normal, 12);
+        let third = must_get_snapshot(&source, &newer_members, 11);
+        let (_, data) = SnapKey::from_snapshot(&third).unwrap();
+        assert_eq!(data.region, Some(newer_members.clone()));
+        // Files gone: generated again.
+        let (key, _) = SnapKey::from_snapshot(&third).unwrap();
+        mgr.delete_idle(SnapKind::Generated, &key).unwrap();
+        assert!(source.snapshot(&newer_members, 11).is_err());
+        assert_eq!(
+            index_of(&must_get_snapshot(&source, &newer_members, 11)),
+            12
+        );
+
+        // A failed generation is retried on the next ask.
+        let missing = RegionSnapshots::new(9, worker.clone(), mgr.clone(), &logger());
+        assert!(missing.snapshot(&region(9, 1), 0).is_err());
+        put_states(&engine, &region(9, 1), PeerState::Normal, 7);
+        assert_eq!(index_of(&must_get_snapshot(&missing, &region(9, 1), 0)), 7);
+
+        drop((source, missing, worker));
+        thread.join().unwrap();
+    }
+
+    fn put_received(mgr: &SnapManager, key: SnapKey) {
+        let data = RaftSnapshotData {
+            region: Some(region(key.region_id, 1)),
+            file_size: 0,
+            data: Vec::new(),
+            meta: Some(SnapshotMeta {
+                cf_files: Vec::new(),
+            }),
+        };
+        mgr.save_meta(SnapKind::Received, &key, &data, false)
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_gc_keeps_only_what_is_needed() {
+        let (_dir, engine, mgr, router) = new_test_worker();
+        let key = |region_id, index| SnapKey {
+            region_id,
+            term: 5,
+            index,
+        };
+        // Region 1: a peer here, applied up to 15.
+        register_peer(&router, 1);
+        put_states(&engine, &region(1, 1), PeerState::Normal, 10);
+        let old = generate_snapshot(&mgr, &engine.snapshot(), 1).unwrap();
+        put_states(&engine, &region(1, 1), PeerState::Normal, 15);
+        let newest = generate_snapshot(&mgr, &engine.snapshot(), 1).unwrap();
+        put_received(&mgr, key(1, 12));
+        put_received(&mgr, key(1, 20));
+        // Region 2: no peer here.
+        put_states(&engine, &region(2, 1), PeerState::Normal, 3);
+        generate_snapshot(&mgr, &engine.snapshot(), 2).unwrap();
+        put_received(&mgr, key(2, 9));
+        // Region 3: no peer (the store is starting), applying at 7.
+        put_states(&engine, &region(3, 1), PeerState::Applying, 7);
+        put_received(&mgr, key(3, 7));
+        // Region 4: obsolete but in use.
+        put_received(&mgr, key(4, 1));
+        let guard = mgr.register(SnapKind::Received, key(4, 1));
+
+        let runner = Runner {
+            engine: engine.clone(),
+            mgr: mgr.clone(),
+            router: router.clone(),
+            logger: logger(),
+        };
+        runner.gc().unwrap();
+        let (newest_key, _) = SnapKey::from_snapshot(&newest).unwrap();
+        let (old_key, _) = SnapKey::from_snapshot(&old).unwrap();
+        assert_ne!(newest_key, old_key);
+        assert_eq!(
+            mgr.list().unwrap(),
+            vec![
+                (SnapKind::Generated, newest_key),
+                (SnapKind::Received, key(1, 20)),
+                (SnapKind::Received, key(3, 7)),
+                (SnapKind::Received, key(4, 1)),
+            ]
+        );
+        drop(guard);
+        runner.gc().unwrap();
+        assert!(!mgr.exists(SnapKind::Received, &key(4, 1)));
+    }
+}
