@@ -1,12 +1,16 @@
 //! Region snapshots end to end: a store that missed compacted entries
-//! catches up by snapshot (over a reliable and a lossy network), and a store
-//! that crashed in the middle of applying one finishes it when it restarts.
+//! catches up by snapshot (over a reliable and a lossy network), an empty
+//! peer is initialized by one, and a store that crashed in the middle of
+//! applying one finishes it when it restarts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvproto::eraftpb::{HardState, Message, MessageType};
 use kvproto::metapb;
+use kvproto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+};
 use kvproto::raft_serverpb::{
     PeerState, RaftApplyState, RaftLocalState, RaftMessage, RaftTruncatedState, RegionLocalState,
 };
@@ -308,4 +312,66 @@ fn a_snapshot_apply_interrupted_by_a_crash_is_finished_on_restart() {
     );
     drop(engine);
     rt.block_on(store.stop());
+}
+
+/// Store 3 loses its disk. Its peer comes back empty, created by the first
+/// message of a leader that knows nothing of it (after a leader change), and
+/// is initialized by a snapshot: region, members and data.
+#[test]
+fn an_empty_peer_is_initialized_by_snapshot() {
+    let cluster = Cluster::new(
+        3,
+        new_snapshot_config(),
+        "an_empty_peer_is_initialized_by_snapshot",
+    );
+    cluster.start();
+    for i in 0..30u32 {
+        let key = format!("k{i:03}");
+        cluster.must_put(key.as_bytes(), format!("v{i:03}").as_bytes());
+    }
+    cluster.stop_store(3);
+    cluster.wipe_store(3);
+    cluster.start_store(3);
+    assert_eq!(cluster.apply_state(3, FIRST_REGION_ID), None);
+    // A leader that has not heard from peer 3 yet starts from "knows
+    // nothing": its first heartbeat creates the peer. Hand leadership to 1
+    // then 2, so at least one of them is a new leader.
+    for to in [1, 2] {
+        let transfer = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: FIRST_REGION_ID,
+                ..Default::default()
+            }),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::TransferLeader as i32,
+                transfer_leader: Some(TransferLeaderRequest {
+                    peer: Some(metapb::Peer {
+                        id: to,
+                        store_id: to,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            requests: Vec::new(),
+        };
+        cluster
+            .call_command_on_leader(transfer, Duration::from_secs(10))
+            .expect("transfer leader answered");
+        cluster.must_put(format!("after-transfer-{to}").as_bytes(), b"x");
+    }
+    for i in 0..30u32 {
+        let key = format!("k{i:03}");
+        cluster.must_get_equal_on_store(
+            3,
+            key.as_bytes(),
+            format!("v{i:03}").as_bytes(),
+            Duration::from_secs(30),
+        );
+    }
+    let state = cluster
+        .apply_state(3, FIRST_REGION_ID)
+        .expect("apply state");
+    assert!(state.applied_index > 0, "{state:?}");
+    cluster.must_put(b"after", b"init");
+    cluster.must_get_equal_on_store(3, b"after", b"init", Duration::from_secs(10));
 }

@@ -163,6 +163,23 @@ impl Cluster {
             .insert(store_id, store);
     }
 
+    /// Replaces stopped store `store_id`'s data with an empty, freshly
+    /// bootstrapped store (a replaced disk): its peers come back only when
+    /// a leader sends them a snapshot.
+    pub fn wipe_store(&self, store_id: u64) {
+        assert!(
+            !self
+                .stores
+                .lock()
+                .expect("stores lock")
+                .contains_key(&store_id),
+            "store {store_id} must be stopped before it is wiped"
+        );
+        std::fs::remove_dir_all(self.store_path(store_id)).expect("remove store dir");
+        let engine = Engine::open(self.engine_path(store_id)).expect("open engine");
+        bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
+    }
+
     /// Stops store `store_id`, keeping its data.
     pub fn stop_store(&self, store_id: u64) {
         self.net.unregister(store_id);
