@@ -26,6 +26,8 @@ pub struct Config {
     pub mailbox_limit: usize,
     /// Largest value (bytes) a Put may carry; bigger ones are refused.
     pub max_value_size: usize,
+    /// Interval of the store's sweep for snapshot files nobody needs.
+    pub snap_gc_interval: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             store_heartbeat_interval: Duration::from_secs(10),
             mailbox_limit: 4096,
             max_value_size: 8 * 1024 * 1024,
+            snap_gc_interval: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +56,7 @@ impl Config {
             raft_log_gc_count_limit: 1000,
             raft_log_gc_size_limit: 8 * 1024 * 1024,
             store_heartbeat_interval: Duration::from_millis(200),
+            snap_gc_interval: Duration::from_millis(500),
             ..Default::default()
         }
     }

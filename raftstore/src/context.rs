@@ -1,15 +1,19 @@
 //! `StoreContext`: what every actor of one store shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use router::Router;
 use slog::Logger;
 use storage::Engine;
 
 use crate::config::Config;
-use crate::snapshot::{SnapshotSource, UnavailableSnapshots};
+use crate::scheduler::SchedulerReporter;
+use crate::snap::SnapManager;
+use crate::snapshot::{RegionSnapshots, SnapshotSource};
+use crate::store_meta::StoreMeta;
 use crate::transport::Transport;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
+use crate::worker::region::RegionWorker;
 use crate::worker::write::RaftWriter;
 
 /// The shared, read-only environment of a store's actors.
@@ -26,15 +30,35 @@ pub struct StoreContext {
     pub transport: Arc<dyn Transport>,
     /// Writes batches off the async runtime, with group commit.
     pub writer: RaftWriter,
+    /// Where region and store heartbeats go.
+    pub scheduler: Arc<dyn SchedulerReporter>,
     /// Deletes compacted raft log entries.
     pub raftlog_gc: RaftLogGcWorker,
+    /// Generates, applies and cleans up region snapshots.
+    pub region_worker: RegionWorker,
+    /// The store's snapshot files.
+    pub snap_mgr: SnapManager,
+    /// The ranges of the store's initialized regions. A `Mutex`: peers
+    /// read and update it from their actors; never held across an await.
+    pub store_meta: Mutex<StoreMeta>,
     /// The store's logger (carries `store_id`).
     pub logger: Logger,
 }
 
 impl StoreContext {
-    /// Where a new peer of this store gets its snapshots from.
-    pub fn snapshot_source(&self) -> Box<dyn SnapshotSource> {
-        Box::new(UnavailableSnapshots)
+    /// Where a new peer of `region_id` gets its snapshots from.
+    pub fn snapshot_source(&self, region_id: u64) -> Box<dyn SnapshotSource> {
+        Box::new(RegionSnapshots::new(
+            region_id,
+            self.region_worker.clone(),
+            self.snap_mgr.clone(),
+            &self.logger,
+        ))
+    }
+
+    /// The store meta, locked.
+    pub fn store_meta(&self) -> MutexGuard<'_, StoreMeta> {
+        // Single-step updates: a panic elsewhere leaves it consistent.
+        self.store_meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

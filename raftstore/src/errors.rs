@@ -54,6 +54,15 @@ pub enum Error {
     /// A snapshot that cannot be applied.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// A file outside RocksDB (a snapshot file) could not be used.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Persisted state breaks an invariant; the peer cannot run.
     #[error("corrupt raft state: {0}")]
     CorruptState(String),

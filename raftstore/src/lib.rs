@@ -9,10 +9,15 @@
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
 //!   log GC, destroying a peer.
 //! - `fsm`: `PeerActor` and `StoreActor`.
-//! - `worker`: the group-commit writer thread and the raft-log GC thread.
-//! - `store`: starting and stopping a store.
+//! - `worker`: the group-commit writer thread, the raft-log GC thread and
+//!   the region (snapshot) worker thread.
+//! - `store`: starting and stopping a store (and finishing a snapshot apply
+//!   a crash interrupted).
+//! - `store_meta`: the key ranges of the store's regions.
 //! - `bootstrap`: a new store's identity and a cluster's first region.
-//! - `transport`, `snapshot`: what the store needs from its surroundings.
+//! - `snap`: the snapshot manager: snapshot files, building, applying,
+//!   chunked transfer.
+//! - `transport`, `snapshot`, `scheduler`: what the store needs from its surroundings.
 //! - `config`, `context`, `errors`.
 //!
 //! The consensus core is the `tinykv-raft` crate beside this one.
@@ -29,12 +34,17 @@ pub mod peer;
 pub mod peer_storage;
 #[cfg(test)]
 mod peer_storage_test;
+pub mod scheduler;
+pub mod snap;
 pub mod snapshot;
 pub mod store;
+pub mod store_meta;
 pub mod transport;
 pub mod worker;
 
 pub use crate::config::Config;
 pub use crate::errors::{Error, Result};
+pub use crate::scheduler::{NoScheduler, SchedulerReporter};
+pub use crate::snap::SnapManager;
 pub use crate::store::Store;
 pub use crate::transport::{Transport, TransportError};

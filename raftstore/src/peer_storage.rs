@@ -66,6 +66,8 @@ pub struct SnapshotInstall {
     pub apply_state: RaftApplyState,
     /// The snapshot itself, for the region worker to ingest.
     pub snapshot: Snapshot,
+    /// The region before, if the peer was initialized (its data goes too).
+    pub previous_region: Option<metapb::Region>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> raft::Error {
@@ -344,6 +346,7 @@ impl PeerStorage {
             region,
             apply_state,
             snapshot: snapshot.clone(),
+            previous_region: self.is_initialized().then(|| self.region.clone()),
         })
     }
 
@@ -444,6 +447,7 @@ impl raft::Storage for PeerStorage {
     }
 
     fn snapshot(&self) -> raft::Result<Snapshot> {
-        self.snapshots.snapshot(&self.region, self.applied_index())
+        self.snapshots
+            .snapshot(&self.region, self.truncated_index())
     }
 }

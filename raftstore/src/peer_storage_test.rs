@@ -22,7 +22,16 @@ use storage::{CF_DEFAULT, CF_RAFT, Engine};
 
 use crate::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
 use crate::peer_storage::PeerStorage;
-use crate::snapshot::UnavailableSnapshots;
+use crate::snapshot::SnapshotSource;
+
+/// No snapshots: none of these cases asks for one.
+struct UnavailableSnapshots;
+
+impl SnapshotSource for UnavailableSnapshots {
+    fn snapshot(&self, _: &metapb::Region, _: u64) -> raft::Result<kvproto::eraftpb::Snapshot> {
+        Err(StorageError::SnapshotTemporarilyUnavailable.into())
+    }
+}
 
 /// A storage and the temp dir its engine lives in (dropped after it).
 struct TestStorage {

@@ -2,16 +2,19 @@
 //! and a peer actor for every region it holds.
 //!
 //! Start-up loads every `RegionLocalState`: `Normal` regions get a peer,
-//! `Tombstone` ones stay dead. Stop kills every actor, waits for them, then
+//! `Tombstone` ones stay dead, and `Applying` ones (a crash interrupted a
+//! snapshot apply) are applied again from their received files, which are
+//! kept until then, before their peer starts. Stop kills every actor, waits for them, then
 //! joins the worker threads, so the engine is closed when `stop` returns and
 //! the same directory can be opened again.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kameo::actor::{ActorRef, Spawn};
 use kameo::mailbox;
-use kvproto::raft_serverpb::{PeerState, RegionLocalState};
+use kvproto::metapb;
+use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use prost::Message as _;
 use router::Router;
 use slog::{Logger, info, o, warn};
@@ -22,27 +25,36 @@ use crate::config::Config;
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::fsm::store::{StoreActor, spawn_peer};
+use crate::scheduler::SchedulerReporter;
+use crate::snap::{SnapKey, SnapManager, apply_snapshot};
+use crate::store_meta::StoreMeta;
 use crate::transport::Transport;
 use crate::worker::WorkerThread;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
+use crate::worker::region::RegionWorker;
 use crate::worker::write::RaftWriter;
 
 /// A running store.
 pub struct Store {
     ctx: Arc<StoreContext>,
     store_actor: ActorRef<StoreActor>,
-    /// The writer and GC threads, joined on stop after the last handle
+    /// The writer, GC and region worker threads, joined on stop after the last handle
     /// feeding them (in `ctx`) is gone: they hold the engine open.
     workers: Vec<WorkerThread>,
 }
 
 impl Store {
-    /// Starts store `store_id` over `engine`. Must run inside a tokio runtime.
+    /// Starts store `store_id` over `engine`, with its snapshot files in
+    /// `snap_mgr` (the transport shares it). Must run inside a tokio runtime
+    /// context but not on an async task: it reads every region's state and
+    /// may finish an interrupted snapshot apply, blocking.
     pub fn start(
         store_id: u64,
         cfg: Config,
         engine: Engine,
+        snap_mgr: SnapManager,
         transport: Arc<dyn Transport>,
+        scheduler: Arc<dyn SchedulerReporter>,
         logger: &Logger,
     ) -> Result<Store> {
         let logger = logger.new(o!("store_id" => store_id));
@@ -58,16 +70,23 @@ impl Store {
             .map_err(io_error("start the raft writer"))?;
         let (raftlog_gc, raftlog_gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;
-        let workers = vec![writer_thread, raftlog_gc_thread];
         let router = Router::new(cfg.mailbox_limit);
+        let (region_worker, region_thread) =
+            RegionWorker::start(engine.clone(), snap_mgr.clone(), router.clone(), &logger)
+                .map_err(io_error("start the region worker"))?;
+        let workers = vec![writer_thread, raftlog_gc_thread, region_thread];
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg,
             engine,
             router: router.clone(),
             transport,
+            scheduler,
             writer,
             raftlog_gc,
+            region_worker,
+            snap_mgr,
+            store_meta: Mutex::new(StoreMeta::default()),
             logger,
         });
         // Unbounded like the peers' (see `spawn_peer`): the router decides
@@ -82,9 +101,11 @@ impl Store {
                 PeerState::Normal => {}
                 PeerState::Tombstone => continue,
                 PeerState::Applying => {
-                    // Snapshot ingestion comes with the region worker.
-                    warn!(ctx.logger, "region has an unfinished snapshot; not started"; "region_id" => region.id);
-                    continue;
+                    if let Err(e) = finish_applying(&ctx, &region) {
+                        warn!(ctx.logger, "cannot finish applying a snapshot; region not started";
+                            "region_id" => region.id, "err" => %e);
+                        continue;
+                    }
                 }
             }
             let Some(meta) = region
@@ -158,6 +179,35 @@ impl Store {
     }
 }
 
+/// Applies again the snapshot `region` was `Applying` when the store
+/// stopped. The snapshot's index and term are those of the apply state
+/// persisted with the `Applying` mark.
+fn finish_applying(ctx: &StoreContext, region: &metapb::Region) -> Result<()> {
+    let apply_state = ctx
+        .engine
+        .get_msg_cf::<RaftApplyState>(CF_DEFAULT, &keys::apply_state_key(region.id))?
+        .ok_or_else(|| {
+            Error::CorruptState(format!(
+                "region {} is applying without apply state",
+                region.id
+            ))
+        })?;
+    let key = SnapKey {
+        region_id: region.id,
+        term: apply_state.truncated_state.map_or(0, |t| t.term),
+        index: apply_state.applied_index,
+    };
+    info!(ctx.logger, "finishing an interrupted snapshot apply"; "region_id" => region.id,
+        "index" => key.index, "term" => key.term);
+    apply_snapshot(
+        &ctx.engine,
+        &ctx.snap_mgr,
+        &key,
+        region,
+        &[(region.start_key.clone(), region.end_key.clone())],
+    )
+}
+
 /// Every region state this store holds.
 fn load_regions(engine: &Engine) -> Result<Vec<RegionLocalState>> {
     let mut states = Vec::new();
@@ -197,6 +247,10 @@ mod tests {
         fn send(&self, _: RaftMessage) -> std::result::Result<(), TransportError> {
             Err(TransportError::Dropped)
         }
+
+        fn send_snapshot(&self, _: RaftMessage) -> std::result::Result<(), TransportError> {
+            Err(TransportError::Dropped)
+        }
     }
 
     /// The router bounds only raft messages and commands; every other
@@ -211,8 +265,17 @@ mod tests {
         let region = new_first_region(1, vec![metapb::Peer { id: 1, store_id: 1 }]);
         write_initial_region(&engine, &region).expect("write region");
         let logger = Logger::root(slog::Discard, o!());
-        let store = Store::start(1, Config::for_tests(), engine, Arc::new(NoNetwork), &logger)
-            .expect("start");
+        let snap_mgr = SnapManager::open(dir.path().join("snap")).expect("open snap manager");
+        let store = Store::start(
+            1,
+            Config::for_tests(),
+            engine,
+            snap_mgr,
+            Arc::new(NoNetwork),
+            Arc::new(crate::scheduler::NoScheduler),
+            &logger,
+        )
+        .expect("start");
         let router = store.router();
         for i in 0..1000 {
             if router.send(1, PeerMsg::Tick(PeerTick::RaftLogGc)).is_err() {

@@ -3,6 +3,13 @@
 //! Contract: `send` never blocks and never fails loudly for a lost message;
 //! Raft tolerates loss. An error means the target is unknown or unreachable,
 //! and the peer reports it to Raft (`report_unreachable`).
+//!
+//! A `MsgSnapshot` goes through `send_snapshot` instead: its message only
+//! describes the snapshot; the files, in this store's `SnapManager`, move as
+//! `SnapshotChunk`s (`snap::ChunkEncoder` on this side, a
+//! `snap::SnapshotReceiver` into the target store's manager on the other),
+//! and the message is delivered to the target peer once they are complete
+//! and verified (TinyKV's `Snapshot` stream).
 
 use kvproto::raft_serverpb::RaftMessage;
 
@@ -10,6 +17,14 @@ use kvproto::raft_serverpb::RaftMessage;
 pub trait Transport: Send + Sync + 'static {
     /// Queues `msg` for `msg.to_peer.store_id`.
     fn send(&self, msg: RaftMessage) -> Result<(), TransportError>;
+
+    /// Queues the transfer of `msg`, a `MsgSnapshot` of a snapshot generated
+    /// in this store's `SnapManager`, with its files. Never blocks on the
+    /// transfer. Once queued, its outcome reaches the sending peer as
+    /// `PeerMsg::SnapshotStatus` through this store's router: `Finish` when
+    /// the message was delivered with its files, `Failure` otherwise. An
+    /// error means nothing was queued and nothing will be reported.
+    fn send_snapshot(&self, msg: RaftMessage) -> Result<(), TransportError>;
 }
 
 /// Why a message could not be queued.

@@ -47,10 +47,10 @@ pub struct RaftCommand {
     pub callback: Callback,
 }
 
-/// Whether a snapshot sent to a peer arrived and was applied.
+/// Whether a snapshot sent to a peer arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotStatus {
-    /// The target applied it.
+    /// It reached the target peer with its files complete and verified.
     Finish,
     /// It was lost or rejected; Raft will probe again.
     Failure,

@@ -65,7 +65,9 @@ pub fn check_data_cf(cf: &str) -> Result<()> {
     }
 }
 
-fn cf_options() -> Options {
+/// The options every column family is opened with; SST files built for
+/// ingestion use them too.
+pub(crate) fn cf_options() -> Options {
     let mut opts = Options::default();
     // LZ4 is the only compression library built in (see the workspace
     // Cargo.toml); RocksDB's default, Snappy, is not.

@@ -12,6 +12,8 @@
 //!   [`RegionReader`], snapshot reads restricted to a range of user keys.
 //! - [`storage`]: the [`Storage`] and [`StorageReader`] traits the server
 //!   programs against, and [`Modify`].
+//! - [`sst`]: building external SST files and ingesting them (region
+//!   snapshots).
 //! - [`standalone`]: [`StandaloneStorage`], `Storage` without Raft.
 //!
 //! The replicated (Raft) storage lives in `raftstore` and implements the same
@@ -23,6 +25,7 @@ pub mod engine;
 pub mod errors;
 pub mod keys;
 pub mod reader;
+pub mod sst;
 pub mod standalone;
 pub mod storage;
 pub mod write_batch;
@@ -33,6 +36,7 @@ pub use engine::{
 };
 pub use errors::{Error, Result};
 pub use reader::{DbIterator, RegionReader};
+pub use sst::{SstWriter, write_sst};
 pub use standalone::StandaloneStorage;
 pub use storage::{Modify, Storage, StorageReader};
 pub use write_batch::WriteBatch;

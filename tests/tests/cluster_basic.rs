@@ -67,3 +67,15 @@ fn an_isolated_store_catches_up_after_healing() {
     cluster.clear_filters();
     cluster.must_get_equal_on_store(3, b"b", b"2", std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn the_scheduler_learns_the_leader() {
+    let cluster = Cluster::new(3, Config::for_tests(), "the_scheduler_learns_the_leader");
+    cluster.start();
+    cluster.must_put(b"k", b"v");
+    let leader = cluster.must_leader_of_region(
+        tinykv_tests::cluster::FIRST_REGION_ID,
+        std::time::Duration::from_secs(10),
+    );
+    assert!((1..=3).contains(&leader.store_id), "leader {leader:?}");
+}

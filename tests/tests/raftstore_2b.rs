@@ -58,7 +58,7 @@ fn test_one_partition_2b() {
 
     let region = cluster.region_for_key(b"");
     assert_eq!(region.id, FIRST_REGION_ID);
-    let leader = cluster.leader_of_region(region.id);
+    let leader = cluster.must_leader_by_read(region.id);
     let mut s1 = vec![leader.store_id];
     let mut s2 = Vec::new();
     for peer in region.peers.iter().filter(|p| p.id != leader.id) {

@@ -15,6 +15,7 @@ use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
 use kameo::error::{ActorStopReason, Infallible};
 use kameo::message::{Context, Message};
+use kvproto::eraftpb::MessageType;
 use kvproto::raft_serverpb::RaftMessage;
 use router::{MailboxLoad, PeerMsg, PeerTick, StoreMsg};
 use slog::{debug, error};
@@ -53,13 +54,18 @@ impl PeerActor {
         self.ticker = Some(tokio::spawn(tick_loop(weak, interval)));
     }
 
-    fn on_raft_message(&mut self, msg: RaftMessage) {
-        let Some(message) = msg.message else {
+    fn on_raft_message(&mut self, mut msg: RaftMessage) {
+        let Some(message) = msg.message.take() else {
             return;
         };
         let to_me = msg.to_peer.is_some_and(|p| p.id == self.peer.peer_id());
         if !to_me {
             debug!(self.peer.logger, "dropped a raft message for another peer"; "to" => ?msg.to_peer);
+            return;
+        }
+        if message.msg_type() == MessageType::MsgSnapshot
+            && !self.peer.check_snapshot_message(&self.ctx, &message)
+        {
             return;
         }
         if let Some(from) = msg.from_peer {
@@ -79,9 +85,14 @@ impl PeerActor {
                 if self.peer.ticks.is_multiple_of(gc_every) {
                     self.peer.on_raft_log_gc_tick(&self.ctx);
                 }
+                let heartbeat_every = self.ctx.cfg.scheduler_heartbeat_ticks.max(1) as u64;
+                if self.peer.ticks.is_multiple_of(heartbeat_every) {
+                    self.peer.heartbeat_scheduler(&self.ctx);
+                }
             }
             PeerTick::RaftLogGc => self.peer.on_raft_log_gc_tick(&self.ctx),
-            PeerTick::SchedulerHeartbeat | PeerTick::SplitCheck => {}
+            PeerTick::SchedulerHeartbeat => self.peer.heartbeat_scheduler(&self.ctx),
+            PeerTick::SplitCheck => {}
         }
     }
 
@@ -164,9 +175,8 @@ impl Message<PeerMsg> for PeerActor {
             PeerMsg::Unreachable { to_peer_id } => {
                 self.peer.raft_group.report_unreachable(to_peer_id)
             }
-            PeerMsg::SnapshotGenerated(_)
-            | PeerMsg::SnapshotApplied { .. }
-            | PeerMsg::RaftLogGcFinished { .. } => {}
+            PeerMsg::SnapshotGenerated(_) => self.peer.on_snapshot_generated(),
+            PeerMsg::SnapshotApplied { .. } | PeerMsg::RaftLogGcFinished { .. } => {}
             PeerMsg::Destroy => {
                 if let Err(e) = self.peer.destroy(&self.ctx).await {
                     error!(self.peer.logger, "destroy failed"; "err" => %e);

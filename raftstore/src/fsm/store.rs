@@ -1,36 +1,62 @@
 //! `StoreActor`: the store-level actor. It receives raft messages for regions
 //! this store has no peer of yet and decides whether to create one (a new
-//! member being added by its leader), and store ticks.
+//! member being added by its leader), and store ticks: the snapshot GC tick
+//! hands a sweep to the region worker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kameo::Actor;
-use kameo::actor::{ActorRef, Spawn};
-use kameo::error::Infallible;
+use kameo::actor::{ActorRef, Spawn, WeakActorRef};
+use kameo::error::{ActorStopReason, Infallible};
 use kameo::mailbox;
 use kameo::message::{Context, Message};
 use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
-use router::{MailboxLoad, PeerMailbox, StoreMsg};
+use kvproto::schedulerpb::StoreStats;
+use router::{MailboxLoad, PeerMailbox, StoreMsg, StoreTick};
 use slog::{debug, info, warn};
 use storage::CF_DEFAULT;
 use storage::keys;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::context::StoreContext;
 use crate::errors::Result;
 use crate::fsm::peer::PeerActor;
 use crate::peer::Peer;
+use crate::worker::region::RegionTask;
 
 /// The store's own actor.
 pub struct StoreActor {
     ctx: Arc<StoreContext>,
+    /// The store's tick timers, stopped with the actor.
+    tickers: Vec<JoinHandle<()>>,
 }
 
 impl StoreActor {
     /// An actor for the store `ctx` describes.
     pub fn new(ctx: Arc<StoreContext>) -> Self {
-        StoreActor { ctx }
+        StoreActor {
+            ctx,
+            tickers: Vec::new(),
+        }
+    }
+
+    fn on_tick(&mut self, tick: StoreTick) {
+        match tick {
+            StoreTick::SnapshotGc => {
+                self.ctx.region_worker.schedule(RegionTask::Gc);
+            }
+            StoreTick::SchedulerHeartbeat => {
+                self.ctx.scheduler.store_heartbeat(StoreStats {
+                    store_id: self.ctx.store_id,
+                    region_count: self.ctx.router.region_ids().len() as u32,
+                    ..Default::default()
+                });
+            }
+        }
     }
 
     fn on_raft_message(&mut self, msg: Box<RaftMessage>) {
@@ -109,14 +135,18 @@ pub fn spawn_peer(
     meta: metapb::Peer,
 ) -> Result<()> {
     let region_id = region.id;
+    let region_is_empty = region.peers.is_empty();
     let peer = Peer::new(
         &ctx.cfg,
         ctx.engine.clone(),
         region,
         meta,
-        ctx.snapshot_source(),
+        ctx.snapshot_source(region_id),
         &ctx.logger,
     )?;
+    if !region_is_empty {
+        ctx.store_meta().set_region(peer.region());
+    }
     let load = MailboxLoad::new();
     // Unbounded, as the router expects: it bounds the droppable and refusable
     // messages itself, and every other message must get through. kameo's
@@ -136,8 +166,46 @@ impl Actor for StoreActor {
     type Args = Self;
     type Error = Infallible;
 
-    async fn on_start(state: Self, _: ActorRef<Self>) -> std::result::Result<Self, Self::Error> {
+    async fn on_start(
+        mut state: Self,
+        actor_ref: ActorRef<Self>,
+    ) -> std::result::Result<Self, Self::Error> {
+        let cfg = &state.ctx.cfg;
+        for (tick, interval) in [
+            (StoreTick::SchedulerHeartbeat, cfg.store_heartbeat_interval),
+            (StoreTick::SnapshotGc, cfg.snap_gc_interval),
+        ] {
+            let weak = actor_ref.downgrade();
+            state
+                .tickers
+                .push(tokio::spawn(tick_loop(weak, interval, tick)));
+        }
         Ok(state)
+    }
+
+    async fn on_stop(
+        &mut self,
+        _: WeakActorRef<Self>,
+        _: ActorStopReason,
+    ) -> std::result::Result<(), Self::Error> {
+        for ticker in self.tickers.drain(..) {
+            ticker.abort();
+        }
+        Ok(())
+    }
+}
+
+async fn tick_loop(actor: WeakActorRef<StoreActor>, interval: Duration, tick: StoreTick) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let Some(actor) = actor.upgrade() else {
+            return;
+        };
+        if actor.tell(StoreMsg::Tick(tick)).try_send().is_err() {
+            return;
+        }
     }
 }
 
@@ -147,7 +215,8 @@ impl Message<StoreMsg> for StoreActor {
     async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
         match msg {
             StoreMsg::RaftMessage(m) => self.on_raft_message(m),
-            StoreMsg::Tick(_) | StoreMsg::Start => {}
+            StoreMsg::Tick(tick) => self.on_tick(tick),
+            StoreMsg::Start => {}
             StoreMsg::PeerStopped { region_id, peer_id } => {
                 debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
             }

@@ -392,6 +392,7 @@ impl Peer {
                     info!(self.logger, "removed from the region; will destroy");
                     self.pending_remove = true;
                 }
+                self.heartbeat_scheduler(ctx);
             }
             ExecResult::CompactLog {
                 first_index,

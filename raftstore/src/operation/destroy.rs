@@ -39,6 +39,7 @@ impl Peer {
             },
         )?;
         let written = ctx.writer.write(wb, true).await;
+        ctx.store_meta().remove(region_id);
         self.fail_proposals(&Error::RegionNotFound(region_id));
         info!(self.logger, "peer destroyed");
         written

@@ -3,5 +3,7 @@
 pub mod apply;
 pub mod command;
 pub mod destroy;
+pub mod heartbeat;
 pub mod log_gc;
 pub mod ready;
+pub mod snapshot;

@@ -4,13 +4,13 @@
 //! leaves this store only after the state it reports is fsynced; an applied
 //! entry is one the raft log already holds durably.
 
-use kvproto::eraftpb::Message;
+use kvproto::eraftpb::{Message, MessageType};
 use kvproto::raft_serverpb::RaftMessage;
 use raft::StateRole;
 use slog::{debug, info, warn};
 
 use crate::context::StoreContext;
-use crate::errors::{Error, Result};
+use crate::errors::Result;
 use crate::peer::Peer;
 use crate::transport::TransportError;
 
@@ -28,15 +28,11 @@ impl Peer {
         let pending = self.raft_group.store().prepare_persist(&rd, &mut wb)?;
         ctx.writer.write(wb, true).await?;
         if let Some(install) = self.raft_group.store_mut().commit_persist(pending) {
-            // Snapshot data ingestion comes with the region worker; until then
-            // a peer cannot be restored from a snapshot.
-            return Err(Error::InvalidSnapshot(format!(
-                "cannot ingest the snapshot at index {} of region {}",
-                install.apply_state.applied_index, self.region_id
-            )));
+            // Its data before any entry after it (operation/snapshot.rs).
+            self.apply_snapshot(ctx, install).await?;
         }
         if let Some(ss) = rd.soft_state {
-            self.on_role_changed(ss.raft_state);
+            self.on_role_changed(ctx, ss.raft_state);
         }
 
         // 2. Apply what is committed.
@@ -53,12 +49,13 @@ impl Peer {
         Ok(())
     }
 
-    fn on_role_changed(&mut self, role: StateRole) {
+    /// Proposals stay on a role change: their entries may still commit
+    /// under the new leader, and are answered when their index applies.
+    fn on_role_changed(&mut self, ctx: &StoreContext, role: StateRole) {
         info!(self.logger, "role changed"; "role" => ?role, "term" => self.term(),
             "leader" => self.raft_group.raft().leader_id());
-        if role != StateRole::Leader {
-            // Proposals stay: their entries may still commit under the new
-            // leader, and are answered when their index applies.
+        if role == StateRole::Leader {
+            self.heartbeat_scheduler(ctx);
         }
     }
 
@@ -76,7 +73,21 @@ impl Peer {
             region_epoch: self.region().region_epoch,
             ..Default::default()
         };
-        match ctx.transport.send(raft_msg) {
+        let is_snapshot = raft_msg
+            .message
+            .as_ref()
+            .is_some_and(|m| m.msg_type() == MessageType::MsgSnapshot);
+        let sent = if is_snapshot {
+            ctx.transport.send_snapshot(raft_msg)
+        } else {
+            ctx.transport.send(raft_msg)
+        };
+        if is_snapshot && sent.is_err() {
+            // Nothing will be reported for it: let Raft probe again.
+            self.raft_group
+                .report_snapshot(to, raft::SnapshotStatus::Failure);
+        }
+        match sent {
             Ok(()) => {}
             Err(TransportError::Unreachable(store_id)) => {
                 debug!(self.logger, "peer unreachable"; "to" => to, "store_id" => store_id);

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod raftlog_gc;
+pub mod region;
 pub mod write;
 
 /// A running worker thread, to join when the store stops.
@@ -47,5 +48,11 @@ impl WorkerThread {
         // thread itself already.
         let _ = self.handle.join();
         true
+    }
+
+    /// Blocks until the thread ends, for tests off the async runtime.
+    #[cfg(test)]
+    pub(crate) fn join_blocking(self) -> std::thread::Result<()> {
+        self.handle.join()
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod filter;
 pub mod generic;
+pub mod scheduler;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -21,9 +22,11 @@ use kvproto::raft_cmdpb::{
     CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
     SnapRequest,
 };
+use kvproto::raft_serverpb::RaftApplyState;
 use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
-use raftstore::{Config, Store};
+use raftstore::{Config, SnapManager, Store};
 use router::{Callback, CmdResponse, RaftCommand};
+use scheduler_stub::{MemoryScheduler, SchedulerClient};
 use slog::{Drain, Logger, o};
 use storage::{CF_DEFAULT, Engine, keys};
 
@@ -32,6 +35,8 @@ use self::transport::{SimNetwork, StoreTransport};
 
 /// The id of the region a cluster starts with.
 pub const FIRST_REGION_ID: u64 = 1;
+/// The cluster id every test cluster uses.
+pub const CLUSTER_ID: u64 = 1;
 
 /// A logger for cluster tests: silent unless `TINYKV_TEST_LOG` is set.
 pub fn test_logger(name: &str) -> Logger {
@@ -55,6 +60,8 @@ pub struct Cluster {
     /// client threads read routers through it.
     stores: Mutex<HashMap<u64, Store>>,
     net: Arc<SimNetwork>,
+    /// The placement driver, in-process.
+    scheduler: Arc<MemoryScheduler>,
     /// The leader each region last answered from, to try first.
     leaders: Mutex<HashMap<u64, metapb::Peer>>,
     /// The newest region (epoch) seen for each region id.
@@ -77,14 +84,21 @@ impl Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             stores: Mutex::new(HashMap::new()),
             net: SimNetwork::new(0x7e57),
+            scheduler: Arc::new(MemoryScheduler::new(CLUSTER_ID, &test_logger(name))),
             leaders: Mutex::new(HashMap::new()),
             regions: Mutex::new(HashMap::new()),
             logger: test_logger(name),
         }
     }
 
+    /// Store `store_id`'s directory: its engine in `db`, its snapshot files
+    /// in `snap`.
     fn store_path(&self, store_id: u64) -> PathBuf {
         self.dir.path().join(format!("store-{store_id}"))
+    }
+
+    fn engine_path(&self, store_id: u64) -> PathBuf {
+        self.store_path(store_id).join("db")
     }
 
     /// Bootstraps every store and the first region (a peer on each store,
@@ -95,9 +109,25 @@ impl Cluster {
             .collect();
         let region = new_first_region(FIRST_REGION_ID, peers);
         for store_id in 1..=self.count {
-            let engine = Engine::open(self.store_path(store_id)).expect("open engine");
-            bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
+            let engine = Engine::open(self.engine_path(store_id)).expect("open engine");
+            bootstrap_store(&engine, CLUSTER_ID, store_id).expect("bootstrap store");
             write_initial_region(&engine, &region).expect("write first region");
+        }
+        let store = |id| metapb::Store {
+            id,
+            ..Default::default()
+        };
+        self.scheduler
+            .bootstrap(store(1), region.clone())
+            .expect("bootstrap the scheduler");
+        for store_id in 1..=self.count {
+            self.scheduler
+                .put_store(store(store_id))
+                .expect("register store");
+            self.scheduler.set_region_heartbeat_response_handler(
+                store_id,
+                scheduler::operator_handler(Arc::clone(&self.net), store_id),
+            );
         }
         self.regions
             .lock()
@@ -110,18 +140,45 @@ impl Cluster {
 
     /// Starts (or restarts) store `store_id` from its data directory.
     pub fn start_store(&self, store_id: u64) {
-        let engine = Engine::open(self.store_path(store_id)).expect("reopen engine");
-        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net)));
+        let engine = Engine::open(self.engine_path(store_id)).expect("reopen engine");
+        let snap_mgr =
+            SnapManager::open(self.store_path(store_id).join("snap")).expect("open snapshot dir");
+        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net), snap_mgr.clone()));
         let store = {
             let _guard = self.rt.enter();
-            Store::start(store_id, self.cfg.clone(), engine, transport, &self.logger)
-                .expect("start store")
+            Store::start(
+                store_id,
+                self.cfg.clone(),
+                engine,
+                snap_mgr.clone(),
+                transport,
+                Arc::new(scheduler::Reporter(Arc::clone(&self.scheduler))),
+                &self.logger,
+            )
+            .expect("start store")
         };
-        self.net.register(store_id, store.router());
+        self.net.register(store_id, store.router(), snap_mgr);
         self.stores
             .lock()
             .expect("stores lock")
             .insert(store_id, store);
+    }
+
+    /// Replaces stopped store `store_id`'s data with an empty, freshly
+    /// bootstrapped store (a replaced disk): its peers come back only when
+    /// a leader sends them a snapshot.
+    pub fn wipe_store(&self, store_id: u64) {
+        assert!(
+            !self
+                .stores
+                .lock()
+                .expect("stores lock")
+                .contains_key(&store_id),
+            "store {store_id} must be stopped before it is wiped"
+        );
+        std::fs::remove_dir_all(self.store_path(store_id)).expect("remove store dir");
+        let engine = Engine::open(self.engine_path(store_id)).expect("open engine");
+        bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
     }
 
     /// Stops store `store_id`, keeping its data.
@@ -136,6 +193,35 @@ impl Cluster {
     /// The ids of the stores, running or not.
     pub fn store_ids(&self) -> Vec<u64> {
         (1..=self.count).collect()
+    }
+
+    /// The in-process placement driver.
+    pub fn scheduler(&self) -> &MemoryScheduler {
+        &self.scheduler
+    }
+
+    /// The leader of `region_id` as the scheduler last heard, if any.
+    pub fn leader_of_region(&self, region_id: u64) -> Option<metapb::Peer> {
+        self.scheduler
+            .get_region_by_id(region_id)
+            .ok()
+            .flatten()
+            .and_then(|(_, leader)| leader)
+    }
+
+    /// Waits until the scheduler knows a leader of `region_id`.
+    ///
+    /// # Panics
+    /// If none is known after `timeout`.
+    pub fn must_leader_of_region(&self, region_id: u64, timeout: Duration) -> metapb::Peer {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(leader) = self.leader_of_region(region_id) {
+                return leader;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no leader of region {region_id} reported within {timeout:?}");
     }
 
     /// Adds a network filter.
@@ -486,10 +572,11 @@ impl Cluster {
         }
     }
 
-    /// The leader of `region_id`: the peer that answers a linearizable read
-    /// (a read goes through the log, so only a leader answers it). Panics if
-    /// no leader answers within 15 s.
-    pub fn leader_of_region(&self, region_id: u64) -> metapb::Peer {
+    /// The leader of `region_id` confirmed by a linearizable read (a read
+    /// goes through the log, so only a leader answers it), unlike the
+    /// scheduler's possibly stale view (`leader_of_region`). Panics if no
+    /// leader answers within 15 s.
+    pub fn must_leader_by_read(&self, region_id: u64) -> metapb::Peer {
         let region = self
             .regions
             .lock()
@@ -544,6 +631,15 @@ impl Cluster {
     /// Makes the network filters' random choices follow `seed`.
     pub fn reseed_network(&self, seed: u64) {
         self.net.reseed(seed);
+    }
+
+    /// Store `store_id`'s `RaftApplyState` of `region_id`, read from its
+    /// engine; `None` while the store is down or has no such region.
+    pub fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
+        self.store_engine(store_id)?
+            .get_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id))
+            .ok()
+            .flatten()
     }
 
     fn store_engine(&self, store_id: u64) -> Option<Engine> {

@@ -1,12 +1,20 @@
 //! The test cluster's network: every store's `Transport` delivers straight
 //! into the target store's router, after the filters agree.
+//!
+//! A snapshot message takes the real path: on a thread of its own, its files
+//! are encoded as `SnapshotChunk`s from the sender's snapshot manager, each
+//! chunk goes through protobuf bytes (the wire), the receiver store's
+//! manager writes and checks them, and only then is the message delivered.
+//! The sending peer hears `SnapshotStatus` (`Finish` or `Failure`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use kvproto::raft_serverpb::RaftMessage;
-use raftstore::{Transport, TransportError};
-use router::Router;
+use kvproto::raft_serverpb::{RaftMessage, SnapshotChunk};
+use prost::Message as _;
+use raftstore::snap::{ChunkEncoder, SnapshotReceiver};
+use raftstore::{SnapManager, Transport, TransportError};
+use router::{PeerMsg, Router, SnapshotStatus};
 
 use super::filter::Filter;
 use crate::raft_sim::rng::SimRng;
@@ -16,6 +24,9 @@ pub struct SimNetwork {
     /// Routers of the running stores. A `RwLock`: sends read it, only store
     /// start and stop write.
     routers: RwLock<HashMap<u64, Router>>,
+    /// Snapshot managers of the stores that ever ran (their directories
+    /// outlive a stop). Same locking as `routers`.
+    snap_mgrs: RwLock<HashMap<u64, SnapManager>>,
     /// Active filters; a message must pass them all.
     filters: RwLock<Vec<Arc<dyn Filter>>>,
     /// The seeded generator filters draw from. A `Mutex`: draws mutate it.
@@ -27,6 +38,7 @@ impl SimNetwork {
     pub fn new(seed: u64) -> Arc<SimNetwork> {
         Arc::new(SimNetwork {
             routers: RwLock::new(HashMap::new()),
+            snap_mgrs: RwLock::new(HashMap::new()),
             filters: RwLock::new(Vec::new()),
             rng: Mutex::new(SimRng::new(seed)),
         })
@@ -37,12 +49,16 @@ impl SimNetwork {
         *self.rng.lock().expect("rng lock") = SimRng::new(seed);
     }
 
-    /// Connects store `store_id`.
-    pub fn register(&self, store_id: u64, router: Router) {
+    /// Connects store `store_id`, whose snapshot files are in `snap_mgr`.
+    pub fn register(&self, store_id: u64, router: Router, snap_mgr: SnapManager) {
         self.routers
             .write()
             .expect("routers lock")
             .insert(store_id, router);
+        self.snap_mgrs
+            .write()
+            .expect("snap managers lock")
+            .insert(store_id, snap_mgr);
     }
 
     /// Disconnects store `store_id` (it stopped).
@@ -51,6 +67,15 @@ impl SimNetwork {
             .write()
             .expect("routers lock")
             .remove(&store_id);
+    }
+
+    /// The router of store `store_id`, if it is running.
+    pub fn router(&self, store_id: u64) -> Option<Router> {
+        self.routers
+            .read()
+            .expect("routers lock")
+            .get(&store_id)
+            .cloned()
     }
 
     /// Adds a filter.
@@ -63,44 +88,117 @@ impl SimNetwork {
         self.filters.write().expect("filters lock").clear();
     }
 
-    fn deliver(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        {
-            let filters = self.filters.read().expect("filters lock");
-            if !filters.is_empty() {
-                let mut rng = self.rng.lock().expect("rng lock");
-                if !filters.iter().all(|f| f.allow(&msg, &mut rng)) {
-                    return Err(TransportError::Dropped);
-                }
+    fn check_filters(&self, msg: &RaftMessage) -> Result<(), TransportError> {
+        let filters = self.filters.read().expect("filters lock");
+        if !filters.is_empty() {
+            let mut rng = self.rng.lock().expect("rng lock");
+            if !filters.iter().all(|f| f.allow(msg, &mut rng)) {
+                return Err(TransportError::Dropped);
             }
         }
+        Ok(())
+    }
+
+    fn deliver(&self, msg: RaftMessage) -> Result<(), TransportError> {
+        self.check_filters(&msg)?;
         let to_store = msg.to_peer.map_or(0, |p| p.store_id);
         let router = self
-            .routers
-            .read()
-            .expect("routers lock")
-            .get(&to_store)
-            .cloned()
+            .router(to_store)
             .ok_or(TransportError::Unreachable(to_store))?;
         router
             .send_raft_message(Box::new(msg))
             .map_err(|_| TransportError::Dropped)
     }
+
+    /// Starts moving snapshot `msg` with its files from `sender`'s directory
+    /// to the target store's.
+    fn send_snapshot(
+        self: &Arc<Self>,
+        sender: &SnapManager,
+        msg: RaftMessage,
+    ) -> Result<(), TransportError> {
+        self.check_filters(&msg)?;
+        let to_store = msg.to_peer.map_or(0, |p| p.store_id);
+        if self.router(to_store).is_none() {
+            return Err(TransportError::Unreachable(to_store));
+        }
+        let receiver = self
+            .snap_mgrs
+            .read()
+            .expect("snap managers lock")
+            .get(&to_store)
+            .cloned()
+            .ok_or(TransportError::Unreachable(to_store))?;
+        let net = Arc::clone(self);
+        let sender = sender.clone();
+        std::thread::Builder::new()
+            .name("snap-transfer".into())
+            .spawn(move || net.transfer_snapshot(&sender, &receiver, msg))
+            .map(|_| ())
+            .map_err(|_| TransportError::Dropped)
+    }
+
+    fn transfer_snapshot(&self, sender: &SnapManager, receiver: &SnapManager, msg: RaftMessage) {
+        let region_id = msg.region_id;
+        let from_store = msg.from_peer.map_or(0, |p| p.store_id);
+        let to_store = msg.to_peer.map_or(0, |p| p.store_id);
+        let to_peer_id = msg.to_peer.map_or(0, |p| p.id);
+        let delivered = stream_snapshot(sender, receiver, msg)
+            .ok()
+            .and_then(|msg| self.router(to_store)?.send_raft_message(Box::new(msg)).ok());
+        let status = if delivered.is_some() {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        if let Some(router) = self.router(from_store) {
+            let _ = router.send(region_id, PeerMsg::SnapshotStatus { to_peer_id, status });
+        }
+    }
+}
+
+/// The two ends of one `Snapshot` stream, with every chunk through its wire
+/// encoding.
+fn stream_snapshot(
+    sender: &SnapManager,
+    receiver: &SnapManager,
+    msg: RaftMessage,
+) -> raftstore::Result<RaftMessage> {
+    let wire = |chunk: SnapshotChunk| {
+        SnapshotChunk::decode(chunk.encode_to_vec().as_slice())
+            .map_err(|e| raftstore::Error::InvalidSnapshot(e.to_string()))
+    };
+    let mut chunks = ChunkEncoder::new(sender, msg)?;
+    let first = chunks.next().ok_or_else(|| {
+        raftstore::Error::InvalidSnapshot("a snapshot stream without chunks".into())
+    })??;
+    let mut incoming = SnapshotReceiver::new(receiver, wire(first)?)?;
+    for chunk in chunks {
+        incoming.feed(wire(chunk?)?)?;
+    }
+    incoming.finish()
 }
 
 /// One store's view of the network.
 pub struct StoreTransport {
     net: Arc<SimNetwork>,
+    /// The store's snapshot files, to send from.
+    snap_mgr: SnapManager,
 }
 
 impl StoreTransport {
-    /// A transport sending over `net`.
-    pub fn new(net: Arc<SimNetwork>) -> Self {
-        StoreTransport { net }
+    /// A transport sending over `net`, snapshots from `snap_mgr`.
+    pub fn new(net: Arc<SimNetwork>, snap_mgr: SnapManager) -> Self {
+        StoreTransport { net, snap_mgr }
     }
 }
 
 impl Transport for StoreTransport {
     fn send(&self, msg: RaftMessage) -> Result<(), TransportError> {
         self.net.deliver(msg)
+    }
+
+    fn send_snapshot(&self, msg: RaftMessage) -> Result<(), TransportError> {
+        self.net.send_snapshot(&self.snap_mgr, msg)
     }
 }

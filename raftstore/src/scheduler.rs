@@ -1,0 +1,84 @@
+//! What a store reports to the placement driver, and how the driver's
+//! answers (operators) become admin commands.
+//!
+//! The raftstore does not depend on the scheduler crate (dependencies point
+//! one way, DESIGN §1): it states what it needs as `SchedulerReporter`, and
+//! whoever starts a store adapts a scheduler client to it.
+
+use kvproto::metapb;
+use kvproto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftRequestHeader,
+    TransferLeaderRequest,
+};
+use kvproto::schedulerpb::{RegionHeartbeatRequest, RegionHeartbeatResponse, StoreStats};
+
+/// Receives a store's reports for the placement driver.
+///
+/// Contract: calls never block on the network; a remote implementation
+/// queues. A lost report is harmless: the next one says the same, newer.
+pub trait SchedulerReporter: Send + Sync + 'static {
+    /// A region's state, from its leader.
+    fn region_heartbeat(&self, request: RegionHeartbeatRequest);
+    /// The store's statistics.
+    fn store_heartbeat(&self, stats: StoreStats);
+}
+
+/// For a store run without a placement driver: reports go nowhere.
+#[derive(Debug, Default)]
+pub struct NoScheduler;
+
+impl SchedulerReporter for NoScheduler {
+    fn region_heartbeat(&self, _: RegionHeartbeatRequest) {}
+    fn store_heartbeat(&self, _: StoreStats) {}
+}
+
+/// The admin command that carries out an operator from a heartbeat
+/// response, addressed to the leader the response names.
+pub fn operator_command(resp: &RegionHeartbeatResponse) -> Option<RaftCmdRequest> {
+    let admin = if let Some(change) = &resp.change_peer {
+        AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest {
+                change_type: change.change_type,
+                peer: change.peer,
+            }),
+            ..Default::default()
+        }
+    } else if let Some(transfer) = &resp.transfer_leader {
+        AdminRequest {
+            cmd_type: AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(TransferLeaderRequest {
+                peer: transfer.peer,
+            }),
+            ..Default::default()
+        }
+    } else {
+        return None;
+    };
+    Some(RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: resp.region_id,
+            peer: resp.target_peer,
+            region_epoch: resp.region_epoch,
+            ..Default::default()
+        }),
+        requests: Vec::new(),
+        admin_request: Some(admin),
+    })
+}
+
+/// The heartbeat a leader sends for `region`.
+pub fn region_heartbeat_request(
+    region: &metapb::Region,
+    leader: metapb::Peer,
+    pending_peers: Vec<metapb::Peer>,
+    approximate_size: u64,
+) -> RegionHeartbeatRequest {
+    RegionHeartbeatRequest {
+        header: None,
+        region: Some(region.clone()),
+        leader: Some(leader),
+        pending_peers,
+        approximate_size,
+    }
+}

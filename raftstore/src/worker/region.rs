@@ -1,0 +1,447 @@
+//! The region worker: generates, applies and garbage-collects region
+//! snapshots on its own thread.
+//!
+//! A thread fed by a crossbeam channel, like the other workers, rather than a
+//! kameo actor: every task is blocking file and RocksDB I/O (an actor would
+//! only wrap each one in `spawn_blocking`), and `Store::stop` must know the
+//! engine handle is released, which joining a thread tells and killing an
+//! actor with a detached blocking job in flight does not.
+//!
+//! Tasks, one at a time, in order:
+//! - `Generate`: builds a snapshot from a fresh RocksDB snapshot
+//!   (`snap::generate_snapshot`), hands it to the peer's `SnapshotSource`
+//!   through the notifier, and nudges the peer (`PeerMsg::SnapshotGenerated`).
+//!   The peer never waits for it.
+//! - `Apply`: `snap::apply_snapshot`; the peer awaits the answer (it can do
+//!   nothing useful before its data is in place) without blocking a runtime
+//!   thread.
+//! - `Gc`: deletes snapshot files nobody needs (see `gc`).
+
+use std::collections::HashMap;
+
+use crossbeam_channel::{Receiver, Sender};
+use kvproto::metapb;
+use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
+use router::{PeerMsg, Router};
+use slog::{Logger, debug, info, warn};
+use storage::{CF_DEFAULT, Engine, keys};
+use tokio::sync::oneshot;
+
+use crate::errors::{Error, Result};
+use crate::snap::{SnapKey, SnapKind, SnapManager, apply_snapshot, generate_snapshot};
+use crate::snapshot::GenNotifier;
+use crate::worker::WorkerThread;
+
+/// Work for the region worker.
+pub enum RegionTask {
+    /// Generate a snapshot of the region for its leader to send.
+    Generate {
+        /// The region.
+        region_id: u64,
+        /// Receives the result.
+        notifier: GenNotifier,
+    },
+    /// Apply a received snapshot.
+    Apply {
+        /// The snapshot.
+        key: SnapKey,
+        /// The region it installs.
+        region: metapb::Region,
+        /// User-key ranges to clear first.
+        clear: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Answered once applied or failed.
+        done: oneshot::Sender<Result<()>>,
+    },
+    /// Delete snapshot files nobody needs any more.
+    Gc,
+}
+
+/// A handle for scheduling region tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct RegionWorker {
+    tx: Sender<RegionTask>,
+}
+
+impl RegionWorker {
+    /// Starts the worker thread; it ends when every handle is dropped.
+    pub fn start(
+        engine: Engine,
+        mgr: SnapManager,
+        router: Router,
+        logger: &Logger,
+    ) -> std::io::Result<(RegionWorker, WorkerThread)> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let runner = Runner {
+            engine,
+            mgr,
+            router,
+            logger: logger.clone(),
+        };
+        let thread = WorkerThread::spawn("region-worker", move || runner.run(rx))?;
+        Ok((RegionWorker { tx }, thread))
+    }
+
+    /// Queues `task`; false if the worker has stopped (the task is dropped,
+    /// and a `Generate` notifier reports the failure).
+    pub fn schedule(&self, task: RegionTask) -> bool {
+        self.tx.send(task).is_ok()
+    }
+
+    /// Applies received snapshot `key` of `region`, clearing `clear` first,
+    /// and waits for it.
+    pub async fn apply(
+        &self,
+        key: SnapKey,
+        region: metapb::Region,
+        clear: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        if !self.schedule(RegionTask::Apply {
+            key,
+            region,
+            clear,
+            done,
+        }) {
+            return Err(Error::Stopped);
+        }
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+}
+
+struct Runner {
+    engine: Engine,
+    mgr: SnapManager,
+    router: Router,
+    logger: Logger,
+}
+
+impl Runner {
+    fn run(self, rx: Receiver<RegionTask>) {
+        while let Ok(task) = rx.recv() {
+            match task {
+                RegionTask::Generate {
+                    region_id,
+                    notifier,
+                } => self.generate(region_id, notifier),
+                RegionTask::Apply {
+                    key,
+                    region,
+                    clear,
+                    done,
+                } => {
+                    let result = apply_snapshot(&self.engine, &self.mgr, &key, &region, &clear);
+                    match &result {
+                        Ok(()) => {
+                            info!(self.logger, "snapshot applied"; "region_id" => key.region_id,
+                            "index" => key.index, "term" => key.term)
+                        }
+                        Err(e) => {
+                            warn!(self.logger, "snapshot apply failed"; "region_id" => key.region_id,
+                            "index" => key.index, "err" => %e)
+                        }
+                    }
+                    let _ = done.send(result);
+                }
+                RegionTask::Gc => {
+                    if let Err(e) = self.gc() {
+                        warn!(self.logger, "snapshot gc failed"; "err" => %e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn generate(&self, region_id: u64, notifier: GenNotifier) {
+        match generate_snapshot(&self.mgr, &self.engine.snapshot(), region_id) {
+            Ok(snapshot) => {
+                let meta = snapshot.metadata.clone().unwrap_or_default();
+                info!(self.logger, "snapshot generated"; "region_id" => region_id,
+                    "index" => meta.index, "term" => meta.term);
+                notifier.finish(Some(snapshot.clone()));
+                // A nudge only: the snapshot is in the peer's source already.
+                let _ = self
+                    .router
+                    .send(region_id, PeerMsg::SnapshotGenerated(Box::new(snapshot)));
+            }
+            Err(e) => {
+                warn!(self.logger, "snapshot generation failed"; "region_id" => region_id, "err" => %e);
+                notifier.finish(None);
+            }
+        }
+    }
+
+    /// Deletes the snapshots no one needs, unless in use:
+    /// - generated: all but the newest of each region, and every one of a
+    ///   region this store has no peer of (a leader only ever sends its
+    ///   newest one: its source replaces older ones);
+    /// - received: those of a region without a peer here, and those at or
+    ///   below the applied index unless the region is `Applying` them
+    ///   (applied ones are deleted by `apply_snapshot` already; these were
+    ///   rejected as stale or dropped).
+    fn gc(&self) -> Result<()> {
+        let snaps = self.mgr.list()?;
+        let mut newest_generated: HashMap<u64, SnapKey> = HashMap::new();
+        for (kind, key) in &snaps {
+            if *kind == SnapKind::Generated {
+                let newest = newest_generated.entry(key.region_id).or_insert(*key);
+                if (key.index, key.term) > (newest.index, newest.term) {
+                    *newest = *key;
+                }
+            }
+        }
+        for (kind, key) in snaps {
+            let has_peer = self.router.has_region(key.region_id);
+            let obsolete = match kind {
+                SnapKind::Generated => !has_peer || newest_generated[&key.region_id] != key,
+                SnapKind::Received => {
+                    let region_state = self.engine.get_msg_cf::<RegionLocalState>(
+                        CF_DEFAULT,
+                        &keys::region_state_key(key.region_id),
+                    )?;
+                    let applied = self
+                        .engine
+                        .get_msg_cf::<RaftApplyState>(
+                            CF_DEFAULT,
+                            &keys::apply_state_key(key.region_id),
+                        )?
+                        .map_or(0, |s| s.applied_index);
+                    let applying = region_state.is_some_and(|s| s.state() == PeerState::Applying)
+                        && applied == key.index;
+                    !applying && (!has_peer || applied >= key.index)
+                }
+            };
+            if obsolete && self.mgr.delete_idle(kind, &key)? {
+                debug!(self.logger, "snapshot deleted"; "kind" => ?kind, "key" => %key);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use kameo::Actor;
+    use kameo::actor::{ActorRef, Spawn};
+    use kameo::error::Infallible;
+    use kameo::message::{Context, Message};
+    use kvproto::raft_serverpb::{RaftSnapshotData, RaftTruncatedState, SnapshotMeta};
+    use router::{MailboxLoad, PeerMailbox};
+
+    use super::*;
+    use crate::snapshot::{RegionSnapshots, SnapshotSource};
+
+    /// A peer stand-in that ignores what it gets.
+    struct Sink;
+
+    impl Actor for Sink {
+        type Args = Self;
+        type Error = Infallible;
+
+        async fn on_start(state: Self, _: ActorRef<Self>) -> std::result::Result<Self, Infallible> {
+            Ok(state)
+        }
+    }
+
+    impl Message<PeerMsg> for Sink {
+        type Reply = ();
+
+        async fn handle(&mut self, _: PeerMsg, _: &mut Context<Self, ()>) {}
+    }
+
+    fn register_peer(router: &Router, region_id: u64) {
+        let actor = Sink::spawn(Sink);
+        router.register(
+            region_id,
+            PeerMailbox::new(actor.recipient(), MailboxLoad::new()),
+        );
+    }
+
+    fn region(id: u64, conf_ver: u64) -> metapb::Region {
+        metapb::Region {
+            id,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer { id: 1, store_id: 1 }],
+            ..Default::default()
+        }
+    }
+
+    fn put_states(engine: &Engine, region: &metapb::Region, state: PeerState, applied: u64) {
+        let mut wb = engine.write_batch();
+        wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::region_state_key(region.id),
+            &RegionLocalState {
+                state: state as i32,
+                region: Some(region.clone()),
+            },
+        )
+        .unwrap();
+        wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::apply_state_key(region.id),
+            &RaftApplyState {
+                applied_index: applied,
+                truncated_state: Some(RaftTruncatedState {
+                    index: applied,
+                    term: 5,
+                }),
+            },
+        )
+        .unwrap();
+        engine.write(wb, false).unwrap();
+    }
+
+    fn new_test_worker() -> (tempfile::TempDir, Engine, SnapManager, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("db")).unwrap();
+        let mgr = SnapManager::open(dir.path().join("snap")).unwrap();
+        (dir, engine, mgr, Router::new(16))
+    }
+
+    fn logger() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    /// Asks `source` until it answers, within a deadline.
+    fn must_get_snapshot(
+        source: &RegionSnapshots,
+        region: &metapb::Region,
+        min_index: u64,
+    ) -> kvproto::eraftpb::Snapshot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match source.snapshot(region, min_index) {
+                Ok(s) => return s,
+                Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("no snapshot of region {} at {min_index}: {e}", region.id),
+            }
+        }
+    }
+
+    fn index_of(s: &kvproto::eraftpb::Snapshot) -> u64 {
+        s.metadata.as_ref().unwrap().index
+    }
+
+    #[test]
+    fn test_source_generates_reuses_and_regenerates() {
+        let (_dir, engine, mgr, router) = new_test_worker();
+        let (worker, thread) =
+            RegionWorker::start(engine.clone(), mgr.clone(), router, &logger()).unwrap();
+        let source = RegionSnapshots::new(1, worker.clone(), mgr.clone(), &logger());
+        let r = region(1, 1);
+        put_states(&engine, &r, PeerState::Normal, 10);
+
+        // First ask: being generated.
+        assert!(matches!(
+            source.snapshot(&r, 10),
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        let first = must_get_snapshot(&source, &r, 10);
+        assert_eq!(index_of(&first), 10);
+        // Still usable: handed out again, nothing new generated.
+        put_states(&engine, &r, PeerState::Normal, 12);
+        assert_eq!(source.snapshot(&r, 10).unwrap(), first);
+        assert_eq!(mgr.list().unwrap().len(), 1);
+        // Older than the truncated index: generated again.
+        let second = must_get_snapshot(&source, &r, 11);
+        assert_eq!(index_of(&second), 12);
+        // Of an older membership than the region's: generated again.
+        let newer_members = region(1, 2);
+        put_states(&engine, &newer_members, PeerState::Normal, 12);
+        let third = must_get_snapshot(&source, &newer_members, 11);
+        let (_, data) = SnapKey::from_snapshot(&third).unwrap();
+        assert_eq!(data.region, Some(newer_members.clone()));
+        // Files gone: generated again.
+        let (key, _) = SnapKey::from_snapshot(&third).unwrap();
+        mgr.delete_idle(SnapKind::Generated, &key).unwrap();
+        assert!(source.snapshot(&newer_members, 11).is_err());
+        assert_eq!(
+            index_of(&must_get_snapshot(&source, &newer_members, 11)),
+            12
+        );
+
+        // A failed generation is retried on the next ask.
+        let missing = RegionSnapshots::new(9, worker.clone(), mgr.clone(), &logger());
+        assert!(missing.snapshot(&region(9, 1), 0).is_err());
+        put_states(&engine, &region(9, 1), PeerState::Normal, 7);
+        assert_eq!(index_of(&must_get_snapshot(&missing, &region(9, 1), 0)), 7);
+
+        drop((source, missing, worker));
+        thread.join_blocking().unwrap();
+    }
+
+    fn put_received(mgr: &SnapManager, key: SnapKey) {
+        let data = RaftSnapshotData {
+            region: Some(region(key.region_id, 1)),
+            file_size: 0,
+            data: Vec::new(),
+            meta: Some(SnapshotMeta {
+                cf_files: Vec::new(),
+            }),
+        };
+        mgr.save_meta(SnapKind::Received, &key, &data, false)
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_gc_keeps_only_what_is_needed() {
+        let (_dir, engine, mgr, router) = new_test_worker();
+        let key = |region_id, index| SnapKey {
+            region_id,
+            term: 5,
+            index,
+        };
+        // Region 1: a peer here, applied up to 15.
+        register_peer(&router, 1);
+        put_states(&engine, &region(1, 1), PeerState::Normal, 10);
+        let old = generate_snapshot(&mgr, &engine.snapshot(), 1).unwrap();
+        put_states(&engine, &region(1, 1), PeerState::Normal, 15);
+        let newest = generate_snapshot(&mgr, &engine.snapshot(), 1).unwrap();
+        put_received(&mgr, key(1, 12));
+        put_received(&mgr, key(1, 20));
+        // Region 2: no peer here.
+        put_states(&engine, &region(2, 1), PeerState::Normal, 3);
+        generate_snapshot(&mgr, &engine.snapshot(), 2).unwrap();
+        put_received(&mgr, key(2, 9));
+        // Region 3: no peer (the store is starting), applying at 7.
+        put_states(&engine, &region(3, 1), PeerState::Applying, 7);
+        put_received(&mgr, key(3, 7));
+        // Region 4: obsolete but in use.
+        put_received(&mgr, key(4, 1));
+        let guard = mgr.register(SnapKind::Received, key(4, 1));
+
+        let runner = Runner {
+            engine: engine.clone(),
+            mgr: mgr.clone(),
+            router: router.clone(),
+            logger: logger(),
+        };
+        runner.gc().unwrap();
+        let (newest_key, _) = SnapKey::from_snapshot(&newest).unwrap();
+        let (old_key, _) = SnapKey::from_snapshot(&old).unwrap();
+        assert_ne!(newest_key, old_key);
+        assert_eq!(
+            mgr.list().unwrap(),
+            vec![
+                (SnapKind::Generated, newest_key),
+                (SnapKind::Received, key(1, 20)),
+                (SnapKind::Received, key(3, 7)),
+                (SnapKind::Received, key(4, 1)),
+            ]
+        );
+        drop(guard);
+        runner.gc().unwrap();
+        assert!(!mgr.exists(SnapKind::Received, &key(4, 1)));
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the region/leader cluster suites N times in a row (default 10) and
+# stops at the first failure, printing the run number. A failure in any run
+# is a bug to find, not noise: replay it with TINYKV_TEST_LOG=1 for logs.
+#
+#   scripts/repeat-cluster-tests.sh [N] [extra cargo test args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs="${1:-10}"
+shift || true
+suites=()
+for f in tests/tests/*.rs; do
+    name="$(basename "$f" .rs)"
+    [ "$name" = raft_sim ] && continue
+    suites+=(--test "$name")
+done
+
+cargo test -p tinykv-tests "${suites[@]}" --no-run "$@"
+for i in $(seq 1 "$runs"); do
+    start=$(date +%s)
+    if ! cargo test -p tinykv-tests "${suites[@]}" "$@" >"/tmp/cluster-run-$i.log" 2>&1; then
+        echo "run $i/$runs FAILED; log: /tmp/cluster-run-$i.log"
+        grep -E "panicked|FAILED" "/tmp/cluster-run-$i.log" | head -20
+        exit 1
+    fi
+    echo "run $i/$runs passed in $(( $(date +%s) - start ))s"
+done
+echo "$runs passed, 0 failed"
