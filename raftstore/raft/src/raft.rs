@@ -1061,6 +1061,13 @@ impl<S: Storage> Raft<S> {
                 pr.pending_snapshot = 0;
             }
             pr.become_probe();
+            // Paused until the peer answers, as etcd does on `MsgSnapStatus`:
+            // after a delivered snapshot its append response resumes us; after
+            // a failed one a heartbeat response does, showing it reachable.
+            // Probing at once would send the same snapshot again on the next
+            // append, to a peer that could not take the last one: a failing
+            // transfer per proposal while it stays unreachable.
+            pr.probe_sent = true;
             info!(self.logger, "snapshot reported"; "to" => id, "failed" => failed, "next" => pr.next);
         }
     }
@@ -1106,9 +1113,10 @@ impl<S: Storage> Raft<S> {
 
 #[cfg(test)]
 mod tests {
-    use kvproto::eraftpb::{Entry, MessageType};
+    use kvproto::eraftpb::{ConfState, Entry, MessageType, Snapshot, SnapshotMetadata};
 
     use crate::MemoryStorage;
+    use crate::progress::ProgressState;
     use crate::test_util::{new_message, new_test_raft};
 
     fn propose(r: &mut super::Raft<MemoryStorage>) {
@@ -1124,6 +1132,97 @@ mod tests {
         msgs.iter()
             .filter(|m| m.to == to && m.msg_type() == MessageType::MsgAppend)
             .count()
+    }
+
+    /// A leader that needs a snapshot for node 2: its log starts after the
+    /// snapshot at index 11, node 2 needs index 10, and node 2 has not
+    /// answered yet (its probe is marked sent, as after a heartbeat).
+    fn new_leader_needing_a_snapshot() -> super::Raft<MemoryStorage> {
+        let storage = MemoryStorage::new();
+        storage
+            .apply_snapshot(Snapshot {
+                data: Vec::new(),
+                metadata: Some(SnapshotMetadata {
+                    conf_state: Some(ConfState { nodes: vec![1, 2] }),
+                    index: 11,
+                    term: 11,
+                }),
+            })
+            .expect("apply snapshot");
+        let mut r = new_test_raft(1, vec![1, 2], 10, 1, storage);
+        r.become_candidate();
+        r.become_leader();
+        r.take_messages();
+        let pr = r.prs.get_mut(&2).expect("node 2 is a member");
+        pr.next = 10;
+        pr.probe_sent = false;
+        r
+    }
+
+    fn snapshots_to(msgs: &[kvproto::eraftpb::Message], to: u64) -> usize {
+        msgs.iter()
+            .filter(|m| m.to == to && m.msg_type() == MessageType::MsgSnapshot)
+            .count()
+    }
+
+    /// A failed snapshot is not sent again on every append while the peer
+    /// stays silent: the leader waits for a heartbeat response (etcd
+    /// `MsgSnapStatus`). Found by the 2C cluster scenarios: a leader sent a
+    /// snapshot to a partitioned follower on every proposal, hundreds of
+    /// failed transfers a second.
+    #[test]
+    fn failed_snapshot_waits_for_a_heartbeat_response() {
+        let mut r = new_leader_needing_a_snapshot();
+        propose(&mut r);
+        assert_eq!(snapshots_to(&r.take_messages(), 2), 1);
+        r.report_snapshot(2, true);
+        let pr = &r.prs[&2];
+        assert_eq!((pr.state, pr.pending_snapshot), (ProgressState::Probe, 0));
+        for _ in 0..3 {
+            propose(&mut r);
+        }
+        let msgs = r.take_messages();
+        assert_eq!(
+            snapshots_to(&msgs, 2) + appends_to(&msgs, 2),
+            0,
+            "paused after a failed snapshot: {msgs:?}"
+        );
+        let mut resp = new_message(2, 1, MessageType::MsgHeartbeatResponse);
+        resp.term = r.term;
+        r.step(resp).expect("heartbeat response steps");
+        assert_eq!(
+            snapshots_to(&r.take_messages(), 2),
+            1,
+            "a heartbeat response resumes: the snapshot is sent again"
+        );
+    }
+
+    /// After a delivered snapshot the leader waits for the peer's append
+    /// response before sending entries after it (etcd `MsgSnapStatus`).
+    #[test]
+    fn delivered_snapshot_waits_for_the_append_response() {
+        let mut r = new_leader_needing_a_snapshot();
+        propose(&mut r);
+        assert_eq!(snapshots_to(&r.take_messages(), 2), 1);
+        r.report_snapshot(2, false);
+        assert_eq!(r.prs[&2].next, 12, "probing from after the snapshot");
+        propose(&mut r);
+        let msgs = r.take_messages();
+        assert_eq!(
+            snapshots_to(&msgs, 2) + appends_to(&msgs, 2),
+            0,
+            "paused until the peer answers: {msgs:?}"
+        );
+        let mut resp = new_message(2, 1, MessageType::MsgAppendResponse);
+        resp.term = r.term;
+        resp.index = 11;
+        r.step(resp).expect("append response steps");
+        assert_eq!(r.prs[&2].state, ProgressState::Replicate);
+        assert_eq!(
+            appends_to(&r.take_messages(), 2),
+            1,
+            "the answer resumes appending after the snapshot"
+        );
     }
 
     /// A leader probing a silent follower sends it one append, not one per
