@@ -16,8 +16,10 @@
 //! 4. With `crash`, every store stops and restarts from its data.
 //! 5. Each client scans its keys, checks them (`check_clnt_appends`), deletes
 //!    them, and checks they are gone.
-//! 6. With `max_raft_log`, every store's kept log must shrink to at most
-//!    twice the limit.
+//! 6. With `max_raft_log`, every store's kept log of every region
+//!    (`last_index - truncated_index`, from its engine's `RaftLocalState`
+//!    and `RaftApplyState`, and the entries in its raft CF) must shrink to
+//!    at most twice the limit.
 //!
 //! Every random choice (client operations, partitions, dropped messages)
 //! comes from one seed, printed when the test fails; `CLUSTER_SEED` replays
@@ -29,10 +31,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kvproto::raft_serverpb::RaftApplyState;
+use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState};
 use raftstore::Config;
-use storage::CF_DEFAULT;
-use storage::keys;
+use storage::{CF_DEFAULT, CF_RAFT, keys};
 
 use super::Cluster;
 use super::filter::{DropFilter, PartitionFilter};
@@ -50,9 +51,12 @@ pub struct GenericTestOptions {
     pub crash: bool,
     /// Repartition the stores at random while clients run.
     pub partitions: bool,
-    /// Compact the log beyond this many entries and check it stays within
-    /// twice that (TinyKV's `maxraftlog`); `None` (TinyKV's `-1`) leaves
-    /// log GC off.
+    /// Compact the log beyond this many entries (`raft_log_gc_count_limit`)
+    /// and check every store keeps at most twice that after each round
+    /// (TinyKV's `maxraftlog`). The size limit (`raft_log_gc_size_limit`)
+    /// stays at the test config's, far above what a scenario writes, so
+    /// the count decides. `None` (TinyKV's `-1`) turns log GC off: both
+    /// limits unbounded.
     pub max_raft_log: Option<u64>,
     /// Stores in the cluster (5 in TinyKV).
     pub stores: u64,
@@ -224,40 +228,104 @@ fn run_chaos(
     }
 }
 
-/// Waits until every store keeps at most `2 * max` applied entries of each
-/// region (TinyKV checks once after a one-second sleep).
-fn must_trim_logs(cluster: &Cluster, max: u64, timeout: Duration) {
+/// What one store keeps of one region's log, read from its engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptLog {
+    /// The store.
+    pub store_id: u64,
+    /// The region.
+    pub region_id: u64,
+    /// The last index compacted away (`RaftApplyState.truncated_state`).
+    pub truncated: u64,
+    /// The applied index (`RaftApplyState`).
+    pub applied: u64,
+    /// The last index in the log (`RaftLocalState`).
+    pub last: u64,
+    /// Log entries actually in the raft CF (the GC worker deletes compacted
+    /// ones after the truncated state moves).
+    pub entries: u64,
+}
+
+impl KeptLog {
+    /// The log the states describe: `(truncated, last]`.
+    pub fn kept(&self) -> u64 {
+        self.last.saturating_sub(self.truncated)
+    }
+}
+
+/// Every running store's `KeptLog` of every region (as last seen by the
+/// cluster) the store has a peer of.
+///
+/// # Panics
+/// If a store is down, or its engine cannot be read.
+pub fn kept_logs(cluster: &Cluster) -> Vec<KeptLog> {
+    let mut logs = Vec::new();
+    let mut key = Vec::new();
+    loop {
+        let region = cluster.region_for_key(&key);
+        for store_id in cluster.store_ids() {
+            // One point in time for the states and the log.
+            let snap = cluster
+                .store_engine(store_id)
+                .unwrap_or_else(|| panic!("store {store_id} is not running"))
+                .snapshot();
+            let apply = snap
+                .get_msg_cf::<RaftApplyState>(CF_DEFAULT, &keys::apply_state_key(region.id))
+                .unwrap_or_else(|e| panic!("store {store_id}: read apply state: {e}"));
+            let raft = snap
+                .get_msg_cf::<RaftLocalState>(CF_RAFT, &keys::raft_state_key(region.id))
+                .unwrap_or_else(|e| panic!("store {store_id}: read raft state: {e}"));
+            let (Some(apply), Some(raft)) = (apply, raft) else {
+                continue;
+            };
+            let (start, end) = keys::raft_log_range(region.id);
+            let mut entries = 0;
+            snap.scan_cf(CF_RAFT, &start, &end, |_, _| {
+                entries += 1;
+                Ok(true)
+            })
+            .unwrap_or_else(|e| panic!("store {store_id}: scan the raft log: {e}"));
+            logs.push(KeptLog {
+                store_id,
+                region_id: region.id,
+                truncated: apply.truncated_state.map_or(0, |t| t.index),
+                applied: apply.applied_index,
+                last: raft.last_index,
+                entries,
+            });
+        }
+        key = region.end_key;
+        if key.is_empty() {
+            return logs;
+        }
+    }
+}
+
+/// The kept logs longer than `2 * max` entries: TinyKV's bound on
+/// `applied - truncated`, applied here to the whole log the states describe
+/// (`last - truncated`, never smaller) and to the entries really in the
+/// raft CF (so compacted entries must also be deleted).
+pub fn untrimmed_logs(cluster: &Cluster, max: u64) -> Vec<KeptLog> {
+    kept_logs(cluster)
+        .into_iter()
+        .filter(|log| log.kept() > 2 * max || log.entries > 2 * max)
+        .collect()
+}
+
+/// Waits until every store keeps at most `2 * max` entries of each region's
+/// log (TinyKV checks once after a one-second sleep).
+///
+/// # Panics
+/// After `timeout`, with the logs still too long.
+pub fn must_trim_logs(cluster: &Cluster, max: u64, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut untrimmed = Vec::new();
-        let mut key = Vec::new();
-        loop {
-            let region = cluster.region_for_key(&key);
-            for store_id in cluster.store_ids() {
-                let engine = cluster
-                    .store_engine(store_id)
-                    .unwrap_or_else(|| panic!("store {store_id} is not running"));
-                let state = engine
-                    .get_msg_cf::<RaftApplyState>(CF_DEFAULT, &keys::apply_state_key(region.id))
-                    .unwrap_or_else(|e| panic!("store {store_id}: read apply state: {e}"));
-                let Some(state) = state else { continue };
-                let truncated = state.truncated_state.map_or(0, |t| t.index);
-                if state.applied_index - truncated > 2 * max {
-                    untrimmed.push((store_id, region.id, state.applied_index, truncated));
-                }
-            }
-            key = region.end_key;
-            if key.is_empty() {
-                break;
-            }
-        }
+        let untrimmed = untrimmed_logs(cluster, max);
         if untrimmed.is_empty() {
             return;
         }
         if Instant::now() >= deadline {
-            panic!(
-                "logs were not trimmed to 2 * {max}: (store, region, applied, truncated) {untrimmed:?}"
-            );
+            panic!("logs were not trimmed to 2 * {max} entries: {untrimmed:?}");
         }
         thread::sleep(Duration::from_millis(50));
     }

@@ -22,13 +22,13 @@ use kvproto::raft_cmdpb::{
     CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
     SnapRequest,
 };
-use kvproto::raft_serverpb::RaftApplyState;
+use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState};
 use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
 use raftstore::{Config, SnapManager, Store};
 use router::{Callback, CmdResponse, RaftCommand};
 use scheduler_stub::{MemoryScheduler, SchedulerClient};
 use slog::{Drain, Logger, o};
-use storage::{CF_DEFAULT, Engine, keys};
+use storage::{CF_DEFAULT, CF_RAFT, Engine, keys};
 
 use self::filter::{Filter, PartitionFilter};
 use self::transport::{SimNetwork, StoreTransport};
@@ -638,6 +638,16 @@ impl Cluster {
     pub fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
         self.store_engine(store_id)?
             .get_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id))
+            .ok()
+            .flatten()
+    }
+
+    /// Store `store_id`'s `RaftLocalState` of `region_id` (hard state, last
+    /// index and term), read from its engine; `None` while the store is down
+    /// or has no such region.
+    pub fn raft_local_state(&self, store_id: u64, region_id: u64) -> Option<RaftLocalState> {
+        self.store_engine(store_id)?
+            .get_msg_cf(CF_RAFT, &keys::raft_state_key(region_id))
             .ok()
             .flatten()
     }
