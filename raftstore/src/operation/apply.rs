@@ -47,8 +47,6 @@ pub enum ExecResult {
     },
     /// The log up to `truncated_index` may be deleted.
     CompactLog {
-        /// The first index that was still kept before.
-        first_index: u64,
         /// The new truncated index.
         truncated_index: u64,
     },
@@ -283,7 +281,6 @@ impl Peer {
                 term: compact.compact_term,
             });
             batch.results.push(ExecResult::CompactLog {
-                first_index: truncated.index + 1,
                 truncated_index: compact.compact_index,
             });
         }
@@ -394,11 +391,8 @@ impl Peer {
                 }
                 self.heartbeat_scheduler(ctx);
             }
-            ExecResult::CompactLog {
-                first_index,
-                truncated_index,
-            } => {
-                self.schedule_log_gc(ctx, first_index, truncated_index);
+            ExecResult::CompactLog { truncated_index } => {
+                self.schedule_log_gc(ctx, truncated_index);
             }
         }
     }

@@ -3,6 +3,13 @@
 //! the truncated state (in the same batch as the data), and the GC worker
 //! deletes the entries off the hot path.
 //!
+//! The GC range starts where the previous one ended, and at index 0 for the
+//! first compaction after the peer starts (`Peer::last_compacted_index`):
+//! GC tasks live only in memory, so a crash after the truncated state was
+//! written but before the worker deleted the entries leaves them behind, and
+//! the first GC after the restart deletes them too (a range delete costs the
+//! same whatever its start; TiKV starts its first GC at 0 as well).
+//!
 //! The compact index is the lowest index every follower has (so none of them
 //! needs a snapshot for it) unless a follower lags so far that keeping the
 //! log for it would break the limits; then it is the applied index.
@@ -77,18 +84,15 @@ impl Peer {
         let _ = self.raft_group.propose(request.encode_to_vec());
     }
 
-    /// Hands the deletion of entries `[first_index, truncated_index]` to the GC worker.
-    pub(crate) fn schedule_log_gc(
-        &mut self,
-        ctx: &StoreContext,
-        first_index: u64,
-        truncated_index: u64,
-    ) {
+    /// Hands the deletion of entries `[last_compacted_index, truncated_index]`
+    /// to the GC worker.
+    pub(crate) fn schedule_log_gc(&mut self, ctx: &StoreContext, truncated_index: u64) {
         self.approximate_log_size = 0;
         ctx.raftlog_gc.schedule(GcTask {
             region_id: self.region_id,
-            start_index: first_index,
+            start_index: self.last_compacted_index,
             end_index: truncated_index + 1,
         });
+        self.last_compacted_index = truncated_index + 1;
     }
 }

@@ -47,6 +47,11 @@ pub struct Peer {
     /// Bytes of log entries applied since the last compaction (an estimate
     /// for the size limit of log GC).
     pub(crate) approximate_log_size: u64,
+    /// Where the next raft-log GC starts: one past the last index a GC task
+    /// of this run covered. 0 after a start: the first GC deletes whatever
+    /// an earlier run compacted and had not deleted when it stopped.
+    /// Invariant: entries below it are deleted or queued for deletion.
+    pub(crate) last_compacted_index: u64,
     /// Set once this peer was removed from its region: destroy after this Ready.
     pub(crate) pending_remove: bool,
     /// Set once destroyed: nothing more is processed.
@@ -88,6 +93,7 @@ impl Peer {
             proposals: VecDeque::new(),
             ticks: 0,
             approximate_log_size: 0,
+            last_compacted_index: 0,
             pending_remove: false,
             stopped: false,
             logger,

@@ -181,6 +181,21 @@ impl Cluster {
         bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
     }
 
+    /// Opens stopped store `store_id`'s engine, to look at or tamper with
+    /// its data as a crash could have left it. Drop the engine before the
+    /// store starts again.
+    pub fn open_stopped_engine(&self, store_id: u64) -> Engine {
+        assert!(
+            !self
+                .stores
+                .lock()
+                .expect("stores lock")
+                .contains_key(&store_id),
+            "store {store_id} must be stopped before its engine is opened"
+        );
+        Engine::open(self.engine_path(store_id)).expect("open engine")
+    }
+
     /// Stops store `store_id`, keeping its data.
     pub fn stop_store(&self, store_id: u64) {
         self.net.unregister(store_id);
