@@ -4,7 +4,8 @@
 //! Modules (STYLE: runtime-free state in `peer/`, the actor shells in `fsm/`,
 //! one file per feature in `operation/`, background work in `worker/`):
 //! - `peer`: `Peer`, the state of one region peer.
-//! - `peer_storage`: `PeerStorage`, the Raft `Storage` over RocksDB.
+//! - `peer_storage`: `PeerStorage`, the Raft `Storage` over RocksDB
+//!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`).
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
 //!   log GC, destroying a peer.
 //! - `fsm`: `PeerActor` and `StoreActor`.
@@ -31,6 +32,8 @@ pub mod fsm;
 pub mod operation;
 pub mod peer;
 pub mod peer_storage;
+#[cfg(test)]
+mod peer_storage_test;
 pub mod scheduler;
 pub mod snap;
 pub mod snapshot;

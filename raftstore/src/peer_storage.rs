@@ -240,8 +240,21 @@ impl PeerStorage {
                 .map_or(0, |t| t.term);
             install = Some(snapshot_install);
         }
-        if let (Some(first), Some(last)) = (ready.entries.first(), ready.entries.last()) {
-            for entry in &ready.entries {
+        // Entries at or below the truncated index are compacted: what they
+        // did is in the applied state, and writing them back would leave log
+        // keys no GC range covers. Raft never hands them over, but TinyKV's
+        // `Append` drops them too, and so do we.
+        let truncated = install
+            .as_ref()
+            .map_or(self.truncated_index(), |i| i.apply_state.applied_index);
+        let skip = ready
+            .entries
+            .iter()
+            .take_while(|e| e.index <= truncated)
+            .count();
+        let entries = &ready.entries[skip..];
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            for entry in entries {
                 wb.put_msg_cf(CF_RAFT, &keys::raft_log_key(region_id, entry.index), entry)?;
             }
             // Entries past the new end were overwritten by a new leader: delete them.
@@ -335,6 +348,20 @@ impl PeerStorage {
             snapshot: snapshot.clone(),
             previous_region: self.is_initialized().then(|| self.region.clone()),
         })
+    }
+
+    /// Adds to `wb` the deletion of everything this peer keeps about its
+    /// region besides the data: the raft log, the raft state, the apply state
+    /// and the region state (TinyKV `PeerStorage.clearMeta`). Destroying a
+    /// peer writes a `Tombstone` region state after it in the same batch.
+    pub fn clear_meta(&self, wb: &mut WriteBatch) -> Result<()> {
+        let region_id = self.region.id;
+        let (log_start, log_end) = keys::raft_log_range(region_id);
+        wb.delete_range_cf(CF_RAFT, &log_start, &log_end)?;
+        wb.delete_cf(CF_RAFT, &keys::raft_state_key(region_id))?;
+        wb.delete_cf(CF_DEFAULT, &keys::apply_state_key(region_id))?;
+        wb.delete_cf(CF_DEFAULT, &keys::region_state_key(region_id))?;
+        Ok(())
     }
 
     /// The region's conf state as Raft sees it.

@@ -9,10 +9,10 @@
 //! the same directory can be opened again.
 
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kameo::actor::{ActorRef, Spawn};
+use kameo::mailbox;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use prost::Message as _;
@@ -29,6 +29,7 @@ use crate::scheduler::SchedulerReporter;
 use crate::snap::{SnapKey, SnapManager, apply_snapshot};
 use crate::store_meta::StoreMeta;
 use crate::transport::Transport;
+use crate::worker::WorkerThread;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
 use crate::worker::region::RegionWorker;
 use crate::worker::write::RaftWriter;
@@ -37,8 +38,9 @@ use crate::worker::write::RaftWriter;
 pub struct Store {
     ctx: Arc<StoreContext>,
     store_actor: ActorRef<StoreActor>,
-    /// The worker threads, joined on stop: each holds an engine handle.
-    threads: Vec<JoinHandle<()>>,
+    /// The writer, GC and region threads, joined on stop after the last handle
+    /// feeding them (in `ctx`) is gone: they hold the engine open.
+    workers: Vec<WorkerThread>,
 }
 
 impl Store {
@@ -66,13 +68,13 @@ impl Store {
         };
         let (writer, writer_thread) = RaftWriter::start(engine.clone(), &logger)
             .map_err(io_error("start the raft writer"))?;
-        let (raftlog_gc, gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
+        let (raftlog_gc, raftlog_gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;
         let router = Router::new(cfg.mailbox_limit);
         let (region_worker, region_thread) =
             RegionWorker::start(engine.clone(), snap_mgr.clone(), router.clone(), &logger)
                 .map_err(io_error("start the region worker"))?;
-        let threads = vec![writer_thread, gc_thread, region_thread];
+        let workers = vec![writer_thread, raftlog_gc_thread, region_thread];
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg,
@@ -87,7 +89,10 @@ impl Store {
             store_meta: Mutex::new(StoreMeta::default()),
             logger,
         });
-        let store_actor = StoreActor::spawn(StoreActor::new(Arc::clone(&ctx)));
+        // Unbounded like the peers' (see `spawn_peer`): the router decides
+        // what may be dropped.
+        let store_actor =
+            StoreActor::spawn_with_mailbox(StoreActor::new(Arc::clone(&ctx)), mailbox::unbounded());
         router.register_store(store_actor.clone().recipient());
         let mut count = 0;
         for state in load_regions(&ctx.engine)? {
@@ -119,7 +124,7 @@ impl Store {
         Ok(Store {
             ctx,
             store_actor,
-            threads,
+            workers,
         })
     }
 
@@ -143,7 +148,7 @@ impl Store {
         let Store {
             ctx,
             store_actor,
-            threads,
+            workers,
         } = self;
         store_actor.kill();
         store_actor.wait_for_shutdown().await;
@@ -161,16 +166,14 @@ impl Store {
         if Arc::strong_count(&ctx) > 1 {
             warn!(logger, "store context still referenced after stop"; "refs" => Arc::strong_count(&ctx));
         }
-        // The last context gone, the workers' channels close and they exit.
+        // The last handles to the workers go with the context; each thread
+        // then drains its queue and ends, dropping its engine handle.
         drop(ctx);
-        let joined = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
+        for worker in workers {
+            let name = worker.name();
+            if !worker.join(Duration::from_secs(10)).await {
+                warn!(logger, "worker thread still running after stop"; "thread" => name);
             }
-        })
-        .await;
-        if joined.is_err() {
-            warn!(logger, "a worker thread panicked");
         }
         info!(logger, "store stopped");
     }
@@ -226,4 +229,59 @@ fn load_regions(engine: &Engine) -> Result<Vec<RegionLocalState>> {
         },
     )?;
     Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::metapb;
+    use kvproto::raft_serverpb::RaftMessage;
+    use router::{PeerMsg, PeerTick};
+
+    use super::*;
+    use crate::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
+    use crate::transport::TransportError;
+
+    struct NoNetwork;
+
+    impl Transport for NoNetwork {
+        fn send(&self, _: RaftMessage) -> std::result::Result<(), TransportError> {
+            Err(TransportError::Dropped)
+        }
+
+        fn send_snapshot(&self, _: RaftMessage) -> std::result::Result<(), TransportError> {
+            Err(TransportError::Dropped)
+        }
+    }
+
+    /// The router bounds only raft messages and commands; every other
+    /// message must reach a peer however busy it is (`router.rs`). On a
+    /// current-thread runtime nothing runs between these sends, so the
+    /// peer's mailbox has to hold them all.
+    #[tokio::test]
+    async fn a_busy_peer_takes_every_must_deliver_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path()).expect("open engine");
+        bootstrap_store(&engine, 1, 1).expect("bootstrap store");
+        let region = new_first_region(1, vec![metapb::Peer { id: 1, store_id: 1 }]);
+        write_initial_region(&engine, &region).expect("write region");
+        let logger = Logger::root(slog::Discard, o!());
+        let snap_mgr = SnapManager::open(dir.path().join("snap")).expect("snap dir");
+        let store = Store::start(
+            1,
+            Config::for_tests(),
+            engine,
+            snap_mgr,
+            Arc::new(NoNetwork),
+            Arc::new(crate::NoScheduler),
+            &logger,
+        )
+        .expect("start");
+        let router = store.router();
+        for i in 0..1000 {
+            if router.send(1, PeerMsg::Tick(PeerTick::RaftLogGc)).is_err() {
+                panic!("must-deliver message {i} was refused");
+            }
+        }
+        store.stop().await;
+    }
 }

@@ -9,7 +9,9 @@
 //!
 //! - `cluster`: the region/leader test cluster: stores over RocksDB in temp
 //!   dirs, a simulated transport with filters, stop/restart of stores, and
-//!   the `must_*` helpers the scenario suites use.
+//!   the `must_*` helpers the scenario suites use; `cluster::generic` is
+//!   TinyKV's `GenericTest` scenario (clients appending under partitions,
+//!   message loss and restarts), run by `tests/raftstore_2b.rs`.
 
 #![deny(missing_docs)]
 

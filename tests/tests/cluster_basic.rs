@@ -73,7 +73,7 @@ fn the_scheduler_learns_the_leader() {
     let cluster = Cluster::new(3, Config::for_tests(), "the_scheduler_learns_the_leader");
     cluster.start();
     cluster.must_put(b"k", b"v");
-    let leader = cluster.must_leader_of_region(
+    let leader = cluster.must_reported_leader(
         tinykv_tests::cluster::FIRST_REGION_ID,
         std::time::Duration::from_secs(10),
     );

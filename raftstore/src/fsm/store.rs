@@ -9,6 +9,7 @@ use std::time::Duration;
 use kameo::Actor;
 use kameo::actor::{ActorRef, Spawn, WeakActorRef};
 use kameo::error::{ActorStopReason, Infallible};
+use kameo::mailbox;
 use kameo::message::{Context, Message};
 use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
@@ -147,7 +148,15 @@ pub fn spawn_peer(
         ctx.store_meta().set_region(peer.region());
     }
     let load = MailboxLoad::new();
-    let actor = PeerActor::spawn(PeerActor::new(peer, Arc::clone(ctx), load.clone()));
+    // Unbounded, as the router expects: it bounds the droppable and refusable
+    // messages itself, and every other message must get through. kameo's
+    // default mailbox holds 64; when full it refused ticks (the ticker then
+    // stopped for good, and a peer that never ticks never campaigns) and
+    // must-deliver messages alike.
+    let actor = PeerActor::spawn_with_mailbox(
+        PeerActor::new(peer, Arc::clone(ctx), load.clone()),
+        mailbox::unbounded(),
+    );
     ctx.router
         .register(region_id, PeerMailbox::new(actor.recipient(), load));
     Ok(())

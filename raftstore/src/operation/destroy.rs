@@ -6,7 +6,7 @@
 use kvproto::raft_serverpb::{PeerState, RegionLocalState};
 use slog::info;
 use storage::keys;
-use storage::{CF_DEFAULT, CF_RAFT, DATA_CFS};
+use storage::{CF_DEFAULT, DATA_CFS};
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
@@ -22,10 +22,7 @@ impl Peer {
         let region_id = self.region_id;
         let region = self.region().clone();
         let mut wb = ctx.engine.write_batch();
-        let (log_start, log_end) = keys::raft_log_range(region_id);
-        wb.delete_range_cf(CF_RAFT, &log_start, &log_end)?;
-        wb.delete_cf(CF_RAFT, &keys::raft_state_key(region_id))?;
-        wb.delete_cf(CF_DEFAULT, &keys::apply_state_key(region_id))?;
+        self.raft_group.store().clear_meta(&mut wb)?;
         if self.raft_group.store().is_initialized() {
             let start = keys::data_key(&region.start_key);
             let end = keys::data_end_key(&region.end_key);

@@ -6,12 +6,12 @@
 //! written unsynced, so the worker syncs the WAL first: otherwise a crash
 //! could lose applied data whose log entries are already gone.
 
-use std::thread::JoinHandle;
-
 use crossbeam_channel::{Receiver, Sender};
 use slog::{Logger, debug, error};
 use storage::keys;
 use storage::{CF_RAFT, Engine};
+
+use crate::worker::WorkerThread;
 
 /// Delete the entries `[start_index, end_index)` of a region's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,16 +31,15 @@ pub struct RaftLogGcWorker {
 }
 
 impl RaftLogGcWorker {
-    /// Starts the worker thread; it ends when every handle is dropped.
+    /// Starts the worker thread; it ends when every handle is dropped, and
+    /// the `WorkerThread` joins it.
     pub fn start(
         engine: Engine,
         logger: &Logger,
-    ) -> std::io::Result<(RaftLogGcWorker, JoinHandle<()>)> {
+    ) -> std::io::Result<(RaftLogGcWorker, WorkerThread)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
-        let thread = std::thread::Builder::new()
-            .name("raftlog-gc".into())
-            .spawn(move || run(engine, rx, logger))?;
+        let thread = WorkerThread::spawn("raftlog-gc", move || run(engine, rx, logger))?;
         Ok((RaftLogGcWorker { tx }, thread))
     }
 

@@ -18,7 +18,6 @@
 //! - `Gc`: deletes snapshot files nobody needs (see `gc`).
 
 use std::collections::HashMap;
-use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use kvproto::metapb;
@@ -31,6 +30,7 @@ use tokio::sync::oneshot;
 use crate::errors::{Error, Result};
 use crate::snap::{SnapKey, SnapKind, SnapManager, apply_snapshot, generate_snapshot};
 use crate::snapshot::GenNotifier;
+use crate::worker::WorkerThread;
 
 /// Work for the region worker.
 pub enum RegionTask {
@@ -69,7 +69,7 @@ impl RegionWorker {
         mgr: SnapManager,
         router: Router,
         logger: &Logger,
-    ) -> std::io::Result<(RegionWorker, JoinHandle<()>)> {
+    ) -> std::io::Result<(RegionWorker, WorkerThread)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let runner = Runner {
             engine,
@@ -77,9 +77,7 @@ impl RegionWorker {
             router,
             logger: logger.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("region-worker".into())
-            .spawn(move || runner.run(rx))?;
+        let thread = WorkerThread::spawn("region-worker", move || runner.run(rx))?;
         Ok((RegionWorker { tx }, thread))
     }
 
@@ -380,7 +378,7 @@ mod tests {
         assert_eq!(index_of(&must_get_snapshot(&missing, &region(9, 1), 0)), 7);
 
         drop((source, missing, worker));
-        thread.join().unwrap();
+        thread.join_now();
     }
 
     fn put_received(mgr: &SnapManager, key: SnapKey) {

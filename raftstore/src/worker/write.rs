@@ -10,14 +10,13 @@
 //! Invariant: a task is answered only after its batch is written, and after
 //! the WAL is synced if it asked for that.
 
-use std::thread::JoinHandle;
-
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use slog::{Logger, error};
 use storage::{Engine, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::errors::{Error, Result};
+use crate::worker::WorkerThread;
 
 /// The most batches written as one group.
 const MAX_GROUP: usize = 256;
@@ -36,13 +35,11 @@ pub struct RaftWriter {
 
 impl RaftWriter {
     /// Starts the writer thread for `engine`. It ends when every handle is
-    /// dropped; join it to know its engine handle is released.
-    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<(RaftWriter, JoinHandle<()>)> {
+    /// dropped; the `WorkerThread` joins it.
+    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<(RaftWriter, WorkerThread)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
-        let thread = std::thread::Builder::new()
-            .name("raft-writer".into())
-            .spawn(move || run(engine, rx, logger))?;
+        let thread = WorkerThread::spawn("raft-writer", move || run(engine, rx, logger))?;
         Ok((RaftWriter { tx }, thread))
     }
 
@@ -104,7 +101,7 @@ mod tests {
     async fn writes_are_visible_and_grouped_writes_all_answer() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(dir.path()).expect("open engine");
-        let (writer, _thread) = RaftWriter::start(
+        let (writer, thread) = RaftWriter::start(
             engine.clone(),
             &slog::Logger::root(slog::Discard, slog::o!()),
         )
@@ -127,5 +124,10 @@ mod tests {
                 Some(vec![i])
             );
         }
+        drop(writer);
+        assert!(
+            thread.join(std::time::Duration::from_secs(10)).await,
+            "the writer ends once its last handle is dropped"
+        );
     }
 }

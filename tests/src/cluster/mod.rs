@@ -8,6 +8,7 @@
 //! what it last saw when it gives up.
 
 pub mod filter;
+pub mod generic;
 pub mod scheduler;
 pub mod transport;
 
@@ -29,7 +30,7 @@ use scheduler_stub::{MemoryScheduler, SchedulerClient};
 use slog::{Drain, Logger, o};
 use storage::{CF_DEFAULT, Engine, keys};
 
-use self::filter::Filter;
+use self::filter::{Filter, PartitionFilter};
 use self::transport::{SimNetwork, StoreTransport};
 
 /// The id of the region a cluster starts with.
@@ -200,7 +201,7 @@ impl Cluster {
     }
 
     /// The leader of `region_id` as the scheduler last heard, if any.
-    pub fn leader_of_region(&self, region_id: u64) -> Option<metapb::Peer> {
+    pub fn reported_leader(&self, region_id: u64) -> Option<metapb::Peer> {
         self.scheduler
             .get_region_by_id(region_id)
             .ok()
@@ -212,10 +213,10 @@ impl Cluster {
     ///
     /// # Panics
     /// If none is known after `timeout`.
-    pub fn must_leader_of_region(&self, region_id: u64, timeout: Duration) -> metapb::Peer {
+    pub fn must_reported_leader(&self, region_id: u64, timeout: Duration) -> metapb::Peer {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(leader) = self.leader_of_region(region_id) {
+            if let Some(leader) = self.reported_leader(region_id) {
                 return leader;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -418,10 +419,15 @@ impl Cluster {
 
     /// Reads `key` from the default CF through the leader (linearizable).
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get_cf(CF_DEFAULT, key)
+    }
+
+    /// Reads `key` from `cf` through the leader (linearizable).
+    pub fn get_cf(&self, cf: &str, key: &[u8]) -> Option<Vec<u8>> {
         let req = Request {
             cmd_type: CmdType::Get as i32,
             get: Some(GetRequest {
-                cf: CF_DEFAULT.to_owned(),
+                cf: cf.to_owned(),
                 key: key.to_vec(),
             }),
             ..Default::default()
@@ -437,11 +443,16 @@ impl Cluster {
 
     /// Asserts `key` reads as `value`.
     pub fn must_get(&self, key: &[u8], value: &[u8]) {
-        let got = self.get(key);
+        self.must_get_cf(CF_DEFAULT, key, value);
+    }
+
+    /// Asserts `key` reads as `value` in `cf`.
+    pub fn must_get_cf(&self, cf: &str, key: &[u8], value: &[u8]) {
+        let got = self.get_cf(cf, key);
         assert_eq!(
             got.as_deref(),
             Some(value),
-            "key {:?}",
+            "cf {cf}, key {:?}",
             key.escape_ascii().to_string()
         );
     }
@@ -459,10 +470,15 @@ impl Cluster {
 
     /// Deletes `key` from the default CF.
     pub fn must_delete(&self, key: &[u8]) {
+        self.must_delete_cf(CF_DEFAULT, key);
+    }
+
+    /// Deletes `key` from `cf`.
+    pub fn must_delete_cf(&self, cf: &str, key: &[u8]) {
         let req = Request {
             cmd_type: CmdType::Delete as i32,
             delete: Some(DeleteRequest {
-                cf: CF_DEFAULT.to_owned(),
+                cf: cf.to_owned(),
                 key: key.to_vec(),
             }),
             ..Default::default()
@@ -513,23 +529,107 @@ impl Cluster {
         value: &[u8],
         timeout: Duration,
     ) {
+        self.must_get_cf_on_store(store_id, CF_DEFAULT, key, Some(value), timeout);
+    }
+
+    /// Waits until store `store_id`'s engine has no `key` (default CF), read
+    /// directly; panics after `timeout` with the last value seen.
+    pub fn must_get_none_on_store(&self, store_id: u64, key: &[u8], timeout: Duration) {
+        self.must_get_cf_on_store(store_id, CF_DEFAULT, key, None, timeout);
+    }
+
+    /// Waits until store `store_id`'s engine reads `want` for `key` in `cf`
+    /// (`None`: absent); panics after `timeout` with the last value seen, or
+    /// at once if the store is not running.
+    pub fn must_get_cf_on_store(
+        &self,
+        store_id: u64,
+        cf: &str,
+        key: &[u8],
+        want: Option<&[u8]>,
+        timeout: Duration,
+    ) {
         let deadline = Instant::now() + timeout;
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self
+        loop {
+            let engine = self
                 .store_engine(store_id)
-                .and_then(|e| e.get_cf(CF_DEFAULT, &keys::data_key(key)).ok().flatten());
-            if last.as_deref() == Some(value) {
+                .unwrap_or_else(|| panic!("store {store_id} is not running"));
+            let got = engine
+                .get_cf(cf, &keys::data_key(key))
+                .unwrap_or_else(|e| panic!("store {store_id}: read failed: {e}"));
+            if got.as_deref() == want {
                 return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "store {store_id}: cf {cf}, key {:?} is {:?}, want {:?}",
+                    key.escape_ascii().to_string(),
+                    got.map(|v| v.escape_ascii().to_string()),
+                    want.map(|v| v.escape_ascii().to_string()),
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "store {store_id}: key {:?} is {:?}, want {:?}",
-            key.escape_ascii().to_string(),
-            last,
-            value
-        );
+    }
+
+    /// The leader of `region_id`: the peer that answers a linearizable read
+    /// (a read goes through the log, so only a leader answers it). Panics if
+    /// no leader answers within 15 s.
+    pub fn leader_of_region(&self, region_id: u64) -> metapb::Peer {
+        let region = self
+            .regions
+            .lock()
+            .expect("regions lock")
+            .get(&region_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("region {region_id} is unknown"));
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id,
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Snap as i32,
+                snap: Some(SnapRequest {}),
+                ..Default::default()
+            }],
+            admin_request: None,
+        };
+        match self.call_command_on_leader(request, Duration::from_secs(15)) {
+            Some(resp) if resp.region_error().is_none() => self
+                .leaders
+                .lock()
+                .expect("leaders lock")
+                .get(&region_id)
+                .copied()
+                .expect("a successful answer records its leader"),
+            other => panic!(
+                "region {region_id} has no leader; last answer: {:?}",
+                other.map(|r| r.response)
+            ),
+        }
+    }
+
+    /// The ids of the stores holding a peer of `region_id`, as last seen.
+    pub fn store_ids_of_region(&self, region_id: u64) -> Vec<u64> {
+        self.regions
+            .lock()
+            .expect("regions lock")
+            .get(&region_id)
+            .map(|r| r.peers.iter().map(|p| p.store_id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Cuts the network into `groups` (a `PartitionFilter`): messages cross
+    /// no group boundary until the filters are cleared.
+    pub fn partition(&self, groups: Vec<Vec<u64>>) {
+        self.add_filter(Arc::new(PartitionFilter::new(groups)));
+    }
+
+    /// Makes the network filters' random choices follow `seed`.
+    pub fn reseed_network(&self, seed: u64) {
+        self.net.reseed(seed);
     }
 
     /// Store `store_id`'s `RaftApplyState` of `region_id`, read from its

@@ -44,6 +44,11 @@ impl SimNetwork {
         })
     }
 
+    /// Restarts the filters' random stream from `seed`.
+    pub fn reseed(&self, seed: u64) {
+        *self.rng.lock().expect("rng lock") = SimRng::new(seed);
+    }
+
     /// Connects store `store_id`, whose snapshot files are in `snap_mgr`.
     pub fn register(&self, store_id: u64, router: Router, snap_mgr: SnapManager) {
         self.routers
