@@ -9,7 +9,6 @@
 //! command.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
@@ -20,10 +19,10 @@ use kvproto::raft_serverpb::RaftMessage;
 use router::{MailboxLoad, PeerMsg, PeerTick, StoreMsg};
 use slog::{debug, error};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use crate::context::StoreContext;
 use crate::errors::Error;
+use crate::fsm::tick_loop;
 use crate::peer::Peer;
 
 /// A region peer as an actor.
@@ -51,7 +50,9 @@ impl PeerActor {
         }
         let weak = actor_ref.downgrade();
         let interval = self.ctx.cfg.raft_base_tick_interval;
-        self.ticker = Some(tokio::spawn(tick_loop(weak, interval)));
+        self.ticker = Some(tokio::spawn(tick_loop(weak, interval, || {
+            PeerMsg::Tick(PeerTick::Raft)
+        })));
     }
 
     fn on_raft_message(&mut self, mut msg: RaftMessage) {
@@ -105,24 +106,6 @@ impl PeerActor {
             peer_id: self.peer.peer_id(),
         });
         ctx.stop();
-    }
-}
-
-async fn tick_loop(actor: WeakActorRef<PeerActor>, interval: Duration) {
-    let mut timer = tokio::time::interval(interval);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        timer.tick().await;
-        let Some(actor) = actor.upgrade() else {
-            return;
-        };
-        if actor
-            .tell(PeerMsg::Tick(PeerTick::Raft))
-            .try_send()
-            .is_err()
-        {
-            return;
-        }
     }
 }
 

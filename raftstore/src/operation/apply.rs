@@ -23,7 +23,7 @@ use kvproto::raft_cmdpb::{
     GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
     SnapResponse,
 };
-use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState};
 use prost::Message as _;
 use router::{CmdResponse, ReadSnapshot};
 use slog::{error, info};
@@ -34,6 +34,7 @@ use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::operation::command::{check_key_in_region, check_region_epoch};
 use crate::peer::Peer;
+use crate::peer_storage::write_region_state;
 
 /// A change to the peer that applying an entry decided.
 #[derive(Debug)]
@@ -347,14 +348,7 @@ impl Peer {
         if changed {
             let epoch = region.region_epoch.get_or_insert_with(Default::default);
             epoch.conf_ver += 1;
-            batch.wb.put_msg_cf(
-                CF_DEFAULT,
-                &keys::region_state_key(region.id),
-                &RegionLocalState {
-                    state: PeerState::Normal as i32,
-                    region: Some(region.clone()),
-                },
-            )?;
+            write_region_state(&mut batch.wb, region, PeerState::Normal)?;
         }
         info!(self.logger, "apply conf change"; "change" => ?cc.change_type(), "peer" => peer.id,
             "changed" => changed, "index" => entry.index,

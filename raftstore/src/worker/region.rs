@@ -220,6 +220,7 @@ impl Runner {
 
 #[cfg(test)]
 mod tests {
+    use crate::peer_storage::write_region_state;
     use std::time::{Duration, Instant};
 
     use kameo::Actor;
@@ -272,15 +273,7 @@ mod tests {
 
     fn put_states(engine: &Engine, region: &metapb::Region, state: PeerState, applied: u64) {
         let mut wb = engine.write_batch();
-        wb.put_msg_cf(
-            CF_DEFAULT,
-            &keys::region_state_key(region.id),
-            &RegionLocalState {
-                state: state as i32,
-                region: Some(region.clone()),
-            },
-        )
-        .unwrap();
+        write_region_state(&mut wb, region, state).expect("known CF");
         wb.put_msg_cf(
             CF_DEFAULT,
             &keys::apply_state_key(region.id),
