@@ -1,4 +1,5 @@
-//! Background work, each on its own thread fed by a channel.
+//! Background work off the peers' hot path: the group-commit writer and
+//! the raft-log GC on threads fed by channels, and the region worker actor.
 //!
 //! A worker thread holds a handle to the engine, and ends once every sender
 //! feeding it is dropped. The store keeps each thread's `WorkerThread` and
@@ -32,12 +33,6 @@ impl WorkerThread {
     /// The thread's name.
     pub fn name(&self) -> &'static str {
         self.name
-    }
-
-    /// Waits for the thread to end, blocking (tests only).
-    #[cfg(test)]
-    pub(crate) fn join_now(self) {
-        let _ = self.handle.join();
     }
 
     /// Waits up to `timeout` for the thread to end (its senders must be gone
