@@ -8,7 +8,7 @@
 //!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`).
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
 //!   snapshots, log GC, region heartbeats, destroying a peer.
-//! - `fsm`: `PeerActor` and `StoreActor`.
+//! - `fsm`: `PeerActor` (with its `PeerMsgHandler`) and `StoreActor`.
 //! - `worker`: the group-commit writer thread, the raft-log GC thread and
 //!   the region (snapshot) worker actor.
 //! - `store`: starting and stopping a store (and finishing a snapshot apply
