@@ -256,10 +256,19 @@ impl Peer {
     }
 
     /// Writes what the batch holds so far, so a read sees it.
+    ///
+    /// The apply state goes with it, still naming the previous entry: after
+    /// a crash the entry being applied is applied again, and writes are
+    /// idempotent, so data and apply state never disagree.
     async fn flush(&self, ctx: &StoreContext, batch: &mut ApplyBatch) -> Result<()> {
         if batch.wb.is_empty() {
             return Ok(());
         }
+        batch.wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::apply_state_key(self.region_id),
+            &batch.apply_state,
+        )?;
         let wb = std::mem::replace(&mut batch.wb, ctx.engine.write_batch());
         ctx.writer.write(wb, false).await
     }
