@@ -79,3 +79,21 @@ fn the_scheduler_learns_the_leader() {
     );
     assert!((1..=3).contains(&leader.store_id), "leader {leader:?}");
 }
+
+#[test]
+fn delayed_and_reordered_messages_lose_nothing() {
+    let cluster = Cluster::new(
+        3,
+        Config::for_tests(),
+        "delayed_and_reordered_messages_lose_nothing",
+    );
+    cluster.start();
+    cluster.add_filter(Arc::new(tinykv_tests::cluster::filter::DelayFilter {
+        max: std::time::Duration::from_millis(30),
+    }));
+    for i in 0..30u32 {
+        cluster.must_put(format!("d{i:02}").as_bytes(), format!("{i}").as_bytes());
+    }
+    let expected: Vec<Vec<u8>> = (0..30u32).map(|i| format!("{i}").into_bytes()).collect();
+    assert_eq!(cluster.scan(b"d", b"e"), expected);
+}
