@@ -12,7 +12,7 @@
 //! replication, fsync on a quorum, apply, answer. No gRPC is involved.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -82,8 +82,8 @@ pub struct LocalCluster {
     region: metapb::Region,
     /// The store new clients try first: the leader `wait_for_leader` found.
     leader_hint: AtomicU64,
-    /// Holds every store's data for the cluster's lifetime; removed on drop.
-    dir: tempfile::TempDir,
+    /// Every store's data, removed once the stores have stopped.
+    dir: PathBuf,
 }
 
 impl LocalCluster {
@@ -97,46 +97,60 @@ impl LocalCluster {
             .build()
             .map_err(io("build the store runtime"))?;
         std::fs::create_dir_all(&opts.data_parent).map_err(io("create the data directory"))?;
+        // Kept, not removed on drop: `stop_stores` removes it once the
+        // engines are closed.
         let dir = tempfile::Builder::new()
             .prefix("tinykv-bench-")
             .tempdir_in(&opts.data_parent)
-            .map_err(io("create the cluster's temp dir"))?;
+            .map_err(io("create the cluster's temp dir"))?
+            .keep();
         let peers: Vec<metapb::Peer> = (1..=opts.stores)
             .map(|id| metapb::Peer { id, store_id: id })
             .collect();
         let region = new_first_region(REGION_ID, peers);
-        let routers: Routers = Arc::default();
-        let mut stores = Vec::new();
-        for store_id in 1..=opts.stores {
-            let engine = Engine::open(dir.path().join(format!("store-{store_id}")))?;
-            bootstrap_store(&engine, CLUSTER_ID, store_id)?;
-            write_initial_region(&engine, &region)?;
-            let transport = Arc::new(DirectTransport {
-                routers: Arc::clone(&routers),
-            });
-            let store = {
-                let _guard = rt.enter();
-                Store::start(store_id, opts.cfg.clone(), engine, transport, logger)?
-            };
-            routers
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(store_id, store.router());
-            stores.push(store);
-        }
-        Ok(LocalCluster {
+        // Built first so that a failure below drops it: that stops the
+        // stores already started and removes the data.
+        let mut cluster = LocalCluster {
             rt,
-            stores,
-            routers,
+            stores: Vec::new(),
+            routers: Arc::default(),
             region,
             leader_hint: AtomicU64::new(1),
             dir,
-        })
+        };
+        for store_id in 1..=opts.stores {
+            cluster.start_store(store_id, &opts.cfg, logger)?;
+        }
+        Ok(cluster)
+    }
+
+    fn start_store(
+        &mut self,
+        store_id: u64,
+        cfg: &Config,
+        logger: &Logger,
+    ) -> Result<(), BenchError> {
+        let engine = Engine::open(self.dir.join(format!("store-{store_id}")))?;
+        bootstrap_store(&engine, CLUSTER_ID, store_id)?;
+        write_initial_region(&engine, &self.region)?;
+        let transport = Arc::new(DirectTransport {
+            routers: Arc::clone(&self.routers),
+        });
+        let store = {
+            let _guard = self.rt.enter();
+            Store::start(store_id, cfg.clone(), engine, transport, logger)?
+        };
+        self.routers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(store_id, store.router());
+        self.stores.push(store);
+        Ok(())
     }
 
     /// Where the stores keep their data.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// A client that first tries the last leader found.
@@ -172,6 +186,26 @@ impl LocalCluster {
             .clear();
         for store in self.stores.drain(..) {
             self.rt.block_on(store.stop());
+        }
+        remove_when_closed(&self.dir);
+    }
+}
+
+/// Removes the cluster's data. `Store::stop` returns before its writer and
+/// log-GC threads have dropped their engine handles, so a RocksDB may still
+/// be closing (and writing its manifest) for a moment: a removal racing it
+/// fails, and is retried.
+fn remove_when_closed(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() >= deadline => {
+                eprintln!("tinykv-bench: cannot remove {}: {e}", dir.display());
+                return;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
