@@ -1,11 +1,14 @@
 //! tinykv: a TinyKV-compatible, actor-based, multi-raft key-value store.
 //!
-//! This root package holds the store server (`tinykv-server`) and, to come,
-//! the client library ("Clerk"), `tinykv-ctl` and `tinykv-bench`.
+//! This root package holds the store server (`tinykv-server`), the
+//! benchmark `tinykv-bench` and, to come, the client library ("Clerk") and
+//! `tinykv-ctl`.
 //!
 //! Modules:
 //! - [`server`]: the `TinyKv` request handlers over a `Storage` (so far the
 //!   Raw API).
+//! - [`bench`]: the in-process cluster and put workload behind
+//!   `tinykv-bench`.
 //!
 //! The crates of the workspace:
 //! - `kvproto`: TinyKV's protocol, generated from our own `.proto` files.
@@ -18,4 +21,5 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod server;

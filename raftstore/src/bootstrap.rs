@@ -11,7 +11,7 @@ use storage::keys;
 use storage::{CF_DEFAULT, CF_RAFT, Engine};
 
 use crate::errors::{Error, Result};
-use crate::peer_storage::{init_apply_state, init_raft_state};
+use crate::peer_storage::{init_apply_state, init_raft_state, write_region_state};
 
 /// The store identity in `engine`, if it was bootstrapped.
 pub fn load_store_ident(engine: &Engine) -> Result<Option<StoreIdent>> {
@@ -66,14 +66,7 @@ pub fn write_initial_region(engine: &Engine, region: &metapb::Region) -> Result<
         )));
     }
     let mut wb = engine.write_batch();
-    wb.put_msg_cf(
-        CF_DEFAULT,
-        &keys::region_state_key(region_id),
-        &RegionLocalState {
-            state: PeerState::Normal as i32,
-            region: Some(region.clone()),
-        },
-    )?;
+    write_region_state(&mut wb, region, PeerState::Normal)?;
     wb.put_msg_cf(
         CF_DEFAULT,
         &keys::apply_state_key(region_id),

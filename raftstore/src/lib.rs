@@ -7,10 +7,10 @@
 //! - `peer_storage`: `PeerStorage`, the Raft `Storage` over RocksDB
 //!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`).
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
-//!   log GC, destroying a peer.
-//! - `fsm`: `PeerActor` and `StoreActor`.
+//!   snapshots, log GC, region heartbeats, destroying a peer.
+//! - `fsm`: `PeerActor` (with its `PeerMsgHandler`) and `StoreActor`.
 //! - `worker`: the group-commit writer thread, the raft-log GC thread and
-//!   the region (snapshot) worker thread.
+//!   the region (snapshot) worker actor.
 //! - `store`: starting and stopping a store (and finishing a snapshot apply
 //!   a crash interrupted).
 //! - `store_meta`: the key ranges of the store's regions.

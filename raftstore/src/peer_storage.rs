@@ -333,14 +333,7 @@ impl PeerStorage {
             }),
         };
         wb.put_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id), &apply_state)?;
-        wb.put_msg_cf(
-            CF_DEFAULT,
-            &keys::region_state_key(region_id),
-            &RegionLocalState {
-                state: PeerState::Applying as i32,
-                region: Some(region.clone()),
-            },
-        )?;
+        write_region_state(wb, &region, PeerState::Applying)?;
         debug!(self.logger, "persisting snapshot"; "index" => meta.index, "term" => meta.term);
         Ok(SnapshotInstall {
             region,
@@ -368,6 +361,22 @@ impl PeerStorage {
     pub fn conf_state(&self) -> ConfState {
         conf_state_of(&self.region)
     }
+}
+
+/// Adds `region`'s local state (`state` and the region itself) to `wb`.
+pub fn write_region_state(
+    wb: &mut WriteBatch,
+    region: &metapb::Region,
+    state: PeerState,
+) -> storage::Result<()> {
+    wb.put_msg_cf(
+        CF_DEFAULT,
+        &keys::region_state_key(region.id),
+        &RegionLocalState {
+            state: state as i32,
+            region: Some(region.clone()),
+        },
+    )
 }
 
 /// The member ids of `region`.

@@ -24,10 +24,10 @@ use crate::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
 use crate::peer_storage::PeerStorage;
 use crate::snapshot::SnapshotSource;
 
-/// No snapshots: none of these cases asks for one.
-struct UnavailableSnapshots;
+/// These tests never need a snapshot: Raft would be told to retry.
+struct NoSnapshots;
 
-impl SnapshotSource for UnavailableSnapshots {
+impl SnapshotSource for NoSnapshots {
     fn snapshot(&self, _: &metapb::Region, _: u64) -> raft::Result<kvproto::eraftpb::Snapshot> {
         Err(StorageError::SnapshotTemporarilyUnavailable.into())
     }
@@ -91,13 +91,8 @@ fn new_test_peer_storage_from_ents(ents: &[Entry]) -> TestStorage {
         .expect("put apply state");
     engine.write(wb, true).expect("write fixture");
 
-    let storage = PeerStorage::new(
-        engine,
-        region,
-        Box::new(UnavailableSnapshots),
-        &test_logger(),
-    )
-    .expect("load peer storage");
+    let storage = PeerStorage::new(engine, region, Box::new(NoSnapshots), &test_logger())
+        .expect("load peer storage");
     TestStorage { storage, _dir: dir }
 }
 

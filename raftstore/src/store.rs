@@ -31,14 +31,16 @@ use crate::store_meta::StoreMeta;
 use crate::transport::Transport;
 use crate::worker::WorkerThread;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
-use crate::worker::region::RegionWorker;
+use crate::worker::region::{RegionWorker, RegionWorkerStopper};
 use crate::worker::write::RaftWriter;
 
 /// A running store.
 pub struct Store {
     ctx: Arc<StoreContext>,
     store_actor: ActorRef<StoreActor>,
-    /// The writer, GC and region worker threads, joined on stop after the last handle
+    /// The region worker actor, stopped after the peers.
+    region_stopper: RegionWorkerStopper,
+    /// The writer and GC threads, joined on stop after the last handle
     /// feeding them (in `ctx`) is gone: they hold the engine open.
     workers: Vec<WorkerThread>,
 }
@@ -71,10 +73,9 @@ impl Store {
         let (raftlog_gc, raftlog_gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;
         let router = Router::new(cfg.mailbox_limit);
-        let (region_worker, region_thread) =
-            RegionWorker::start(engine.clone(), snap_mgr.clone(), router.clone(), &logger)
-                .map_err(io_error("start the region worker"))?;
-        let workers = vec![writer_thread, raftlog_gc_thread, region_thread];
+        let (region_worker, region_stopper) =
+            RegionWorker::start(engine.clone(), snap_mgr.clone(), router.clone(), &logger);
+        let workers = vec![writer_thread, raftlog_gc_thread];
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg,
@@ -125,6 +126,7 @@ impl Store {
             ctx,
             store_actor,
             workers,
+            region_stopper,
         })
     }
 
@@ -149,6 +151,7 @@ impl Store {
             ctx,
             store_actor,
             workers,
+            region_stopper,
         } = self;
         store_actor.kill();
         store_actor.wait_for_shutdown().await;
@@ -165,6 +168,10 @@ impl Store {
         }
         if Arc::strong_count(&ctx) > 1 {
             warn!(logger, "store context still referenced after stop"; "refs" => Arc::strong_count(&ctx));
+        }
+        // Peers are gone: nothing schedules region work any more.
+        if !region_stopper.stop(Duration::from_secs(10)).await {
+            warn!(logger, "region worker still holds the engine after stop");
         }
         // The last handles to the workers go with the context; each thread
         // then drains its queue and ends, dropping its engine handle.
@@ -265,14 +272,14 @@ mod tests {
         let region = new_first_region(1, vec![metapb::Peer { id: 1, store_id: 1 }]);
         write_initial_region(&engine, &region).expect("write region");
         let logger = Logger::root(slog::Discard, o!());
-        let snap_mgr = SnapManager::open(dir.path().join("snap")).expect("open snap manager");
+        let snap_mgr = SnapManager::open(dir.path().join("snap")).expect("snap dir");
         let store = Store::start(
             1,
             Config::for_tests(),
             engine,
             snap_mgr,
             Arc::new(NoNetwork),
-            Arc::new(crate::scheduler::NoScheduler),
+            Arc::new(crate::NoScheduler),
             &logger,
         )
         .expect("start");

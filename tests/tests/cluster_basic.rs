@@ -73,9 +73,27 @@ fn the_scheduler_learns_the_leader() {
     let cluster = Cluster::new(3, Config::for_tests(), "the_scheduler_learns_the_leader");
     cluster.start();
     cluster.must_put(b"k", b"v");
-    let leader = cluster.must_leader_of_region(
+    let leader = cluster.must_reported_leader(
         tinykv_tests::cluster::FIRST_REGION_ID,
         std::time::Duration::from_secs(10),
     );
     assert!((1..=3).contains(&leader.store_id), "leader {leader:?}");
+}
+
+#[test]
+fn delayed_and_reordered_messages_lose_nothing() {
+    let cluster = Cluster::new(
+        3,
+        Config::for_tests(),
+        "delayed_and_reordered_messages_lose_nothing",
+    );
+    cluster.start();
+    cluster.add_filter(Arc::new(tinykv_tests::cluster::filter::DelayFilter {
+        max: std::time::Duration::from_millis(30),
+    }));
+    for i in 0..30u32 {
+        cluster.must_put(format!("d{i:02}").as_bytes(), format!("{i}").as_bytes());
+    }
+    let expected: Vec<Vec<u8>> = (0..30u32).map(|i| format!("{i}").into_bytes()).collect();
+    assert_eq!(cluster.scan(b"d", b"e"), expected);
 }

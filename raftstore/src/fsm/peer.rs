@@ -1,5 +1,7 @@
 //! `PeerActor`: the kameo shell around a `Peer`. Its mailbox is the only way
-//! in; the router feeds it. Each message is handled, then the peer's `Ready`
+//! in; the router feeds it. Each message is dispatched by a
+//! `PeerMsgHandler` (the peer plus the store context for this one message,
+//! as TiKV's `PeerFsmDelegate`), then the peer's `Ready` is handled
 //! (persist → apply → send → advance) before the next message.
 //!
 //! Lifecycle: spawned by the store, ticks itself through a timer task that
@@ -9,7 +11,6 @@
 //! command.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
@@ -20,10 +21,10 @@ use kvproto::raft_serverpb::RaftMessage;
 use router::{MailboxLoad, PeerMsg, PeerTick, StoreMsg};
 use slog::{debug, error};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use crate::context::StoreContext;
 use crate::errors::Error;
+use crate::fsm::tick_loop;
 use crate::peer::Peer;
 
 /// A region peer as an actor.
@@ -51,7 +52,69 @@ impl PeerActor {
         }
         let weak = actor_ref.downgrade();
         let interval = self.ctx.cfg.raft_base_tick_interval;
-        self.ticker = Some(tokio::spawn(tick_loop(weak, interval)));
+        self.ticker = Some(tokio::spawn(tick_loop(weak, interval, || {
+            PeerMsg::Tick(PeerTick::Raft)
+        })));
+    }
+
+    /// Leaves the router and stops; waiting commands get `error`.
+    fn stop(&mut self, ctx: &mut Context<Self, ()>, error: &Error) {
+        self.peer.fail_proposals(error);
+        self.ctx.router.unregister(self.peer.region_id);
+        let _ = self.ctx.router.send_store(StoreMsg::PeerStopped {
+            region_id: self.peer.region_id,
+            peer_id: self.peer.peer_id(),
+        });
+        ctx.stop();
+    }
+}
+
+/// What the actor does after a message is dispatched.
+enum Flow {
+    /// Handle the Ready, go on.
+    Continue,
+    /// Destroy the peer and stop.
+    Destroy,
+}
+
+/// Handles one message for a peer: ticks, raft messages, commands, notices.
+pub struct PeerMsgHandler<'a> {
+    peer: &'a mut Peer,
+    ctx: &'a StoreContext,
+}
+
+impl<'a> PeerMsgHandler<'a> {
+    /// A handler for `peer` in the store `ctx` describes.
+    pub fn new(peer: &'a mut Peer, ctx: &'a StoreContext) -> Self {
+        PeerMsgHandler { peer, ctx }
+    }
+
+    /// The dispatcher: one call per message kind.
+    fn handle(&mut self, msg: PeerMsg) -> Flow {
+        match msg {
+            PeerMsg::RaftMessage(m) => self.on_raft_message(*m),
+            PeerMsg::RaftCommand(cmd) => self.peer.propose_command(self.ctx, *cmd),
+            PeerMsg::Tick(tick) => self.on_tick(tick),
+            PeerMsg::Start => {}
+            PeerMsg::SnapshotStatus { to_peer_id, status } => {
+                self.on_snapshot_status(to_peer_id, status)
+            }
+            PeerMsg::Unreachable { to_peer_id } => {
+                self.peer.raft_group.report_unreachable(to_peer_id)
+            }
+            PeerMsg::SnapshotGenerated(_) => self.peer.on_snapshot_generated(),
+            PeerMsg::SnapshotApplied { .. } | PeerMsg::RaftLogGcFinished { .. } => {}
+            PeerMsg::Destroy => return Flow::Destroy,
+        }
+        Flow::Continue
+    }
+
+    fn on_snapshot_status(&mut self, to_peer_id: u64, status: router::SnapshotStatus) {
+        let status = match status {
+            router::SnapshotStatus::Finish => raft::SnapshotStatus::Finish,
+            router::SnapshotStatus::Failure => raft::SnapshotStatus::Failure,
+        };
+        self.peer.raft_group.report_snapshot(to_peer_id, status);
     }
 
     fn on_raft_message(&mut self, mut msg: RaftMessage) {
@@ -64,7 +127,7 @@ impl PeerActor {
             return;
         }
         if message.msg_type() == MessageType::MsgSnapshot
-            && !self.peer.check_snapshot_message(&self.ctx, &message)
+            && !self.peer.check_snapshot_message(self.ctx, &message)
         {
             return;
         }
@@ -83,45 +146,16 @@ impl PeerActor {
                 self.peer.ticks += 1;
                 let gc_every = self.ctx.cfg.raft_log_gc_tick_ticks.max(1) as u64;
                 if self.peer.ticks.is_multiple_of(gc_every) {
-                    self.peer.on_raft_log_gc_tick(&self.ctx);
+                    self.peer.on_raft_log_gc_tick(self.ctx);
                 }
                 let heartbeat_every = self.ctx.cfg.scheduler_heartbeat_ticks.max(1) as u64;
                 if self.peer.ticks.is_multiple_of(heartbeat_every) {
-                    self.peer.heartbeat_scheduler(&self.ctx);
+                    self.peer.heartbeat_scheduler(self.ctx);
                 }
             }
-            PeerTick::RaftLogGc => self.peer.on_raft_log_gc_tick(&self.ctx),
-            PeerTick::SchedulerHeartbeat => self.peer.heartbeat_scheduler(&self.ctx),
+            PeerTick::RaftLogGc => self.peer.on_raft_log_gc_tick(self.ctx),
+            PeerTick::SchedulerHeartbeat => self.peer.heartbeat_scheduler(self.ctx),
             PeerTick::SplitCheck => {}
-        }
-    }
-
-    /// Leaves the router and stops; waiting commands get `error`.
-    fn stop(&mut self, ctx: &mut Context<Self, ()>, error: &Error) {
-        self.peer.fail_proposals(error);
-        self.ctx.router.unregister(self.peer.region_id);
-        let _ = self.ctx.router.send_store(StoreMsg::PeerStopped {
-            region_id: self.peer.region_id,
-            peer_id: self.peer.peer_id(),
-        });
-        ctx.stop();
-    }
-}
-
-async fn tick_loop(actor: WeakActorRef<PeerActor>, interval: Duration) {
-    let mut timer = tokio::time::interval(interval);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        timer.tick().await;
-        let Some(actor) = actor.upgrade() else {
-            return;
-        };
-        if actor
-            .tell(PeerMsg::Tick(PeerTick::Raft))
-            .try_send()
-            .is_err()
-        {
-            return;
         }
     }
 }
@@ -160,30 +194,13 @@ impl Message<PeerMsg> for PeerActor {
         if self.peer.stopped {
             return;
         }
-        match msg {
-            PeerMsg::RaftMessage(m) => self.on_raft_message(*m),
-            PeerMsg::RaftCommand(cmd) => self.peer.propose_command(&self.ctx, *cmd),
-            PeerMsg::Tick(tick) => self.on_tick(tick),
-            PeerMsg::Start => {}
-            PeerMsg::SnapshotStatus { to_peer_id, status } => {
-                let status = match status {
-                    router::SnapshotStatus::Finish => raft::SnapshotStatus::Finish,
-                    router::SnapshotStatus::Failure => raft::SnapshotStatus::Failure,
-                };
-                self.peer.raft_group.report_snapshot(to_peer_id, status);
+        let flow = PeerMsgHandler::new(&mut self.peer, &self.ctx).handle(msg);
+        if let Flow::Destroy = flow {
+            if let Err(e) = self.peer.destroy(&self.ctx).await {
+                error!(self.peer.logger, "destroy failed"; "err" => %e);
             }
-            PeerMsg::Unreachable { to_peer_id } => {
-                self.peer.raft_group.report_unreachable(to_peer_id)
-            }
-            PeerMsg::SnapshotGenerated(_) => self.peer.on_snapshot_generated(),
-            PeerMsg::SnapshotApplied { .. } | PeerMsg::RaftLogGcFinished { .. } => {}
-            PeerMsg::Destroy => {
-                if let Err(e) = self.peer.destroy(&self.ctx).await {
-                    error!(self.peer.logger, "destroy failed"; "err" => %e);
-                }
-                self.stop(ctx, &Error::RegionNotFound(self.peer.region_id));
-                return;
-            }
+            self.stop(ctx, &Error::RegionNotFound(self.peer.region_id));
+            return;
         }
         if let Err(e) = self.peer.handle_ready(&self.ctx).await {
             error!(self.peer.logger, "peer stopped on an error it cannot recover from"; "err" => %e);

@@ -4,7 +4,6 @@
 //! hands a sweep to the region worker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, Spawn, WeakActorRef};
@@ -20,11 +19,11 @@ use slog::{debug, info, warn};
 use storage::CF_DEFAULT;
 use storage::keys;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use crate::context::StoreContext;
 use crate::errors::Result;
 use crate::fsm::peer::PeerActor;
+use crate::fsm::tick_loop;
 use crate::peer::Peer;
 use crate::worker::region::RegionTask;
 
@@ -178,7 +177,9 @@ impl Actor for StoreActor {
             let weak = actor_ref.downgrade();
             state
                 .tickers
-                .push(tokio::spawn(tick_loop(weak, interval, tick)));
+                .push(tokio::spawn(tick_loop(weak, interval, move || {
+                    StoreMsg::Tick(tick)
+                })));
         }
         Ok(state)
     }
@@ -192,20 +193,6 @@ impl Actor for StoreActor {
             ticker.abort();
         }
         Ok(())
-    }
-}
-
-async fn tick_loop(actor: WeakActorRef<StoreActor>, interval: Duration, tick: StoreTick) {
-    let mut timer = tokio::time::interval(interval);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        timer.tick().await;
-        let Some(actor) = actor.upgrade() else {
-            return;
-        };
-        if actor.tell(StoreMsg::Tick(tick)).try_send().is_err() {
-            return;
-        }
     }
 }
 

@@ -23,7 +23,7 @@ use kvproto::raft_cmdpb::{
     GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
     SnapResponse,
 };
-use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState, RegionLocalState};
+use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState};
 use prost::Message as _;
 use router::{CmdResponse, ReadSnapshot};
 use slog::{error, info};
@@ -34,6 +34,7 @@ use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::operation::command::{check_key_in_region, check_region_epoch};
 use crate::peer::Peer;
+use crate::peer_storage::write_region_state;
 
 /// A change to the peer that applying an entry decided.
 #[derive(Debug)]
@@ -253,10 +254,19 @@ impl Peer {
     }
 
     /// Writes what the batch holds so far, so a read sees it.
+    ///
+    /// The apply state goes with it, still naming the previous entry: after
+    /// a crash the entry being applied is applied again, and writes are
+    /// idempotent, so data and apply state never disagree.
     async fn flush(&self, ctx: &StoreContext, batch: &mut ApplyBatch) -> Result<()> {
         if batch.wb.is_empty() {
             return Ok(());
         }
+        batch.wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::apply_state_key(self.region_id),
+            &batch.apply_state,
+        )?;
         let wb = std::mem::replace(&mut batch.wb, ctx.engine.write_batch());
         ctx.writer.write(wb, false).await
     }
@@ -344,14 +354,7 @@ impl Peer {
         if changed {
             let epoch = region.region_epoch.get_or_insert_with(Default::default);
             epoch.conf_ver += 1;
-            batch.wb.put_msg_cf(
-                CF_DEFAULT,
-                &keys::region_state_key(region.id),
-                &RegionLocalState {
-                    state: PeerState::Normal as i32,
-                    region: Some(region.clone()),
-                },
-            )?;
+            write_region_state(&mut batch.wb, region, PeerState::Normal)?;
         }
         info!(self.logger, "apply conf change"; "change" => ?cc.change_type(), "peer" => peer.id,
             "changed" => changed, "index" => entry.index,

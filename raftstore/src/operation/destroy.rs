@@ -3,14 +3,15 @@
 //! `Tombstone` (so a restart does not revive it), its data range is cleared,
 //! and every waiting command is answered `RegionNotFound`.
 
-use kvproto::raft_serverpb::{PeerState, RegionLocalState};
+use kvproto::raft_serverpb::PeerState;
 use slog::info;
+use storage::DATA_CFS;
 use storage::keys;
-use storage::{CF_DEFAULT, DATA_CFS};
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::peer::Peer;
+use crate::peer_storage::write_region_state;
 
 impl Peer {
     /// Removes this peer's state from the store and answers its proposals.
@@ -30,14 +31,7 @@ impl Peer {
                 wb.delete_range_cf(cf, &start, &end)?;
             }
         }
-        wb.put_msg_cf(
-            CF_DEFAULT,
-            &keys::region_state_key(region_id),
-            &RegionLocalState {
-                state: PeerState::Tombstone as i32,
-                region: Some(region),
-            },
-        )?;
+        write_region_state(&mut wb, &region, PeerState::Tombstone)?;
         let written = ctx.writer.write(wb, true).await;
         ctx.store_meta().remove(region_id);
         self.fail_proposals(&Error::RegionNotFound(region_id));

@@ -15,11 +15,12 @@
 //! start-up before the peer starts.
 
 use kvproto::metapb;
-use kvproto::raft_serverpb::{PeerState, RegionLocalState};
-use storage::{CF_DEFAULT, DATA_CFS, Engine, keys};
+use kvproto::raft_serverpb::PeerState;
+use storage::{DATA_CFS, Engine, keys};
 
 use super::{SnapKey, SnapKind, SnapManager};
 use crate::errors::{Error, Result};
+use crate::peer_storage::write_region_state;
 
 /// Applies received snapshot `key` of `region` to `engine`, clearing
 /// `clear` (user-key ranges `[start, end)`, empty end unbounded) first.
@@ -65,14 +66,7 @@ pub fn apply_snapshot(
     }
 
     let mut wb = engine.write_batch();
-    wb.put_msg_cf(
-        CF_DEFAULT,
-        &keys::region_state_key(region.id),
-        &RegionLocalState {
-            state: PeerState::Normal as i32,
-            region: Some(region.clone()),
-        },
-    )?;
+    write_region_state(&mut wb, region, PeerState::Normal)?;
     engine.write(wb, true)?;
 
     mgr.delete_files(SnapKind::Received, key)?;

@@ -1,4 +1,5 @@
-//! Background work, each on its own thread fed by a channel.
+//! Background work off the peers' hot path: the group-commit writer and
+//! the raft-log GC on threads fed by channels, and the region worker actor.
 //!
 //! A worker thread holds a handle to the engine, and ends once every sender
 //! feeding it is dropped. The store keeps each thread's `WorkerThread` and
@@ -48,11 +49,5 @@ impl WorkerThread {
         // thread itself already.
         let _ = self.handle.join();
         true
-    }
-
-    /// Blocks until the thread ends, for tests off the async runtime.
-    #[cfg(test)]
-    pub(crate) fn join_blocking(self) -> std::thread::Result<()> {
-        self.handle.join()
     }
 }

@@ -1,11 +1,12 @@
-//! The region worker: generates, applies and garbage-collects region
-//! snapshots on its own thread.
+//! The region worker: a kameo actor that generates, applies and
+//! garbage-collects region snapshots.
 //!
-//! A thread fed by a crossbeam channel, like the other workers, rather than a
-//! kameo actor: every task is blocking file and RocksDB I/O (an actor would
-//! only wrap each one in `spawn_blocking`), and `Store::stop` must know the
-//! engine handle is released, which joining a thread tells and killing an
-//! actor with a detached blocking job in flight does not.
+//! Every task is blocking file and RocksDB I/O, so the actor runs each one
+//! with `spawn_blocking` and awaits it before taking the next: tasks run one
+//! at a time, in order, and never on a runtime worker thread. Stopping is
+//! graceful (queued tasks finish) and `RegionWorkerStopper::stop` returns
+//! only once the worker's engine handle is released, so the store can close
+//! RocksDB.
 //!
 //! Tasks, one at a time, in order:
 //! - `Generate`: builds a snapshot from a fresh RocksDB snapshot
@@ -19,7 +20,14 @@
 
 use std::collections::HashMap;
 
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kameo::Actor;
+use kameo::actor::{ActorRef, Spawn};
+use kameo::error::Infallible;
+use kameo::mailbox;
+use kameo::message::{Context, Message};
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use router::{PeerMsg, Router};
@@ -30,7 +38,6 @@ use tokio::sync::oneshot;
 use crate::errors::{Error, Result};
 use crate::snap::{SnapKey, SnapKind, SnapManager, apply_snapshot, generate_snapshot};
 use crate::snapshot::GenNotifier;
-use crate::worker::WorkerThread;
 
 /// Work for the region worker.
 pub enum RegionTask {
@@ -59,32 +66,69 @@ pub enum RegionTask {
 /// A handle for scheduling region tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct RegionWorker {
-    tx: Sender<RegionTask>,
+    actor: ActorRef<RegionActor>,
+}
+
+/// Stops the region worker when the store stops.
+pub struct RegionWorkerStopper {
+    actor: ActorRef<RegionActor>,
+    runner: Arc<Runner>,
+}
+
+impl RegionWorkerStopper {
+    /// Lets queued tasks finish, stops the actor and waits (up to `timeout`)
+    /// until its engine handle is released. False if it was not in time.
+    pub async fn stop(self, timeout: Duration) -> bool {
+        let RegionWorkerStopper { actor, runner } = self;
+        let _ = actor.stop_gracefully().await;
+        actor.wait_for_shutdown().await;
+        drop(actor);
+        // The actor's state (another `Arc` of the runner) is dropped as its
+        // task ends, just after the shutdown notice.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while Arc::strong_count(&runner) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
 }
 
 impl RegionWorker {
-    /// Starts the worker thread; it ends when every handle is dropped.
+    /// Spawns the worker actor. Must run inside a tokio runtime.
     pub fn start(
         engine: Engine,
         mgr: SnapManager,
         router: Router,
         logger: &Logger,
-    ) -> std::io::Result<(RegionWorker, WorkerThread)> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let runner = Runner {
+    ) -> (RegionWorker, RegionWorkerStopper) {
+        let runner = Arc::new(Runner {
             engine,
             mgr,
             router,
             logger: logger.clone(),
+        });
+        // Unbounded: a task is never refused for load (the router's policy
+        // for must-deliver work); tasks are few and small.
+        let actor = RegionActor::spawn_with_mailbox(
+            RegionActor {
+                runner: Arc::clone(&runner),
+            },
+            mailbox::unbounded(),
+        );
+        let stopper = RegionWorkerStopper {
+            actor: actor.clone(),
+            runner,
         };
-        let thread = WorkerThread::spawn("region-worker", move || runner.run(rx))?;
-        Ok((RegionWorker { tx }, thread))
+        (RegionWorker { actor }, stopper)
     }
 
     /// Queues `task`; false if the worker has stopped (the task is dropped,
     /// and a `Generate` notifier reports the failure).
     pub fn schedule(&self, task: RegionTask) -> bool {
-        self.tx.send(task).is_ok()
+        self.actor.tell(task).try_send().is_ok()
     }
 
     /// Applies received snapshot `key` of `region`, clearing `clear` first,
@@ -108,6 +152,31 @@ impl RegionWorker {
     }
 }
 
+/// The actor shell: runs each task on the blocking pool and waits for it.
+struct RegionActor {
+    runner: Arc<Runner>,
+}
+
+impl Actor for RegionActor {
+    type Args = Self;
+    type Error = Infallible;
+
+    async fn on_start(state: Self, _: ActorRef<Self>) -> std::result::Result<Self, Infallible> {
+        Ok(state)
+    }
+}
+
+impl Message<RegionTask> for RegionActor {
+    type Reply = ();
+
+    async fn handle(&mut self, task: RegionTask, _: &mut Context<Self, ()>) {
+        let runner = Arc::clone(&self.runner);
+        if let Err(e) = tokio::task::spawn_blocking(move || runner.handle(task)).await {
+            warn!(self.runner.logger, "region task panicked"; "err" => %e);
+        }
+    }
+}
+
 struct Runner {
     engine: Engine,
     mgr: SnapManager,
@@ -116,36 +185,34 @@ struct Runner {
 }
 
 impl Runner {
-    fn run(self, rx: Receiver<RegionTask>) {
-        while let Ok(task) = rx.recv() {
-            match task {
-                RegionTask::Generate {
-                    region_id,
-                    notifier,
-                } => self.generate(region_id, notifier),
-                RegionTask::Apply {
-                    key,
-                    region,
-                    clear,
-                    done,
-                } => {
-                    let result = apply_snapshot(&self.engine, &self.mgr, &key, &region, &clear);
-                    match &result {
-                        Ok(()) => {
-                            info!(self.logger, "snapshot applied"; "region_id" => key.region_id,
+    fn handle(&self, task: RegionTask) {
+        match task {
+            RegionTask::Generate {
+                region_id,
+                notifier,
+            } => self.generate(region_id, notifier),
+            RegionTask::Apply {
+                key,
+                region,
+                clear,
+                done,
+            } => {
+                let result = apply_snapshot(&self.engine, &self.mgr, &key, &region, &clear);
+                match &result {
+                    Ok(()) => {
+                        info!(self.logger, "snapshot applied"; "region_id" => key.region_id,
                             "index" => key.index, "term" => key.term)
-                        }
-                        Err(e) => {
-                            warn!(self.logger, "snapshot apply failed"; "region_id" => key.region_id,
+                    }
+                    Err(e) => {
+                        warn!(self.logger, "snapshot apply failed"; "region_id" => key.region_id,
                             "index" => key.index, "err" => %e)
-                        }
                     }
-                    let _ = done.send(result);
                 }
-                RegionTask::Gc => {
-                    if let Err(e) = self.gc() {
-                        warn!(self.logger, "snapshot gc failed"; "err" => %e);
-                    }
+                let _ = done.send(result);
+            }
+            RegionTask::Gc => {
+                if let Err(e) = self.gc() {
+                    warn!(self.logger, "snapshot gc failed"; "err" => %e);
                 }
             }
         }
@@ -220,6 +287,7 @@ impl Runner {
 
 #[cfg(test)]
 mod tests {
+    use crate::peer_storage::write_region_state;
     use std::time::{Duration, Instant};
 
     use kameo::Actor;
@@ -272,15 +340,7 @@ mod tests {
 
     fn put_states(engine: &Engine, region: &metapb::Region, state: PeerState, applied: u64) {
         let mut wb = engine.write_batch();
-        wb.put_msg_cf(
-            CF_DEFAULT,
-            &keys::region_state_key(region.id),
-            &RegionLocalState {
-                state: state as i32,
-                region: Some(region.clone()),
-            },
-        )
-        .unwrap();
+        write_region_state(&mut wb, region, state).expect("known CF");
         wb.put_msg_cf(
             CF_DEFAULT,
             &keys::apply_state_key(region.id),
@@ -331,11 +391,10 @@ mod tests {
         s.metadata.as_ref().unwrap().index
     }
 
-    #[test]
-    fn test_source_generates_reuses_and_regenerates() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_source_generates_reuses_and_regenerates() {
         let (_dir, engine, mgr, router) = new_test_worker();
-        let (worker, thread) =
-            RegionWorker::start(engine.clone(), mgr.clone(), router, &logger()).unwrap();
+        let (worker, stopper) = RegionWorker::start(engine.clone(), mgr.clone(), router, &logger());
         let source = RegionSnapshots::new(1, worker.clone(), mgr.clone(), &logger());
         let r = region(1, 1);
         put_states(&engine, &r, PeerState::Normal, 10);
@@ -378,7 +437,10 @@ mod tests {
         assert_eq!(index_of(&must_get_snapshot(&missing, &region(9, 1), 0)), 7);
 
         drop((source, missing, worker));
-        thread.join_blocking().unwrap();
+        assert!(
+            stopper.stop(Duration::from_secs(10)).await,
+            "the worker releases the engine"
+        );
     }
 
     fn put_received(mgr: &SnapManager, key: SnapKey) {

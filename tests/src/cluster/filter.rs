@@ -5,15 +5,22 @@
 
 use std::collections::HashSet;
 
+use std::time::Duration;
+
 use kvproto::eraftpb::MessageType;
 use kvproto::raft_serverpb::RaftMessage;
 
 use crate::raft_sim::rng::SimRng;
 
-/// Decides whether one message passes.
+/// Decides whether one message passes, and how late.
 pub trait Filter: Send + Sync {
     /// True lets `msg` through. `rng` is the network's seeded generator.
     fn allow(&self, msg: &RaftMessage, rng: &mut SimRng) -> bool;
+
+    /// How long a message that passes is held before delivery.
+    fn delay(&self, _msg: &RaftMessage, _rng: &mut SimRng) -> Duration {
+        Duration::ZERO
+    }
 }
 
 fn stores(msg: &RaftMessage) -> (u64, u64) {
@@ -77,5 +84,23 @@ pub struct DropTypeFilter(pub MessageType);
 impl Filter for DropTypeFilter {
     fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
         msg.message.as_ref().is_none_or(|m| m.msg_type() != self.0)
+    }
+}
+
+/// Delays every message by a random time up to `max`, so messages overtake
+/// each other; none is dropped.
+pub struct DelayFilter {
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Filter for DelayFilter {
+    fn allow(&self, _: &RaftMessage, _: &mut SimRng) -> bool {
+        true
+    }
+
+    fn delay(&self, _: &RaftMessage, rng: &mut SimRng) -> Duration {
+        let max_micros = self.max.as_micros().max(1) as u64;
+        Duration::from_micros(rng.below(max_micros + 1))
     }
 }

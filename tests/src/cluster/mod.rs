@@ -216,7 +216,7 @@ impl Cluster {
     }
 
     /// The leader of `region_id` as the scheduler last heard, if any.
-    pub fn leader_of_region(&self, region_id: u64) -> Option<metapb::Peer> {
+    pub fn reported_leader(&self, region_id: u64) -> Option<metapb::Peer> {
         self.scheduler
             .get_region_by_id(region_id)
             .ok()
@@ -228,10 +228,10 @@ impl Cluster {
     ///
     /// # Panics
     /// If none is known after `timeout`.
-    pub fn must_leader_of_region(&self, region_id: u64, timeout: Duration) -> metapb::Peer {
+    pub fn must_reported_leader(&self, region_id: u64, timeout: Duration) -> metapb::Peer {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(leader) = self.leader_of_region(region_id) {
+            if let Some(leader) = self.reported_leader(region_id) {
                 return leader;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use kvproto::raft_serverpb::{RaftMessage, SnapshotChunk};
 use prost::Message as _;
@@ -88,26 +89,44 @@ impl SimNetwork {
         self.filters.write().expect("filters lock").clear();
     }
 
-    fn check_filters(&self, msg: &RaftMessage) -> Result<(), TransportError> {
+    /// Runs the filters: `Dropped` if one refuses `msg`, else the longest
+    /// delay any of them asks for.
+    fn check_filters(&self, msg: &RaftMessage) -> Result<Duration, TransportError> {
         let filters = self.filters.read().expect("filters lock");
+        let mut delay = Duration::ZERO;
         if !filters.is_empty() {
             let mut rng = self.rng.lock().expect("rng lock");
-            if !filters.iter().all(|f| f.allow(msg, &mut rng)) {
-                return Err(TransportError::Dropped);
+            for filter in filters.iter() {
+                if !filter.allow(msg, &mut rng) {
+                    return Err(TransportError::Dropped);
+                }
+                delay = delay.max(filter.delay(msg, &mut rng));
             }
         }
-        Ok(())
+        Ok(delay)
     }
 
     fn deliver(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        self.check_filters(&msg)?;
+        let delay = self.check_filters(&msg)?;
         let to_store = msg.to_peer.map_or(0, |p| p.store_id);
         let router = self
             .router(to_store)
             .ok_or(TransportError::Unreachable(to_store))?;
-        router
-            .send_raft_message(Box::new(msg))
-            .map_err(|_| TransportError::Dropped)
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if !delay.is_zero() => {
+                // Held in flight like a slow link; it may arrive after a
+                // later message, or to a store that stopped meanwhile.
+                runtime.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = router.send_raft_message(Box::new(msg));
+                });
+                Ok(())
+            }
+            _ => router
+                .send_raft_message(Box::new(msg))
+                .map_err(|_| TransportError::Dropped),
+        }
     }
 
     /// Starts moving snapshot `msg` with its files from `sender`'s directory

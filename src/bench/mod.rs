@@ -1,0 +1,142 @@
+//! The benchmark of the replicated store, behind `tinykv-bench`.
+//!
+//! Modules:
+//! - [`cluster`]: [`LocalCluster`], N stores of the real raftstore in one
+//!   process, each with its own RocksDB in a temp dir, wired by a direct
+//!   in-memory transport (no filters, no loss).
+//! - [`workload`]: closed-loop clients issuing puts, and how a run is
+//!   measured ([`RunReport`]).
+//! - [`baseline`]: the raw cost of one durable write on the same disk
+//!   (append + `fdatasync`, and a synced RocksDB put), to read the figures
+//!   against.
+//! - [`rng`]: the seeded generator of keys and values.
+//!
+//! Why not the `tinykv-tests` cluster: the tests crate may depend on this
+//! package (its server and client), so this package must not depend on it.
+//! The few lines of wiring are repeated here instead.
+
+pub mod baseline;
+pub mod cluster;
+pub mod rng;
+pub mod workload;
+
+pub use self::cluster::LocalCluster;
+pub use self::workload::{RunReport, WorkloadOptions};
+
+use std::time::Duration;
+
+/// What can stop a benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A store could not be bootstrapped or started.
+    #[error("raftstore: {0}")]
+    Raftstore(#[from] raftstore::Error),
+    /// An engine could not be opened or written.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::Error),
+    /// A file-system or thread operation failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A put got no successful answer in time.
+    #[error("put not answered successfully within {timeout:?} ({retries} retries; last: {last})")]
+    PutTimedOut {
+        /// The time allowed.
+        timeout: Duration,
+        /// Attempts retried.
+        retries: u64,
+        /// The last error seen.
+        last: String,
+    },
+}
+
+/// The latencies of a run, sorted ascending, with nearest-rank percentiles.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    /// Invariant: sorted ascending (set once, in `from_unsorted`).
+    sorted: Vec<Duration>,
+}
+
+impl Latencies {
+    /// Sorts `samples`.
+    pub fn from_unsorted(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        Latencies { sorted: samples }
+    }
+
+    /// The number of samples.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// The nearest-rank `p`-th percentile (`0 < p <= 100`): the smallest
+    /// sample with at least `p`% of the samples at or below it. Zero when
+    /// there are no samples.
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let n = self.sorted.len();
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        self.sorted[rank.clamp(1, n) - 1]
+    }
+
+    /// The largest sample.
+    pub fn max(&self) -> Duration {
+        self.sorted.last().copied().unwrap_or_default()
+    }
+
+    /// The arithmetic mean.
+    pub fn mean(&self) -> Duration {
+        if self.sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let total: Duration = self.sorted.iter().sum();
+        total / self.sorted.len() as u32
+    }
+}
+
+/// `d` in milliseconds with a precision that suits it, for tables.
+pub fn fmt_ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2}")
+    } else if ms < 100.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples = (1..=100).rev().map(Duration::from_millis).collect();
+        let l = Latencies::from_unsorted(samples);
+        assert_eq!(l.percentile(50.0), Duration::from_millis(50));
+        assert_eq!(l.percentile(99.0), Duration::from_millis(99));
+        assert_eq!(l.percentile(100.0), Duration::from_millis(100));
+        assert_eq!(l.max(), Duration::from_millis(100));
+        assert_eq!(l.mean(), Duration::from_micros(50_500));
+    }
+
+    #[test]
+    fn one_sample_and_none() {
+        let l = Latencies::from_unsorted(vec![Duration::from_millis(7)]);
+        assert_eq!(l.percentile(50.0), Duration::from_millis(7));
+        assert_eq!(l.percentile(99.0), Duration::from_millis(7));
+        assert_eq!(Latencies::default().percentile(99.0), Duration::ZERO);
+    }
+}
