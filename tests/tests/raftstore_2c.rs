@@ -25,9 +25,9 @@ use tinykv_tests::cluster::{Cluster, FIRST_REGION_ID};
 const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// The log limit of the generic scenarios. TinyKV passes 100 for rounds of
-/// 5 s; ours are 0.8 s, so 100 would rarely be reached while a store lags
-/// and few runs would send a snapshot at all. At 20 a round compacts many
-/// times and left-behind stores catch up by snapshot, as in TinyKV.
+/// 5 s; ours are 0.8 s, so 100 would rarely be reached while a store lags:
+/// few snapshots, nearly all in the partition scenario. At 20 a round
+/// compacts many times and left-behind stores catch up by snapshot.
 const MAX_RAFT_LOG: u64 = 20;
 
 /// Store `store_id`'s truncated index of the first region, read from its
