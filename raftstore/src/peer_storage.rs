@@ -115,19 +115,9 @@ impl PeerStorage {
         let applied = self.apply_state.applied_index;
         let commit = self.hard_state().commit;
         let last = self.raft_state.last_index;
-        if !(truncated <= applied
-            && applied <= commit.max(applied)
-            && commit <= last
-            && truncated <= last)
-        {
+        if !(truncated <= applied && applied <= commit && commit <= last) {
             return Err(Error::CorruptState(format!(
-                "region {}: truncated {truncated}, applied {applied}, commit {commit}, last {last} are out of order",
-                self.region.id
-            )));
-        }
-        if applied > commit {
-            return Err(Error::CorruptState(format!(
-                "region {}: applied {applied} is past commit {commit}",
+                "region {}: want truncated {truncated} <= applied {applied} <= commit {commit} <= last {last}",
                 self.region.id
             )));
         }
