@@ -34,7 +34,8 @@ pub enum Error {
     /// transferring leadership, or the node was removed from the group.
     #[error("raft proposal dropped")]
     ProposalDropped,
-    /// A local-only message (`MsgHup`, `MsgBeat`) was handed to `RawNode::step`.
+    /// A local-only message (`MsgHup`, `MsgBeat`, `MsgPropose`) was handed
+    /// to `RawNode::step`.
     #[error("cannot step a local message through RawNode::step")]
     StepLocalMsg,
     /// A response came from a peer that is not in the group.

@@ -136,8 +136,9 @@ impl<S: Storage> RawNode<S> {
         self.raft.apply_conf_change(cc)
     }
 
-    /// Handles a message from a peer. Local messages and responses from
-    /// non-members are refused.
+    /// Handles a message from a peer. Local-only kinds (`MsgHup`, `MsgBeat`,
+    /// `MsgPropose`: see `is_local_msg`) and responses from non-members are
+    /// refused.
     pub fn step(&mut self, m: Message) -> Result<()> {
         if is_local_msg(m.msg_type()) {
             return Err(Error::StepLocalMsg);
@@ -221,5 +222,49 @@ impl<S: Storage> RawNode<S> {
         if cfg!(debug_assertions) {
             self.raft.check_invariants();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::eraftpb::{Entry, Message, MessageType};
+
+    use super::*;
+    use crate::storage::MemoryStorage;
+    use crate::test_util::{new_test_config, test_logger};
+
+    /// A proposal that arrives from the network skips every check a local
+    /// one passes; a leader must refuse it and leave its log as it was.
+    #[test]
+    fn a_proposal_from_the_network_is_refused() {
+        let storage = MemoryStorage::new();
+        let mut node = RawNode::new(
+            &new_test_config(1, vec![1], 10, 1),
+            storage.clone(),
+            &test_logger(),
+        )
+        .expect("test config is valid");
+        node.campaign().expect("campaign");
+        let rd = node.ready();
+        storage.append(&rd.entries).expect("append");
+        node.advance(rd);
+        let last = node.raft().raft_log().last_index();
+
+        for msg_type in [
+            MessageType::MsgPropose,
+            MessageType::MsgHup,
+            MessageType::MsgBeat,
+        ] {
+            let msg = Message {
+                msg_type: msg_type as i32,
+                from: 2,
+                to: 1,
+                entries: vec![Entry::default()],
+                ..Default::default()
+            };
+            assert_eq!(node.step(msg), Err(Error::StepLocalMsg), "{msg_type:?}");
+        }
+        assert_eq!(node.raft().raft_log().last_index(), last);
+        assert!(!node.has_ready());
     }
 }

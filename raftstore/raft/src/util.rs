@@ -27,9 +27,14 @@ impl SplitMix64 {
     }
 }
 
-/// Messages a node generates for itself; never sent over the network.
+/// Messages a node's host gives it directly; never accepted from the
+/// network. A proposal from another store would skip every check a local
+/// proposal passes (leadership, epoch, shape), so `MsgPropose` is one too.
 pub fn is_local_msg(t: MessageType) -> bool {
-    matches!(t, MessageType::MsgHup | MessageType::MsgBeat)
+    matches!(
+        t,
+        MessageType::MsgHup | MessageType::MsgBeat | MessageType::MsgPropose
+    )
 }
 
 /// Messages that answer a request.
