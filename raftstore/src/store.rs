@@ -96,9 +96,20 @@ impl Store {
             StoreActor::spawn_with_mailbox(StoreActor::new(Arc::clone(&ctx)), mailbox::unbounded());
         router.register_store(store_actor.clone().recipient());
         let mut count = 0;
-        for state in load_regions(&ctx.engine)? {
+        for (region_id, state) in load_regions(&ctx.engine)? {
             let region = state.region.clone().unwrap_or_default();
             match state.state() {
+                // A `Normal` state always names its region and members (a
+                // peer created by a message writes none until its snapshot
+                // makes it `Applying`); without them the peer would start
+                // empty and wait for a snapshot with the region's data on disk.
+                PeerState::Normal if region.id != region_id || region.peers.is_empty() => {
+                    return Err(Error::CorruptState(format!(
+                        "the Normal state of region {region_id} names region {} with {} members",
+                        region.id,
+                        region.peers.len()
+                    )));
+                }
                 PeerState::Normal => {}
                 PeerState::Tombstone => continue,
                 PeerState::Applying => {
@@ -215,22 +226,22 @@ fn finish_applying(ctx: &StoreContext, region: &metapb::Region) -> Result<()> {
     )
 }
 
-/// Every region state this store holds.
-fn load_regions(engine: &Engine) -> Result<Vec<RegionLocalState>> {
+/// Every region state this store holds, with the region id of its key.
+fn load_regions(engine: &Engine) -> Result<Vec<(u64, RegionLocalState)>> {
     let mut states = Vec::new();
     engine.scan_cf(
         CF_DEFAULT,
         keys::REGION_META_MIN_KEY,
         keys::REGION_META_MAX_KEY,
         |key, value| {
-            let (_, suffix) = keys::decode_region_meta_key(key)?;
+            let (region_id, suffix) = keys::decode_region_meta_key(key)?;
             if suffix == keys::REGION_STATE_SUFFIX {
                 let state =
                     RegionLocalState::decode(value).map_err(|e| storage::Error::Decode {
                         key: key.to_vec(),
                         source: e,
                     })?;
-                states.push(state);
+                states.push((region_id, state));
             }
             Ok(true)
         },
@@ -290,5 +301,47 @@ mod tests {
             }
         }
         store.stop().await;
+    }
+
+    /// A `Normal` region state without its region would start a peer with
+    /// an empty region, waiting for a snapshot while the region's data sits
+    /// on disk. The store refuses to start instead, naming the region.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_normal_state_without_its_region_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path()).expect("open engine");
+        bootstrap_store(&engine, 1, 1).expect("bootstrap store");
+        let mut wb = engine.write_batch();
+        crate::peer_storage::write_region_state(
+            &mut wb,
+            &metapb::Region {
+                id: 7,
+                ..Default::default()
+            },
+            PeerState::Normal,
+        )
+        .expect("encode region state");
+        engine.write(wb, true).expect("write region state");
+        let logger = Logger::root(slog::Discard, o!());
+        let snap_mgr = SnapManager::open(dir.path().join("snap")).expect("snap dir");
+        let started = tokio::task::block_in_place(|| {
+            Store::start(
+                1,
+                Config::for_tests(),
+                engine,
+                snap_mgr,
+                Arc::new(NoNetwork),
+                Arc::new(crate::NoScheduler),
+                &logger,
+            )
+        });
+        match started {
+            Err(Error::CorruptState(message)) => assert!(message.contains("region 7"), "{message}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(store) => {
+                store.stop().await;
+                panic!("a store with an empty Normal region started");
+            }
+        }
     }
 }

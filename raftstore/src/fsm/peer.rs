@@ -16,7 +16,6 @@ use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
 use kameo::error::{ActorStopReason, Infallible};
 use kameo::message::{Context, Message};
-use kvproto::eraftpb::MessageType;
 use kvproto::raft_serverpb::RaftMessage;
 use router::{MailboxLoad, PeerMsg, PeerTick, StoreMsg};
 use slog::{debug, error};
@@ -25,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::context::StoreContext;
 use crate::errors::Error;
 use crate::fsm::tick_loop;
+use crate::operation::raft_message::Verdict;
 use crate::peer::Peer;
 
 /// A region peer as an actor.
@@ -92,7 +92,7 @@ impl<'a> PeerMsgHandler<'a> {
     /// The dispatcher: one call per message kind.
     fn handle(&mut self, msg: PeerMsg) -> Flow {
         match msg {
-            PeerMsg::RaftMessage(m) => self.on_raft_message(*m),
+            PeerMsg::RaftMessage(m) => return self.on_raft_message(*m),
             PeerMsg::RaftCommand(cmd) => self.peer.propose_command(self.ctx, *cmd),
             PeerMsg::Tick(tick) => self.on_tick(tick),
             PeerMsg::Start => {}
@@ -117,26 +117,24 @@ impl<'a> PeerMsgHandler<'a> {
         self.peer.raft_group.report_snapshot(to_peer_id, status);
     }
 
-    fn on_raft_message(&mut self, mut msg: RaftMessage) {
+    /// Steps a raft message that passed the ingress check
+    /// (`operation/raft_message.rs`); a stale peer destroys itself.
+    fn on_raft_message(&mut self, mut msg: RaftMessage) -> Flow {
+        match self.peer.check_incoming(self.ctx, &msg) {
+            Verdict::Accept => {}
+            Verdict::Drop(_) | Verdict::TellSenderRemoved => return Flow::Continue,
+            Verdict::DestroySelf => return Flow::Destroy,
+        }
         let Some(message) = msg.message.take() else {
-            return;
+            return Flow::Continue;
         };
-        let to_me = msg.to_peer.is_some_and(|p| p.id == self.peer.peer_id());
-        if !to_me {
-            debug!(self.peer.logger, "dropped a raft message for another peer"; "to" => ?msg.to_peer);
-            return;
-        }
-        if message.msg_type() == MessageType::MsgSnapshot
-            && !self.peer.check_snapshot_message(self.ctx, &message)
-        {
-            return;
-        }
         if let Some(from) = msg.from_peer {
             self.peer.peer_cache.insert(from.id, from);
         }
         if let Err(e) = self.peer.raft_group.step(message) {
             debug!(self.peer.logger, "raft message not stepped"; "err" => %e);
         }
+        Flow::Continue
     }
 
     fn on_tick(&mut self, tick: PeerTick) {

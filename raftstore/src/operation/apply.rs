@@ -19,7 +19,7 @@
 use kvproto::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use kvproto::metapb;
 use kvproto::raft_cmdpb::{
-    AdminCmdType, AdminResponse, ChangePeerResponse, CmdType, CompactLogResponse, DeleteResponse,
+    AdminCmdType, AdminResponse, ChangePeerResponse, CompactLogResponse, DeleteResponse,
     GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
     SnapResponse,
 };
@@ -32,7 +32,11 @@ use storage::{CF_DEFAULT, WriteBatch};
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
-use crate::operation::command::{check_key_in_region, check_region_epoch};
+use crate::operation::command::{
+    DataRequest, check_command_kind, check_region_epoch, parse_requests,
+};
+use crate::operation::log_gc::check_compact_log;
+use crate::operation::ready::RaftOp;
 use crate::peer::Peer;
 use crate::peer_storage::write_region_state;
 
@@ -76,10 +80,6 @@ fn error_response(e: &Error, term: u64) -> CmdResponse {
     resp
 }
 
-fn cf_or_default(cf: &str) -> &str {
-    if cf.is_empty() { CF_DEFAULT } else { cf }
-}
-
 impl Peer {
     /// Applies `entries` (committed, in order) and answers their proposals.
     pub async fn apply_committed(&mut self, ctx: &StoreContext, entries: Vec<Entry>) -> Result<()> {
@@ -103,7 +103,11 @@ impl Peer {
                 EntryType::EntryConfChange => Some(self.apply_conf_change(&mut batch, &entry)?),
             };
             batch.apply_state.applied_index = index;
-            if let Some(callback) = self.take_proposal(index, term) {
+            let matched = self.proposals.take_applied(index, term);
+            for stale in matched.stale {
+                stale.respond(error_response(&Error::StaleCommand, term));
+            }
+            if let Some(callback) = matched.proposal {
                 let response = response.unwrap_or_else(|| CmdResponse {
                     response: RaftCmdResponse {
                         header: Some(header(term)),
@@ -133,25 +137,6 @@ impl Peer {
         Ok(())
     }
 
-    /// The callback of the proposal at `index` if it is the one that entry
-    /// (`index`, `term`) applies; earlier or overtaken proposals are
-    /// answered `StaleCommand` on the way.
-    fn take_proposal(&mut self, index: u64, term: u64) -> Option<router::Callback> {
-        while let Some(front) = self.proposals.front() {
-            if front.index > index {
-                return None;
-            }
-            let proposal = self.proposals.pop_front().expect("front exists");
-            if proposal.index == index && proposal.term == term {
-                return Some(proposal.callback);
-            }
-            proposal
-                .callback
-                .respond(error_response(&Error::StaleCommand, self.term()));
-        }
-        None
-    }
-
     async fn apply_normal(
         &mut self,
         ctx: &StoreContext,
@@ -169,7 +154,9 @@ impl Peer {
                 ));
             }
         };
-        if let Err(e) = check_region_epoch(&req, &batch.region) {
+        if let Err(e) =
+            check_command_kind(&req).and_then(|()| check_region_epoch(&req, &batch.region))
+        {
             return Ok(error_response(&e, entry.term));
         }
         if let Some(admin) = &req.admin_request {
@@ -183,53 +170,37 @@ impl Peer {
                 ),
             });
         }
-        for r in &req.requests {
-            let key = match r.cmd_type() {
-                CmdType::Get => r.get.as_ref().map(|g| g.key.as_slice()),
-                CmdType::Put => r.put.as_ref().map(|p| p.key.as_slice()),
-                CmdType::Delete => r.delete.as_ref().map(|d| d.key.as_slice()),
-                CmdType::Snap | CmdType::Invalid => None,
-            };
-            if let Some(key) = key
-                && let Err(e) = check_key_in_region(key, &batch.region)
-            {
-                return Ok(error_response(&e, entry.term));
-            }
-        }
-        let mut responses = Vec::with_capacity(req.requests.len());
+        // Checked before proposing, checked again: an entry's content must
+        // never make apply panic, and every replica decides the same.
+        let requests = match parse_requests(&req, &batch.region, None) {
+            Ok(requests) => requests,
+            Err(e) => return Ok(error_response(&e, entry.term)),
+        };
+        let mut responses = Vec::with_capacity(requests.len());
         let mut snapshot: Option<ReadSnapshot> = None;
-        for r in &req.requests {
+        for (r, request) in req.requests.iter().zip(requests) {
             let mut resp = Response {
                 cmd_type: r.cmd_type,
                 ..Default::default()
             };
-            match r.cmd_type() {
-                CmdType::Put => {
-                    let put = r.put.as_ref().expect("checked before proposing");
-                    batch.wb.put_cf(
-                        cf_or_default(&put.cf),
-                        &keys::data_key(&put.key),
-                        &put.value,
-                    )?;
+            match request {
+                DataRequest::Put { cf, key, value } => {
+                    batch.wb.put_cf(cf, &keys::data_key(key), value)?;
                     resp.put = Some(PutResponse {});
                 }
-                CmdType::Delete => {
-                    let delete = r.delete.as_ref().expect("checked before proposing");
-                    batch
-                        .wb
-                        .delete_cf(cf_or_default(&delete.cf), &keys::data_key(&delete.key))?;
+                DataRequest::Delete { cf, key } => {
+                    batch.wb.delete_cf(cf, &keys::data_key(key))?;
                     resp.delete = Some(DeleteResponse {});
                 }
-                CmdType::Get => {
-                    let get = r.get.as_ref().expect("checked before proposing");
+                DataRequest::Get { cf, key } => {
                     self.flush(ctx, batch).await?;
                     let value = ctx
                         .engine
-                        .get_cf(cf_or_default(&get.cf), &keys::data_key(&get.key))?
+                        .get_cf(cf, &keys::data_key(key))?
                         .unwrap_or_default();
                     resp.get = Some(GetResponse { value });
                 }
-                CmdType::Snap => {
+                DataRequest::Snap => {
                     self.flush(ctx, batch).await?;
                     snapshot = Some(ReadSnapshot::for_region(
                         ctx.engine.snapshot(),
@@ -239,7 +210,6 @@ impl Peer {
                         region: Some(batch.region.clone()),
                     });
                 }
-                CmdType::Invalid => {}
             }
             responses.push(resp);
         }
@@ -271,21 +241,35 @@ impl Peer {
         ctx.writer.write(wb, false).await
     }
 
+    /// Moves the truncated state, in the apply batch, if the command is
+    /// sound (`log_gc::check_compact_log`). One that compacts nothing new
+    /// (a snapshot overtook it) is a successful no-op; an unsound one is an
+    /// error answer and changes nothing, the same on every replica: they
+    /// hold the same entries up to the applied index (Log Matching).
     fn apply_compact_log(
         &self,
         batch: &mut ApplyBatch,
         req: &RaftCmdRequest,
         term: u64,
     ) -> CmdResponse {
-        let compact = req
-            .admin_request
-            .as_ref()
-            .and_then(|a| a.compact_log)
-            .unwrap_or_default();
+        let Some(compact) = req.admin_request.as_ref().and_then(|a| a.compact_log) else {
+            return error_response(
+                &Error::InvalidRequest("CompactLog without body".into()),
+                term,
+            );
+        };
         let truncated = batch.apply_state.truncated_state.unwrap_or_default();
-        if compact.compact_index > truncated.index
-            && compact.compact_index <= batch.apply_state.applied_index + 1
-        {
+        if compact.compact_index > truncated.index {
+            let log = self.raft_group.raft().raft_log();
+            if let Err(e) = check_compact_log(
+                compact.compact_index,
+                compact.compact_term,
+                batch.apply_state.applied_index,
+                |index| log.term(index).ok(),
+            ) {
+                error!(self.logger, "refused an unsound log compaction"; "err" => %e);
+                return error_response(&e, term);
+            }
             batch.apply_state.truncated_state = Some(RaftTruncatedState {
                 index: compact.compact_index,
                 term: compact.compact_term,
@@ -322,19 +306,27 @@ impl Peer {
                 ));
             }
         };
+        // Refused as a whole, on every replica alike, when its command does
+        // not describe it; then it is not applied to Raft either and the
+        // membership stays as it is.
         let req = RaftCmdRequest::decode(cc.context.as_slice()).unwrap_or_default();
         if let Err(e) = check_region_epoch(&req, &batch.region) {
-            // Not applied to Raft either: membership stays as it is.
             return Ok(error_response(&e, entry.term));
         }
-        let Some(peer) = req
+        let Some(change) = req
             .admin_request
             .as_ref()
             .and_then(|a| a.change_peer.as_ref())
-            .and_then(|c| c.peer)
+            .filter(|c| c.change_type == cc.change_type)
         else {
             return Ok(error_response(
-                &Error::InvalidRequest("conf change without a peer".into()),
+                &Error::InvalidRequest("conf change without a matching ChangePeer".into()),
+                entry.term,
+            ));
+        };
+        let Some(peer) = change.peer.filter(|p| p.id == cc.node_id && p.id != 0) else {
+            return Ok(error_response(
+                &Error::InvalidRequest("conf change without a matching peer".into()),
                 entry.term,
             ));
         };
@@ -387,7 +379,8 @@ impl Peer {
                     self.peer_cache.insert(p.id, *p);
                 }
                 self.raft_group.store_mut().set_region(region);
-                self.raft_group.apply_conf_change(&cc);
+                // Into the node after `advance()` (operation/ready.rs).
+                self.raft_ops.push(RaftOp::ApplyConfChange(cc.clone()));
                 if cc.change_type() == ConfChangeType::RemoveNode && cc.node_id == self.meta.id {
                     info!(self.logger, "removed from the region; will destroy");
                     self.pending_remove = true;

@@ -70,58 +70,134 @@ pub fn check_key_in_region(key: &[u8], region: &metapb::Region) -> Result<()> {
     }
 }
 
-/// Checks the shape of a data command: every request well formed, its CF
-/// and key valid, its value not too large.
-fn check_requests(
-    req: &RaftCmdRequest,
+/// One data request of a command, its shape checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataRequest<'a> {
+    /// Read `key` of `cf`.
+    Get {
+        /// A data column family.
+        cf: &'a str,
+        /// The user key.
+        key: &'a [u8],
+    },
+    /// Write `value` at `key` of `cf`.
+    Put {
+        /// A data column family.
+        cf: &'a str,
+        /// The user key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Delete `key` of `cf`.
+    Delete {
+        /// A data column family.
+        cf: &'a str,
+        /// The user key.
+        key: &'a [u8],
+    },
+    /// Take a consistent view of the region.
+    Snap,
+}
+
+fn data_cf(cf: &str) -> Result<&str> {
+    let cf = if cf.is_empty() {
+        storage::CF_DEFAULT
+    } else {
+        cf
+    };
+    if is_data_cf(cf) {
+        Ok(cf)
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "unknown column family {cf:?}"
+        )))
+    }
+}
+
+fn missing_body(kind: &str) -> Error {
+    Error::InvalidRequest(format!("{kind} without body"))
+}
+
+/// Checks the shape of a data command and returns its requests: every
+/// request has the body its type needs, a data column family and a key of
+/// `region`. The same check runs before proposing and again at apply (an
+/// entry's content never makes apply panic); `max_value_size` only before
+/// proposing, since replicas may be configured differently and apply must
+/// decide the same everywhere.
+pub fn parse_requests<'a>(
+    req: &'a RaftCmdRequest,
     region: &metapb::Region,
-    max_value_size: usize,
-) -> Result<()> {
+    max_value_size: Option<usize>,
+) -> Result<Vec<DataRequest<'a>>> {
+    let mut parsed = Vec::with_capacity(req.requests.len());
     for r in &req.requests {
-        let (cf, key) = match r.cmd_type() {
+        let request = match r.cmd_type() {
             CmdType::Get => {
-                let get = r
-                    .get
-                    .as_ref()
-                    .ok_or_else(|| Error::InvalidRequest("Get without body".into()))?;
-                (get.cf.as_str(), get.key.as_slice())
+                let get = r.get.as_ref().ok_or_else(|| missing_body("Get"))?;
+                DataRequest::Get {
+                    cf: data_cf(&get.cf)?,
+                    key: &get.key,
+                }
             }
             CmdType::Put => {
-                let put = r
-                    .put
-                    .as_ref()
-                    .ok_or_else(|| Error::InvalidRequest("Put without body".into()))?;
-                if put.value.len() > max_value_size {
+                let put = r.put.as_ref().ok_or_else(|| missing_body("Put"))?;
+                if let Some(limit) = max_value_size
+                    && put.value.len() > limit
+                {
                     return Err(Error::InvalidRequest(format!(
-                        "value of {} bytes exceeds the limit of {max_value_size}",
+                        "value of {} bytes exceeds the limit of {limit}",
                         put.value.len()
                     )));
                 }
-                (put.cf.as_str(), put.key.as_slice())
+                DataRequest::Put {
+                    cf: data_cf(&put.cf)?,
+                    key: &put.key,
+                    value: &put.value,
+                }
             }
             CmdType::Delete => {
-                let delete = r
-                    .delete
-                    .as_ref()
-                    .ok_or_else(|| Error::InvalidRequest("Delete without body".into()))?;
-                (delete.cf.as_str(), delete.key.as_slice())
+                let delete = r.delete.as_ref().ok_or_else(|| missing_body("Delete"))?;
+                DataRequest::Delete {
+                    cf: data_cf(&delete.cf)?,
+                    key: &delete.key,
+                }
             }
-            CmdType::Snap => continue,
+            CmdType::Snap => DataRequest::Snap,
             CmdType::Invalid => return Err(Error::InvalidRequest("invalid command type".into())),
         };
-        let cf = if cf.is_empty() {
-            storage::CF_DEFAULT
-        } else {
-            cf
-        };
-        if !is_data_cf(cf) {
-            return Err(Error::InvalidRequest(format!(
-                "unknown column family {cf:?}"
-            )));
+        if let DataRequest::Get { key, .. }
+        | DataRequest::Put { key, .. }
+        | DataRequest::Delete { key, .. } = request
+        {
+            check_key_in_region(key, region)?;
         }
-        check_key_in_region(key, region)?;
+        parsed.push(request);
+    }
+    Ok(parsed)
+}
+
+/// Fails unless `req` holds either data requests or one admin request.
+pub fn check_command_kind(req: &RaftCmdRequest) -> Result<()> {
+    if req.requests.is_empty() == req.admin_request.is_none() {
+        return Err(Error::InvalidRequest(
+            "a command holds either data requests or one admin request".into(),
+        ));
     }
     Ok(())
+}
+
+/// Admin commands a client may send: membership changes and leader
+/// transfers (TinyKV's scheduler and tests issue them). `CompactLog` (and
+/// `Split`) are the store's own: a client-made one could name any index
+/// and term, and a wrong term truncates the log under a false term.
+fn check_client_admin(req: &RaftCmdRequest) -> Result<()> {
+    match req.admin_request.as_ref().map(|a| a.cmd_type()) {
+        None | Some(AdminCmdType::ChangePeer | AdminCmdType::TransferLeader) => Ok(()),
+        Some(other) => Err(Error::InvalidRequest(format!(
+            "admin command {other:?} is issued by the store itself, not by clients"
+        ))),
+    }
 }
 
 impl Peer {
@@ -147,13 +223,10 @@ impl Peer {
                 leader: self.leader(),
             });
         }
-        if req.requests.is_empty() == req.admin_request.is_none() {
-            return Err(Error::InvalidRequest(
-                "a command holds either data requests or one admin request".into(),
-            ));
-        }
+        check_command_kind(req)?;
+        check_client_admin(req)?;
         check_region_epoch(req, self.region())?;
-        check_requests(req, self.region(), ctx.cfg.max_value_size)
+        parse_requests(req, self.region(), Some(ctx.cfg.max_value_size)).map(|_| ())
     }
 
     /// Proposes a client command, or answers it at once if it cannot be.
@@ -185,10 +258,11 @@ impl Peer {
                 return;
             }
             Some(AdminCmdType::ChangePeer) => self.propose_conf_change(&request),
-            Some(AdminCmdType::Split | AdminCmdType::InvalidAdmin) => Err(Error::InvalidRequest(
-                "this admin command is not supported".into(),
-            )),
-            Some(AdminCmdType::CompactLog) | None => self
+            // Refused by `check_client_admin` already; kept total, not a panic.
+            Some(other) => Err(Error::InvalidRequest(format!(
+                "admin command {other:?} cannot be proposed by a client"
+            ))),
+            None => self
                 .raft_group
                 .propose(request.encode_to_vec())
                 .map_err(Error::from),
@@ -197,23 +271,40 @@ impl Peer {
             Ok(()) => {
                 let index = self.raft_group.raft().raft_log().last_index();
                 let term = self.term();
-                self.proposals.push_back(Proposal {
+                self.proposals.push(Proposal {
                     index,
                     term,
                     callback,
                 });
             }
-            Err(e) => {
-                let e = match e {
-                    Error::Raft(raft::Error::ProposalDropped) => Error::NotLeader {
-                        region_id: self.region_id,
-                        leader: self.leader(),
-                    },
-                    e => e,
-                };
+            Err(Error::Raft(raft::Error::ProposalDropped)) => {
+                let e = self.proposal_dropped_error();
+                debug!(self.logger, "proposal dropped"; "err" => %e);
                 callback.respond_error(e.to_region_error());
             }
+            Err(e) => callback.respond_error(e.to_region_error()),
         }
+    }
+
+    /// Why the leader's raft node refused a proposal, as a retryable error.
+    /// Not `NotLeader`: this peer does lead, and naming itself as the
+    /// leader would send the client straight back here.
+    fn proposal_dropped_error(&self) -> Error {
+        let raft = self.raft_group.raft();
+        let reason = if raft.lead_transferee() != 0 {
+            format!(
+                "proposal dropped: leadership is being transferred to peer {}",
+                raft.lead_transferee()
+            )
+        } else if raft.pending_conf_index() > raft.raft_log().applied() {
+            format!(
+                "proposal dropped: the membership change at index {} is not applied yet",
+                raft.pending_conf_index()
+            )
+        } else {
+            "proposal dropped by raft".to_owned()
+        };
+        Error::ServerIsBusy(reason)
     }
 
     fn transfer_leader(&mut self, req: &RaftCmdRequest) {
@@ -254,5 +345,122 @@ impl Peer {
             context: req.encode_to_vec(),
         };
         self.raft_group.propose_conf_change(cc).map_err(Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::raft_cmdpb::{AdminRequest, GetRequest, PutRequest, Request};
+
+    use super::*;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: b"b".to_vec(),
+            end_key: b"y".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn command(requests: Vec<Request>) -> RaftCmdRequest {
+        RaftCmdRequest {
+            requests,
+            ..Default::default()
+        }
+    }
+
+    fn put(cf: &str, key: &[u8], value: &[u8]) -> Request {
+        Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: cf.into(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Apply re-checks every command with `parse_requests` instead of
+    /// `expect()`ing bodies: malformed content is an error, never a panic.
+    #[test]
+    fn malformed_requests_are_errors() {
+        let bodiless = |t: CmdType| Request {
+            cmd_type: t as i32,
+            ..Default::default()
+        };
+        for t in [
+            CmdType::Get,
+            CmdType::Put,
+            CmdType::Delete,
+            CmdType::Invalid,
+        ] {
+            let cmd = command(vec![bodiless(t)]);
+            assert!(parse_requests(&cmd, &region(), None).is_err(), "{t:?}");
+        }
+        let unknown_type = command(vec![Request {
+            cmd_type: 77,
+            ..Default::default()
+        }]);
+        assert!(parse_requests(&unknown_type, &region(), None).is_err());
+        let bad_cf = command(vec![put("raft", b"c", b"v")]);
+        assert!(parse_requests(&bad_cf, &region(), None).is_err());
+        let outside = command(vec![put("", b"z", b"v")]);
+        assert!(matches!(
+            parse_requests(&outside, &region(), None),
+            Err(Error::KeyNotInRegion { .. })
+        ));
+    }
+
+    #[test]
+    fn well_formed_requests_parse() {
+        let cmd = command(vec![
+            put("", b"c", b"v"),
+            Request {
+                cmd_type: CmdType::Get as i32,
+                get: Some(GetRequest {
+                    cf: "write".into(),
+                    key: b"d".to_vec(),
+                }),
+                ..Default::default()
+            },
+        ]);
+        let parsed = parse_requests(&cmd, &region(), Some(10)).expect("valid");
+        assert_eq!(
+            parsed,
+            vec![
+                DataRequest::Put {
+                    cf: storage::CF_DEFAULT,
+                    key: b"c",
+                    value: b"v",
+                },
+                DataRequest::Get {
+                    cf: "write",
+                    key: b"d",
+                },
+            ]
+        );
+        // The value limit applies before proposing only.
+        let big = command(vec![put("", b"c", &[0; 11])]);
+        assert!(parse_requests(&big, &region(), Some(10)).is_err());
+        assert!(parse_requests(&big, &region(), None).is_ok());
+    }
+
+    #[test]
+    fn only_membership_and_leader_admin_commands_come_from_clients() {
+        let admin = |t: AdminCmdType| RaftCmdRequest {
+            admin_request: Some(AdminRequest {
+                cmd_type: t as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_client_admin(&admin(AdminCmdType::ChangePeer)).is_ok());
+        assert!(check_client_admin(&admin(AdminCmdType::TransferLeader)).is_ok());
+        assert!(check_client_admin(&admin(AdminCmdType::CompactLog)).is_err());
+        assert!(check_client_admin(&admin(AdminCmdType::Split)).is_err());
+        assert!(check_client_admin(&admin(AdminCmdType::InvalidAdmin)).is_err());
+        assert!(check_client_admin(&command(vec![put("", b"c", b"v")])).is_ok());
     }
 }

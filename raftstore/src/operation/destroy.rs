@@ -41,8 +41,8 @@ impl Peer {
 
     /// Answers every waiting proposal with `error`.
     pub fn fail_proposals(&mut self, error: &Error) {
-        for proposal in self.proposals.drain(..) {
-            proposal.callback.respond_error(error.to_region_error());
+        for callback in self.proposals.take_all() {
+            callback.respond_error(error.to_region_error());
         }
     }
 }

@@ -18,9 +18,10 @@ use kvproto::raft_cmdpb::{
     AdminCmdType, AdminRequest, CompactLogRequest, RaftCmdRequest, RaftRequestHeader,
 };
 use prost::Message as _;
-use slog::debug;
+use slog::{debug, error};
 
 use crate::context::StoreContext;
+use crate::errors::{Error, Result};
 use crate::peer::Peer;
 use crate::worker::raftlog_gc::GcTask;
 
@@ -51,17 +52,21 @@ impl Peer {
             .min()
             .unwrap_or(applied);
         let compact_index =
-            if replicated >= first && applied - replicated < ctx.cfg.raft_log_gc_count_limit {
-                replicated.min(applied)
-            } else {
-                applied
-            };
+            compact_index(applied, first, replicated, ctx.cfg.raft_log_gc_count_limit);
         if compact_index < first {
             return;
         }
-        let Ok(compact_term) = self.raft_group.raft().raft_log().term(compact_index) else {
+        let log = self.raft_group.raft().raft_log();
+        let Ok(compact_term) = log.term(compact_index) else {
             return;
         };
+        if let Err(e) = check_compact_log(compact_index, compact_term, applied, |index| {
+            log.term(index).ok()
+        }) {
+            // Built from the log just now: only a bug gets here.
+            error!(self.logger, "not proposing an unsound log compaction"; "err" => %e);
+            return;
+        }
         let request = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: self.region_id,
@@ -94,5 +99,87 @@ impl Peer {
             end_index: truncated_index + 1,
         });
         self.last_compacted_index = truncated_index + 1;
+    }
+}
+
+/// Where to compact the log of a leader that applied up to `applied`,
+/// whose log starts at `first`, and whose slowest follower has
+/// `replicated`: there, so no follower needs a snapshot, unless that keeps
+/// `count_limit` entries or more (a follower lagging that far gets a
+/// snapshot anyway); then at `applied`.
+///
+/// A follower may have more of the log than the leader applied
+/// (`replicated > applied`): the compaction then stops at `applied`.
+pub(crate) fn compact_index(applied: u64, first: u64, replicated: u64, count_limit: u64) -> u64 {
+    if replicated >= first && applied.saturating_sub(replicated) < count_limit {
+        replicated.min(applied)
+    } else {
+        applied
+    }
+}
+
+/// Whether compacting the log up to (`index`, `term`) is sound: only
+/// applied entries are compacted, and `term` is the one the log holds at
+/// `index` (`log_term`), or the truncated state would carry a false term
+/// and break log matching for whoever probes at the truncation point.
+/// Checked before proposing and again at apply.
+pub(crate) fn check_compact_log(
+    index: u64,
+    term: u64,
+    applied: u64,
+    log_term: impl Fn(u64) -> Option<u64>,
+) -> Result<()> {
+    if index > applied {
+        return Err(Error::InvalidRequest(format!(
+            "CompactLog to index {index} beyond the applied index {applied}"
+        )));
+    }
+    match log_term(index) {
+        Some(t) if t == term => Ok(()),
+        found => Err(Error::InvalidRequest(format!(
+            "CompactLog names term {term} at index {index}, the log holds {found:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A follower whose match index is above the leader's applied index:
+    /// `applied - replicated` underflowed (a debug build panicked, a
+    /// release build wrapped and compacted at `applied` for no reason).
+    #[test]
+    fn compact_index_with_a_follower_ahead_of_applied() {
+        assert_eq!(compact_index(100, 50, 120, 1000), 100);
+        assert_eq!(compact_index(100, 50, u64::MAX, 1000), 100);
+    }
+
+    #[test]
+    fn compact_index_keeps_the_slowest_follower_served() {
+        // Within the limit: compact only what every follower has.
+        assert_eq!(compact_index(100, 50, 80, 1000), 80);
+        // A follower lagging past the limit gets a snapshot.
+        assert_eq!(compact_index(2000, 50, 80, 1000), 2000);
+        // A follower behind the log's start needs a snapshot anyway.
+        assert_eq!(compact_index(100, 50, 10, 1000), 100);
+    }
+
+    #[test]
+    fn compact_log_must_name_the_logs_term_at_an_applied_index() {
+        let log_term = |index: u64| (index <= 30).then_some(if index <= 10 { 2 } else { 3 });
+        assert!(check_compact_log(20, 3, 25, log_term).is_ok());
+        assert!(
+            check_compact_log(20, 2, 25, log_term).is_err(),
+            "false term"
+        );
+        assert!(
+            check_compact_log(26, 3, 25, log_term).is_err(),
+            "not applied"
+        );
+        assert!(
+            check_compact_log(40, 3, 45, log_term).is_err(),
+            "not in the log"
+        );
     }
 }

@@ -5,5 +5,6 @@ pub mod command;
 pub mod destroy;
 pub mod heartbeat;
 pub mod log_gc;
+pub mod raft_message;
 pub mod ready;
 pub mod snapshot;

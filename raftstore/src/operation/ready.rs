@@ -3,8 +3,15 @@
 //! The order is the durability argument: a vote or an append acknowledgement
 //! leaves this store only after the state it reports is fsynced; an applied
 //! entry is one the raft log already holds durably.
+//!
+//! The raw node's rule holds: nothing touches the raft node between
+//! `ready()` and `advance()`. What handling a Ready decides for the node
+//! (a conf change applied, a snapshot or an unreachable peer to report) is
+//! queued as a `RaftOp` and handed to the node right after `advance()`; the
+//! work that produces (a new leader's messages, a retried probe) is handled
+//! in another round at once, not when the next mailbox message comes.
 
-use kvproto::eraftpb::{Message, MessageType};
+use kvproto::eraftpb::{ConfChange, Message, MessageType};
 use kvproto::raft_serverpb::RaftMessage;
 use raft::StateRole;
 use slog::{debug, info, warn};
@@ -14,13 +21,52 @@ use crate::errors::Result;
 use crate::peer::Peer;
 use crate::transport::TransportError;
 
+/// Rounds of Ready handling one call does at most. Each round is driven by
+/// what the previous one queued (a conf change, a report); a bound keeps a
+/// peer from starving its mailbox, and what is left waits for the next tick.
+const MAX_READY_ROUNDS: usize = 4;
+
+/// A call into the raft node decided while handling a Ready, made after
+/// `advance()`.
+#[derive(Debug)]
+pub(crate) enum RaftOp {
+    /// A committed membership change was applied to the region.
+    ApplyConfChange(ConfChange),
+    /// A snapshot sent to this peer id was lost.
+    SnapshotFailed(u64),
+    /// This peer id could not be reached.
+    Unreachable(u64),
+}
+
 impl Peer {
     /// Processes everything Raft has ready. On a disk error the peer cannot
     /// go on safely: the error is returned and the caller stops the peer.
     pub async fn handle_ready(&mut self, ctx: &StoreContext) -> Result<()> {
-        if self.stopped || !self.raft_group.has_ready() {
-            return Ok(());
+        for _ in 0..MAX_READY_ROUNDS {
+            if self.stopped || !self.raft_group.has_ready() {
+                break;
+            }
+            self.handle_one_ready(ctx).await?;
+            for op in std::mem::take(&mut self.raft_ops) {
+                self.run_raft_op(op);
+            }
         }
+        Ok(())
+    }
+
+    fn run_raft_op(&mut self, op: RaftOp) {
+        match op {
+            RaftOp::ApplyConfChange(cc) => {
+                self.raft_group.apply_conf_change(&cc);
+            }
+            RaftOp::SnapshotFailed(to) => self
+                .raft_group
+                .report_snapshot(to, raft::SnapshotStatus::Failure),
+            RaftOp::Unreachable(to) => self.raft_group.report_unreachable(to),
+        }
+    }
+
+    async fn handle_one_ready(&mut self, ctx: &StoreContext) -> Result<()> {
         let rd = self.raft_group.ready();
 
         // 1. Persist the snapshot, entries and hard state, synced.
@@ -84,14 +130,13 @@ impl Peer {
         };
         if is_snapshot && sent.is_err() {
             // Nothing will be reported for it: let Raft probe again.
-            self.raft_group
-                .report_snapshot(to, raft::SnapshotStatus::Failure);
+            self.raft_ops.push(RaftOp::SnapshotFailed(to));
         }
         match sent {
             Ok(()) => {}
             Err(TransportError::Unreachable(store_id)) => {
                 debug!(self.logger, "peer unreachable"; "to" => to, "store_id" => store_id);
-                self.raft_group.report_unreachable(to);
+                self.raft_ops.push(RaftOp::Unreachable(to));
             }
             Err(TransportError::Dropped) => {}
         }

@@ -84,11 +84,8 @@ impl Peer {
         ctx.store_meta().set_region(&region);
         // Entries up to the snapshot will not be applied here: their
         // proposals (from a former leadership) are overtaken.
-        while self.proposals.front().is_some_and(|p| p.index <= key.index) {
-            let proposal = self.proposals.pop_front().expect("front exists");
-            proposal
-                .callback
-                .respond_error(Error::StaleCommand.to_region_error());
+        for callback in self.proposals.take_covered_by_snapshot(key.index) {
+            callback.respond_error(Error::StaleCommand.to_region_error());
         }
         info!(self.logger, "snapshot applied"; "index" => key.index, "term" => key.term,
             "peers" => ?region.peers.iter().map(|p| p.id).collect::<Vec<_>>());

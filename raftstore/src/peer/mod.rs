@@ -4,34 +4,29 @@
 //! behaviour lives in `operation/`, one file per feature.
 //!
 //! Invariants:
-//! - `proposals` is ordered by index; each is answered exactly once: when its
-//!   entry applies, when another entry takes its index (`StaleCommand`), or
-//!   when the peer is destroyed (`RegionNotFound`).
-//! - `peer_cache` knows every member of the region (it may know more).
+//! - `proposals` is ordered by `(term, index)`; each is answered exactly
+//!   once: when its entry applies, when an entry that rules it out applies
+//!   (`StaleCommand`, see `proposal.rs`), or when the peer stops.
+//! - `peer_cache` knows every member of the region (it may know more); a
+//!   sender enters it only after its message passed the ingress check
+//!   (`operation/raft_message.rs`).
 
-use std::collections::{HashMap, VecDeque};
+pub mod proposal;
+
+use std::collections::HashMap;
 
 use kvproto::metapb;
 use raft::{Config as RaftConfig, RawNode, StateRole};
-use router::Callback;
 use slog::{Logger, info, o};
 use storage::Engine;
 
 use crate::config::Config;
 use crate::errors::Result;
+use crate::operation::ready::RaftOp;
 use crate::peer_storage::PeerStorage;
 use crate::snapshot::SnapshotSource;
 
-/// A command waiting for its log entry to be applied.
-#[derive(Debug)]
-pub struct Proposal {
-    /// The index its entry was given.
-    pub index: u64,
-    /// The term it was proposed in.
-    pub term: u64,
-    /// Answers the client.
-    pub callback: Callback,
-}
+pub use self::proposal::{Proposal, ProposalQueue};
 
 /// One region peer.
 pub struct Peer {
@@ -41,7 +36,7 @@ pub struct Peer {
     pub(crate) raft_group: RawNode<PeerStorage>,
     /// Members by peer id, to address raft messages.
     pub(crate) peer_cache: HashMap<u64, metapb::Peer>,
-    pub(crate) proposals: VecDeque<Proposal>,
+    pub(crate) proposals: ProposalQueue,
     /// Raft ticks since start, to derive the slower ticks from.
     pub(crate) ticks: u64,
     /// Bytes of log entries applied since the last compaction (an estimate
@@ -52,6 +47,9 @@ pub struct Peer {
     /// an earlier run compacted and had not deleted when it stopped.
     /// Invariant: entries below it are deleted or queued for deletion.
     pub(crate) last_compacted_index: u64,
+    /// Calls into the raft node decided while handling a Ready, made after
+    /// its `advance()`. Invariant: empty outside `handle_ready`.
+    pub(crate) raft_ops: Vec<RaftOp>,
     /// Set once this peer was removed from its region: destroy after this Ready.
     pub(crate) pending_remove: bool,
     /// Set once destroyed: nothing more is processed.
@@ -90,10 +88,11 @@ impl Peer {
             meta,
             raft_group,
             peer_cache,
-            proposals: VecDeque::new(),
+            proposals: ProposalQueue::default(),
             ticks: 0,
             approximate_log_size: 0,
             last_compacted_index: 0,
+            raft_ops: Vec::new(),
             pending_remove: false,
             stopped: false,
             logger,

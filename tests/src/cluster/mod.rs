@@ -22,7 +22,7 @@ use kvproto::raft_cmdpb::{
     CmdType, DeleteRequest, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
     SnapRequest,
 };
-use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState};
+use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState, RegionLocalState};
 use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
 use raftstore::{Config, SnapManager, Store};
 use router::{Callback, CmdResponse, RaftCommand};
@@ -665,6 +665,25 @@ impl Cluster {
             .get_msg_cf(CF_RAFT, &keys::raft_state_key(region_id))
             .ok()
             .flatten()
+    }
+
+    /// Store `store_id`'s `RegionLocalState` of `region_id`, read from its
+    /// engine; `None` while the store is down or has no such region.
+    pub fn region_local_state(&self, store_id: u64, region_id: u64) -> Option<RegionLocalState> {
+        self.store_engine(store_id)?
+            .get_msg_cf(CF_DEFAULT, &keys::region_state_key(region_id))
+            .ok()
+            .flatten()
+    }
+
+    /// The router of store `store_id`, while it runs: to hand its actors
+    /// messages as if they came from the network.
+    pub fn router(&self, store_id: u64) -> Option<router::Router> {
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .get(&store_id)
+            .map(|s| s.router())
     }
 
     fn store_engine(&self, store_id: u64) -> Option<Engine> {
