@@ -1,5 +1,7 @@
-//! `WriteBatch`: mutations of any column families, applied atomically by
-//! [`Engine::write`](crate::Engine::write).
+//! Writing: `WriteBatch`, mutations of any column families applied
+//! atomically by [`Engine::write`], and the engine's write methods
+//! ([`Engine::write_batch`], [`Engine::write`], [`Engine::sync_wal`] and the
+//! one-key shortcuts `put_cf`, `delete_cf`, `delete_range_cf`).
 //!
 //! Keys go in as stored (see [`crate::keys`]); the batch adds no prefix.
 //!
@@ -12,7 +14,7 @@
 use std::sync::Arc;
 
 use prost::Message;
-use rocksdb::{ColumnFamily, DB};
+use rocksdb::{ColumnFamily, DB, WriteOptions};
 
 use crate::engine::Engine;
 use crate::errors::{Error, Result};
@@ -96,6 +98,66 @@ impl WriteBatch {
 
     pub(crate) fn into_inner(self) -> rocksdb::WriteBatch {
         self.wb
+    }
+}
+
+impl Engine {
+    /// Puts one key, unsynced (see [`Engine::write`] for durability).
+    pub fn put_cf(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut wb = self.write_batch();
+        wb.put_cf(cf, key, value)?;
+        self.write(wb, false)
+    }
+
+    /// Puts one protobuf message, unsynced.
+    pub fn put_msg_cf<M: Message>(&self, cf: &str, key: &[u8], msg: &M) -> Result<()> {
+        self.put_cf(cf, key, &msg.encode_to_vec())
+    }
+
+    /// Deletes one key, unsynced.
+    pub fn delete_cf(&self, cf: &str, key: &[u8]) -> Result<()> {
+        let mut wb = self.write_batch();
+        wb.delete_cf(cf, key)?;
+        self.write(wb, false)
+    }
+
+    /// Deletes every key of `cf` in `[start, end)` with one range tombstone,
+    /// unsynced.
+    pub fn delete_range_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
+        let mut wb = self.write_batch();
+        wb.delete_range_cf(cf, start, end)?;
+        self.write(wb, false)
+    }
+
+    /// An empty write batch for this engine.
+    pub fn write_batch(&self) -> WriteBatch {
+        WriteBatch::new(self)
+    }
+
+    /// Writes `batch` atomically: after a crash either all of it is visible or
+    /// none. With `sync`, returns only once the WAL is synced to disk (RocksDB
+    /// `WriteOptions::set_sync(true)`); without, the batch may be lost in a
+    /// power failure until a later synced write.
+    ///
+    /// This blocks the calling thread for the disk write: call it from a
+    /// dedicated thread or `spawn_blocking`, not from an async task.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        if !Arc::ptr_eq(batch.db(), self.db()) {
+            return Err(Error::InvalidArgument(
+                "write batch was built for another engine".to_owned(),
+            ));
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db().write_opt(batch.into_inner(), &opts)?;
+        Ok(())
+    }
+
+    /// Syncs the write-ahead log: every write made before this call is on
+    /// disk when it returns, including unsynced ones. Blocking, like `write`.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.db().flush_wal(true)?;
+        Ok(())
     }
 }
 
