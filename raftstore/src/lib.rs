@@ -18,8 +18,8 @@
 //!   a crash interrupted).
 //! - `store_meta`: the key ranges of the store's regions.
 //! - `bootstrap`: a new store's identity and a cluster's first region.
-//! - `snap`: the snapshot manager: snapshot files, building, applying,
-//!   chunked transfer.
+//! - `snap`: the snapshot manager: snapshot files, building, verifying and
+//!   ingesting, chunked transfer.
 //! - `snapshot`: the `SnapshotSource` trait `PeerStorage` asks for
 //!   snapshots, and the map of the four places with snapshot logic
 //!   (`snap`, `worker::region`, `operation::snapshot`, `peer_storage`).

@@ -34,8 +34,8 @@
 //!                                    raft restores; PeerStorage persists
 //!                                      states + Applying
 //!                                    worker::region ─▶ snap::apply
-//!                                      (verify, clear, ingest, Normal)
-//!                                                   crash? store redoes it
+//!                                      (verify, check keys, clear, ingest,
+//!                                       Normal)     crash? store redoes it
 //! ```
 
 use kvproto::eraftpb::Snapshot;

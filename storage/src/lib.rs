@@ -12,8 +12,8 @@
 //! - [`reader`]: [`DbIterator`], a range-bounded iterator, the engine's and
 //!   snapshot's iterators and scans, and [`RegionReader`], snapshot reads
 //!   restricted to a range of user keys.
-//! - [`sst`]: building external SST files and ingesting them (region
-//!   snapshots).
+//! - [`sst`]: building external SST files, inspecting their key range, and
+//!   ingesting them (region snapshots).
 //! - [`storage`]: the [`Storage`] and [`StorageReader`] traits the server
 //!   programs against, and [`Modify`].
 //! - [`standalone`]: [`StandaloneStorage`], `Storage` without Raft.
@@ -38,7 +38,7 @@ pub use engine::{
 };
 pub use errors::{Error, Result};
 pub use reader::{DbIterator, RegionReader};
-pub use sst::{SstWriter, write_sst};
+pub use sst::{SstKeyRange, SstWriter, inspect_sst, write_sst};
 pub use standalone::StandaloneStorage;
 pub use storage::{Modify, Storage, StorageReader};
 pub use write_batch::WriteBatch;

@@ -1,22 +1,32 @@
 //! Applying a received snapshot to the engine.
 //!
-//! The peer has already persisted the snapshot's raft and apply state and
-//! marked its region `Applying` (`PeerStorage::prepare_snapshot`). Here:
-//! 1. Verify every file (size, CRC32) against the meta file.
-//! 2. Delete the old data: the ranges given (the region's new range, and its
-//!    old one if the peer had data), in every data CF.
-//! 3. Ingest the SST files (copied into RocksDB).
-//! 4. Write `RegionLocalState { Normal, region }`, synced: the snapshot is
-//!    applied.
-//! 5. Delete the received files.
+//! Before this runs, the peer has persisted in one synced batch
+//! (`PeerStorage::prepare_persist`) the snapshot's raft and apply state and
+//! its region marked `Applying`. Here:
+//! 1. Verify every file against the meta file: size, CRC32, and the CF
+//!    checksum, so a file built for another column family is refused.
+//! 2. Check every file's key range (`storage::inspect_sst`): data keys of
+//!    the region's range only. A file holding local keys (apply, region or
+//!    raft state, ...) or keys of another range is refused.
 //!
-//! Every step may be redone: a crash before step 4 leaves the region
+//!    Nothing is written before 1 and 2 pass: a refused snapshot leaves the
+//!    region `Applying` with its states as they were.
+//! 3. Delete the old data: the ranges given (the region's new range, and its
+//!    old one if the peer had data), in every data CF.
+//! 4. Ingest the SST files (copied into RocksDB).
+//! 5. Write `RegionLocalState { Normal, region }`, synced: the snapshot is
+//!    applied.
+//! 6. Delete the received files.
+//!
+//! Every step may be redone: a crash before step 5 leaves the region
 //! `Applying` with its files in place, and the store runs this again on
-//! start-up before the peer starts.
+//! start-up (`store.rs`) before the peer starts.
+
+use std::path::Path;
 
 use kvproto::metapb;
-use kvproto::raft_serverpb::PeerState;
-use storage::{DATA_CFS, Engine, keys};
+use kvproto::raft_serverpb::{PeerState, SnapshotCfFile};
+use storage::{DATA_CFS, Engine, inspect_sst, keys};
 
 use super::{SnapKey, SnapKind, SnapManager};
 use crate::errors::{Error, Result};
@@ -47,6 +57,18 @@ pub fn apply_snapshot(
     }
     let data = mgr.load_meta(SnapKind::Received, key)?;
     mgr.verify(SnapKind::Received, key, &data)?;
+    let files: Vec<&SnapshotCfFile> = data
+        .meta
+        .as_ref()
+        .expect("verified")
+        .cf_files
+        .iter()
+        .filter(|f| f.size > 0)
+        .collect();
+    for file in &files {
+        let path = mgr.cf_path(SnapKind::Received, key, &file.cf);
+        check_key_range(mgr, key, region, &file.cf, &path)?;
+    }
 
     let mut wb = engine.write_batch();
     for (start, end) in clear {
@@ -57,10 +79,7 @@ pub fn apply_snapshot(
     }
     engine.write(wb, false)?;
 
-    for file in &data.meta.as_ref().expect("verified").cf_files {
-        if file.size == 0 {
-            continue;
-        }
+    for file in &files {
         let path = mgr.cf_path(SnapKind::Received, key, &file.cf);
         engine.ingest_external_file_cf(&file.cf, &[path.as_path()])?;
     }
@@ -70,5 +89,42 @@ pub fn apply_snapshot(
     engine.write(wb, true)?;
 
     mgr.delete_files(SnapKind::Received, key)?;
+    Ok(())
+}
+
+/// Refuses a file holding any key that is not a data key of `region`'s
+/// range: local keys would overwrite this store's metadata (the apply or
+/// region state written with the `Applying` mark), other ranges another
+/// region's data.
+fn check_key_range(
+    mgr: &SnapManager,
+    key: &SnapKey,
+    region: &metapb::Region,
+    cf: &str,
+    path: &Path,
+) -> Result<()> {
+    let range = inspect_sst(path, &mgr.tmp_path(path))?;
+    let start = keys::data_key(&region.start_key);
+    let end = keys::data_end_key(&region.end_key);
+    // Every key below the data key space is a local key (or none of ours);
+    // if the file has one, its smallest key is one.
+    if range.smallest.as_slice() < keys::DATA_MIN_KEY {
+        return Err(Error::InvalidSnapshot(format!(
+            "snapshot {key}: the {cf} file holds the local key \"{}\"; \
+             a snapshot carries data keys only",
+            range.smallest.escape_ascii()
+        )));
+    }
+    if range.smallest < start || range.largest >= end {
+        return Err(Error::InvalidSnapshot(format!(
+            "snapshot {key}: the {cf} file holds keys [\"{}\", \"{}\"], outside region {}'s \
+             data range [\"{}\", \"{}\")",
+            range.smallest.escape_ascii(),
+            range.largest.escape_ascii(),
+            region.id,
+            start.escape_ascii(),
+            end.escape_ascii()
+        )));
+    }
     Ok(())
 }
