@@ -6,7 +6,7 @@
 //! - `peer`: `Peer`, the state of one region peer.
 //! - `peer_storage`: `PeerStorage`, the Raft `Storage` over RocksDB
 //!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`),
-//!   including persisting a snapshot's states.
+//!   including persisting a snapshot's states and its redo record.
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
 //!   snapshots (the peer's side), log GC, region heartbeats, destroying a
 //!   peer.

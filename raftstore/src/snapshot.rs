@@ -17,9 +17,9 @@
 //!   `MsgSnapshot`, applying a persisted one through the worker, retrying
 //!   the followers that wait when one was generated.
 //! - `peer_storage` and `store`: persisting a snapshot's states with the
-//!   `Applying` mark in one synced batch (`PeerStorage::prepare_persist`);
-//!   finishing on start-up an apply a crash interrupted (`store.rs`,
-//!   `finish_applying`).
+//!   `Applying` mark and the redo record in one synced batch
+//!   (`PeerStorage::prepare_persist`); finishing on start-up an apply a
+//!   crash interrupted (`store.rs`, `finish_applying`).
 //!
 //! Dependencies point one way: `peer_storage` needs only this trait;
 //! `worker::region` implements it over `snap`; `operation::snapshot` and
@@ -32,7 +32,7 @@
 //!  ready: MsgSnapshot ─▶ Transport ─chunks (snap::transfer)─▶ received files
 //!                                    operation::snapshot checks the message
 //!                                    raft restores; PeerStorage persists
-//!                                      states + Applying
+//!                                      states + Applying + redo record
 //!                                    worker::region ─▶ snap::apply
 //!                                      (verify, check keys, clear, ingest,
 //!                                       Normal)     crash? store redoes it

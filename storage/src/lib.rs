@@ -3,7 +3,8 @@
 //! Modules, bottom up (each depends only on those above it):
 //! - [`errors`]: the crate's error enum and its mapping to region errors.
 //! - [`keys`]: the byte layout of local keys (raft log, raft/apply/region
-//!   state, store ident) and of data keys (user keys, prefixed with `z`).
+//!   state, store ident, snapshot-apply redo record) and of data keys (user
+//!   keys, prefixed with `z`).
 //! - [`engine`]: [`Engine`], the database with its `default`, `lock`,
 //!   `write` and `raft` column families, and point reads; [`Snapshot`], an
 //!   owned point-in-time view that can cross threads.

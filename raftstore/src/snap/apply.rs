@@ -1,8 +1,10 @@
 //! Applying a received snapshot to the engine.
 //!
 //! Before this runs, the peer has persisted in one synced batch
-//! (`PeerStorage::prepare_persist`) the snapshot's raft and apply state and
-//! its region marked `Applying`. Here:
+//! (`PeerStorage::prepare_persist`) the snapshot's raft and apply state, its
+//! region marked `Applying`, and, if the peer had a region of another key
+//! range before, that previous region under
+//! `keys::snapshot_previous_region_key` (the redo record). Here:
 //! 1. Verify every file against the meta file: size, CRC32, and the CF
 //!    checksum, so a file built for another column family is refused.
 //! 2. Check every file's key range (`storage::inspect_sst`): data keys of
@@ -11,36 +13,37 @@
 //!
 //!    Nothing is written before 1 and 2 pass: a refused snapshot leaves the
 //!    region `Applying` with its states as they were.
-//! 3. Delete the old data: the ranges given (the region's new range, and its
-//!    old one if the peer had data), in every data CF.
+//! 3. Delete the old data, in every data CF: the region's new range and the
+//!    previous region's range, both read from the persisted state.
 //! 4. Ingest the SST files (copied into RocksDB).
-//! 5. Write `RegionLocalState { Normal, region }`, synced: the snapshot is
-//!    applied.
+//! 5. One synced batch: `RegionLocalState { Normal, region }`, and the redo
+//!    record deleted. The snapshot is applied.
 //! 6. Delete the received files.
 //!
 //! Every step may be redone: a crash before step 5 leaves the region
-//! `Applying` with its files in place, and the store runs this again on
-//! start-up (`store.rs`) before the peer starts.
+//! `Applying` with its files and redo record in place, and the store runs
+//! this again on start-up (`store.rs`) before the peer starts. Because the
+//! ranges to clear come from what was persisted with the `Applying` mark,
+//! not from the caller, the redo clears exactly what the first run would
+//! have: after a split, the part of the old range the snapshot's region no
+//! longer covers too.
 
 use std::path::Path;
 
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, SnapshotCfFile};
-use storage::{DATA_CFS, Engine, inspect_sst, keys};
+use storage::{CF_DEFAULT, DATA_CFS, Engine, inspect_sst, keys};
 
 use super::{SnapKey, SnapKind, SnapManager};
 use crate::errors::{Error, Result};
 use crate::peer_storage::write_region_state;
 
-/// Applies received snapshot `key` of `region` to `engine`, clearing
-/// `clear` (user-key ranges `[start, end)`, empty end unbounded) first.
-/// Blocking.
+/// Applies received snapshot `key` of `region` to `engine`. Blocking.
 pub fn apply_snapshot(
     engine: &Engine,
     mgr: &SnapManager,
     key: &SnapKey,
     region: &metapb::Region,
-    clear: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<()> {
     if region.id != key.region_id {
         return Err(Error::InvalidSnapshot(format!(
@@ -71,8 +74,8 @@ pub fn apply_snapshot(
     }
 
     let mut wb = engine.write_batch();
-    for (start, end) in clear {
-        let (start, end) = (keys::data_key(start), keys::data_end_key(end));
+    for (start, end) in ranges_to_clear(engine, region)? {
+        let (start, end) = (keys::data_key(&start), keys::data_end_key(&end));
         for cf in DATA_CFS {
             wb.delete_range_cf(cf, &start, &end)?;
         }
@@ -86,10 +89,26 @@ pub fn apply_snapshot(
 
     let mut wb = engine.write_batch();
     write_region_state(&mut wb, region, PeerState::Normal)?;
+    wb.delete_cf(CF_DEFAULT, &keys::snapshot_previous_region_key(region.id))?;
     engine.write(wb, true)?;
 
     mgr.delete_files(SnapKind::Received, key)?;
     Ok(())
+}
+
+/// The user-key ranges `[start, end)` (empty end: unbounded) whose data the
+/// snapshot replaces: `region`'s, and the previous region's recorded with
+/// the `Applying` mark if it differs.
+fn ranges_to_clear(engine: &Engine, region: &metapb::Region) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut ranges = vec![(region.start_key.clone(), region.end_key.clone())];
+    let previous = engine
+        .get_msg_cf::<metapb::Region>(CF_DEFAULT, &keys::snapshot_previous_region_key(region.id))?;
+    if let Some(previous) = previous
+        && (&previous.start_key, &previous.end_key) != (&region.start_key, &region.end_key)
+    {
+        ranges.push((previous.start_key, previous.end_key));
+    }
+    Ok(ranges)
 }
 
 /// Refuses a file holding any key that is not a data key of `region`'s

@@ -469,14 +469,7 @@ fn test_generate_and_apply_round_trip() {
     let (key, _) = SnapKey::from_snapshot(&snapshot).unwrap();
     assert_eq!((key.index, key.term), (20, 8));
     transfer(&a.mgr, &b.mgr, snapshot_message(1, snapshot)).unwrap();
-    apply_snapshot(
-        &b.engine,
-        &b.mgr,
-        &key,
-        &left,
-        &[(left.start_key.clone(), left.end_key.clone())],
-    )
-    .unwrap();
+    apply_snapshot(&b.engine, &b.mgr, &key, &left).unwrap();
 
     for cf in DATA_CFS {
         let want = scan_data(&a.engine, cf, b"", b"m");
@@ -686,14 +679,7 @@ fn test_a_file_with_keys_outside_the_region_data_is_refused() {
         put_data(&store.engine, CF_DEFAULT, b"d", b"old data of the region");
         craft_received(&store.mgr, &key, &region, CF_DEFAULT, &entries);
 
-        let err = apply_snapshot(
-            &store.engine,
-            &store.mgr,
-            &key,
-            &region,
-            &[(region.start_key.clone(), region.end_key.clone())],
-        )
-        .unwrap_err();
+        let err = apply_snapshot(&store.engine, &store.mgr, &key, &region).unwrap_err();
         assert!(
             matches!(&err, Error::InvalidSnapshot(m) if m.contains(why)),
             "{case}: {err}"
@@ -723,14 +709,7 @@ fn test_a_file_with_keys_outside_the_region_data_is_refused() {
         CF_DEFAULT,
         std::slice::from_ref(&inside),
     );
-    apply_snapshot(
-        &store.engine,
-        &store.mgr,
-        &key,
-        &region,
-        &[(region.start_key.clone(), region.end_key.clone())],
-    )
-    .unwrap();
+    apply_snapshot(&store.engine, &store.mgr, &key, &region).unwrap();
     assert_eq!(scan_data(&store.engine, CF_DEFAULT, b"", b""), vec![inside]);
     assert_eq!(
         states_of(&store.engine, 1).0.state(),
@@ -781,14 +760,7 @@ fn test_a_file_built_for_another_cf_is_refused() {
         .save_meta(SnapKind::Received, &key, &data, true)
         .unwrap();
 
-    let err = apply_snapshot(
-        &b.engine,
-        &b.mgr,
-        &key,
-        &region,
-        &[(region.start_key.clone(), region.end_key.clone())],
-    )
-    .unwrap_err();
+    let err = apply_snapshot(&b.engine, &b.mgr, &key, &region).unwrap_err();
     assert!(
         matches!(&err, Error::InvalidSnapshot(m) if m.contains("not built for cf default")),
         "{err}"

@@ -19,7 +19,8 @@
 //!   The peer never waits for it.
 //! - `Apply`: `snap::apply_snapshot`; the peer awaits the answer (it can do
 //!   nothing useful before its data is in place) without blocking a runtime
-//!   thread.
+//!   thread. The ranges it clears come from the state persisted with the
+//!   `Applying` mark, so the task carries none.
 //! - `Gc`: deletes snapshot files nobody needs (see `gc`).
 //!
 //! Generation state, per peer (`RegionSnapshots`):
@@ -185,14 +186,12 @@ pub enum RegionTask {
         /// Receives the result.
         notifier: GenNotifier,
     },
-    /// Apply a received snapshot.
+    /// Apply a received snapshot whose states are persisted.
     Apply {
         /// The snapshot.
         key: SnapKey,
         /// The region it installs.
         region: metapb::Region,
-        /// User-key ranges to clear first.
-        clear: Vec<(Vec<u8>, Vec<u8>)>,
         /// Answered once applied or failed.
         done: oneshot::Sender<Result<()>>,
     },
@@ -268,21 +267,11 @@ impl RegionWorker {
         self.actor.tell(task).try_send().is_ok()
     }
 
-    /// Applies received snapshot `key` of `region`, clearing `clear` first,
-    /// and waits for it.
-    pub async fn apply(
-        &self,
-        key: SnapKey,
-        region: metapb::Region,
-        clear: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<()> {
+    /// Applies received snapshot `key` of `region`, whose states are
+    /// persisted, and waits for it.
+    pub async fn apply(&self, key: SnapKey, region: metapb::Region) -> Result<()> {
         let (done, rx) = oneshot::channel();
-        if !self.schedule(RegionTask::Apply {
-            key,
-            region,
-            clear,
-            done,
-        }) {
+        if !self.schedule(RegionTask::Apply { key, region, done }) {
             return Err(Error::Stopped);
         }
         rx.await.map_err(|_| Error::Stopped)?
@@ -328,13 +317,8 @@ impl Runner {
                 region_id,
                 notifier,
             } => self.generate(region_id, notifier),
-            RegionTask::Apply {
-                key,
-                region,
-                clear,
-                done,
-            } => {
-                let result = apply_snapshot(&self.engine, &self.mgr, &key, &region, &clear);
+            RegionTask::Apply { key, region, done } => {
+                let result = apply_snapshot(&self.engine, &self.mgr, &key, &region);
                 match &result {
                     Ok(()) => {
                         info!(self.logger, "snapshot applied"; "region_id" => key.region_id,
