@@ -525,6 +525,7 @@ fn round_trip_raft_serverpb() {
                 cf: "default".to_string(),
                 size: 1024,
                 checksum: 0xdead_beef,
+                cf_checksum: 0xfeed_f00d,
             }],
         }),
     });

@@ -9,11 +9,11 @@ use storage::Engine;
 use crate::config::Config;
 use crate::scheduler::SchedulerReporter;
 use crate::snap::SnapManager;
-use crate::snapshot::{RegionSnapshots, SnapshotSource};
+use crate::snapshot::SnapshotSource;
 use crate::store_meta::StoreMeta;
 use crate::transport::Transport;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
-use crate::worker::region::RegionWorker;
+use crate::worker::region::{RegionSnapshots, RegionWorker};
 use crate::worker::write::RaftWriter;
 
 /// The shared, read-only environment of a store's actors.

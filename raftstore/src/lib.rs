@@ -5,19 +5,25 @@
 //! one file per feature in `operation/`, background work in `worker/`):
 //! - `peer`: `Peer`, the state of one region peer.
 //! - `peer_storage`: `PeerStorage`, the Raft `Storage` over RocksDB
-//!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`).
+//!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`),
+//!   including persisting a snapshot's states and its redo record.
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
-//!   snapshots, log GC, region heartbeats, destroying a peer.
+//!   snapshots (the peer's side), log GC, region heartbeats, destroying a
+//!   peer.
 //! - `fsm`: `PeerActor` (with its `PeerMsgHandler`) and `StoreActor`.
 //! - `worker`: the group-commit writer thread, the raft-log GC thread and
-//!   the region (snapshot) worker actor.
+//!   the region worker actor (generates, applies and cleans up snapshots,
+//!   and keeps each peer's snapshot generation state).
 //! - `store`: starting and stopping a store (and finishing a snapshot apply
 //!   a crash interrupted).
 //! - `store_meta`: the key ranges of the store's regions.
 //! - `bootstrap`: a new store's identity and a cluster's first region.
-//! - `snap`: the snapshot manager: snapshot files, building, applying,
-//!   chunked transfer.
-//! - `transport`, `snapshot`, `scheduler`: what the store needs from its surroundings.
+//! - `snap`: the snapshot manager: snapshot files, building, verifying and
+//!   ingesting, chunked transfer.
+//! - `snapshot`: the `SnapshotSource` trait `PeerStorage` asks for
+//!   snapshots, and the map of the four places with snapshot logic
+//!   (`snap`, `worker::region`, `operation::snapshot`, `peer_storage`).
+//! - `transport`, `scheduler`: what the store needs from its surroundings.
 //! - `config`, `context`, `errors`.
 //!
 //! The consensus core is the `tinykv-raft` crate beside this one.

@@ -5,7 +5,10 @@
 //! - raft CF: the log entries and `RaftLocalState` (hard state, last index
 //!   and term), written by `persist` in one synced batch per `Ready`.
 //! - default CF: `RaftApplyState` (applied index, truncated state) and
-//!   `RegionLocalState`, written with the applied data in one batch.
+//!   `RegionLocalState`, written with the applied data in one batch; while
+//!   a snapshot is being applied, also the region it replaces (the redo
+//!   record, see `prepare_snapshot` and `snapshot.rs` for the map of
+//!   snapshot logic).
 //!
 //! ```text
 //!   truncated.index    first_index                        last_index
@@ -58,6 +61,10 @@ pub struct PendingPersist {
 }
 
 /// The states a snapshot installs when persisted.
+///
+/// The region before the snapshot is not carried here: when its range
+/// differs, it is persisted as the redo record (see `prepare_snapshot`) and
+/// the apply reads it from there, on the peer and after a crash alike.
 #[derive(Debug, Clone)]
 pub struct SnapshotInstall {
     /// The region the snapshot describes.
@@ -66,8 +73,6 @@ pub struct SnapshotInstall {
     pub apply_state: RaftApplyState,
     /// The snapshot itself, for the region worker to ingest.
     pub snapshot: Snapshot,
-    /// The region before, if the peer was initialized (its data goes too).
-    pub previous_region: Option<metapb::Region>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> raft::Error {
@@ -288,6 +293,13 @@ impl PeerStorage {
     /// old log goes, apply and region state jump to the snapshot, and the
     /// region is marked `Applying` until its data is ingested (a crash in
     /// between is finished on restart).
+    ///
+    /// The redo record goes in the same batch: if the peer was initialized
+    /// with another key range (the region split or merged since), that
+    /// previous region, whose data the apply must clear too, is written
+    /// under `keys::snapshot_previous_region_key`; otherwise any record left
+    /// from an earlier incarnation is deleted. `snap/apply.rs` reads it and
+    /// deletes it when it marks the region `Normal`.
     fn prepare_snapshot(
         &self,
         snapshot: &Snapshot,
@@ -324,12 +336,20 @@ impl PeerStorage {
         };
         wb.put_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id), &apply_state)?;
         write_region_state(wb, &region, PeerState::Applying)?;
+        let redo_key = keys::snapshot_previous_region_key(region_id);
+        let previous = &self.region;
+        if self.is_initialized()
+            && (&previous.start_key, &previous.end_key) != (&region.start_key, &region.end_key)
+        {
+            wb.put_msg_cf(CF_DEFAULT, &redo_key, previous)?;
+        } else {
+            wb.delete_cf(CF_DEFAULT, &redo_key)?;
+        }
         debug!(self.logger, "persisting snapshot"; "index" => meta.index, "term" => meta.term);
         Ok(SnapshotInstall {
             region,
             apply_state,
             snapshot: snapshot.clone(),
-            previous_region: self.is_initialized().then(|| self.region.clone()),
         })
     }
 

@@ -4,7 +4,9 @@
 //! Start-up loads every `RegionLocalState`: `Normal` regions get a peer,
 //! `Tombstone` ones stay dead, and `Applying` ones (a crash interrupted a
 //! snapshot apply) are applied again from their received files, which are
-//! kept until then, before their peer starts. Stop kills every actor, waits for them, then
+//! kept until then, before their peer starts. The redo clears what the
+//! interrupted apply would have: the snapshot's range and the previous
+//! region's, recorded with the `Applying` mark (`snap/apply.rs`). Stop kills every actor, waits for them, then
 //! joins the worker threads, so the engine is closed when `stop` returns and
 //! the same directory can be opened again.
 
@@ -199,7 +201,9 @@ impl Store {
 
 /// Applies again the snapshot `region` was `Applying` when the store
 /// stopped. The snapshot's index and term are those of the apply state
-/// persisted with the `Applying` mark.
+/// persisted with the `Applying` mark; the ranges to clear (the region's,
+/// and the previous region's if the apply was to change it) come from the
+/// same batch, read by `apply_snapshot`.
 fn finish_applying(ctx: &StoreContext, region: &metapb::Region) -> Result<()> {
     let apply_state = ctx
         .engine
@@ -217,13 +221,7 @@ fn finish_applying(ctx: &StoreContext, region: &metapb::Region) -> Result<()> {
     };
     info!(ctx.logger, "finishing an interrupted snapshot apply"; "region_id" => region.id,
         "index" => key.index, "term" => key.term);
-    apply_snapshot(
-        &ctx.engine,
-        &ctx.snap_mgr,
-        &key,
-        region,
-        &[(region.start_key.clone(), region.end_key.clone())],
-    )
+    apply_snapshot(&ctx.engine, &ctx.snap_mgr, &key, region)
 }
 
 /// Every region state this store holds, with the region id of its key.

@@ -13,11 +13,21 @@
 //! Keys are stored as [`crate::keys`] lays them out; this module neither adds
 //! nor strips prefixes.
 //!
+//! This module is the bottom of the crate: it owns the database handle, the
+//! column families, point reads and snapshots, and depends on no sibling but
+//! [`crate::errors`]. The other operations on an [`Engine`] are defined next
+//! to the types they hand out, on top of it:
+//! - writes ([`Engine::write_batch`], [`Engine::write`], `put_cf`, ...) in
+//!   [`crate::write_batch`];
+//! - iterators and scans ([`Engine::iterator_cf`], [`Engine::scan_cf`], and
+//!   the same on [`Snapshot`]) in [`crate::reader`];
+//! - SST ingestion in [`crate::sst`].
+//!
 //! Invariants:
 //! - Every CF in [`ALL_CFS`] exists from [`Engine::open`] until the last handle
 //!   drops; CF lookups by one of those names cannot fail.
 //! - The database closes when the last `Engine` clone, [`Snapshot`],
-//!   [`WriteBatch`] or iterator referring to it is gone, never earlier.
+//!   [`crate::WriteBatch`] or iterator referring to it is gone, never earlier.
 //! - `write(batch, sync = true)` returns only after RocksDB has synced its WAL
 //!   (`WriteOptions::set_sync(true)`), so the batch survives a crash or power
 //!   loss. Because the WAL is one ordered log, that sync also covers every
@@ -28,12 +38,11 @@ use std::sync::Arc;
 
 use prost::Message;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, ReadOptions, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIteratorWithThreadMode,
+    Options, ReadOptions,
 };
 
 use crate::errors::{Error, Result};
-use crate::reader::{DbIterator, KeyMode};
-use crate::write_batch::WriteBatch;
 
 /// User values, and local metadata other than the raft log and raft state.
 pub const CF_DEFAULT: &str = "default";
@@ -141,78 +150,15 @@ impl Engine {
         self.view().get_msg_cf(cf, key)
     }
 
-    /// Puts one key, unsynced (see [`Engine::write`] for durability).
-    pub fn put_cf(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut wb = self.write_batch();
-        wb.put_cf(cf, key, value)?;
-        self.write(wb, false)
-    }
-
-    /// Puts one protobuf message, unsynced.
-    pub fn put_msg_cf<M: Message>(&self, cf: &str, key: &[u8], msg: &M) -> Result<()> {
-        self.put_cf(cf, key, &msg.encode_to_vec())
-    }
-
-    /// Deletes one key, unsynced.
-    pub fn delete_cf(&self, cf: &str, key: &[u8]) -> Result<()> {
-        let mut wb = self.write_batch();
-        wb.delete_cf(cf, key)?;
-        self.write(wb, false)
-    }
-
-    /// Deletes every key of `cf` in `[start, end)` with one range tombstone,
-    /// unsynced.
-    pub fn delete_range_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
-        let mut wb = self.write_batch();
-        wb.delete_range_cf(cf, start, end)?;
-        self.write(wb, false)
-    }
-
-    /// An empty write batch for this engine.
-    pub fn write_batch(&self) -> WriteBatch {
-        WriteBatch::new(self)
-    }
-
-    /// Writes `batch` atomically: after a crash either all of it is visible or
-    /// none. With `sync`, returns only once the WAL is synced to disk (RocksDB
-    /// `WriteOptions::set_sync(true)`); without, the batch may be lost in a
-    /// power failure until a later synced write.
-    ///
-    /// This blocks the calling thread for the disk write: call it from a
-    /// dedicated thread or `spawn_blocking`, not from an async task.
-    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
-        if !Arc::ptr_eq(batch.db(), &self.db) {
-            return Err(Error::InvalidArgument(
-                "write batch was built for another engine".to_owned(),
-            ));
-        }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
-        self.db.write_opt(batch.into_inner(), &opts)?;
-        Ok(())
-    }
-
-    /// Syncs the write-ahead log: every write made before this call is on
-    /// disk when it returns, including unsynced ones. Blocking, like `write`.
-    pub fn sync_wal(&self) -> Result<()> {
-        self.db.flush_wal(true)?;
-        Ok(())
-    }
-
-    /// An iterator over the keys of `cf` in `[start, end)`, as stored. An empty
-    /// `end` means no upper bound.
-    pub fn iterator_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<DbIterator<'_>> {
-        self.view().iterator_cf(cf, start, end, KeyMode::Stored)
-    }
-
-    /// Calls `f(key, value)` for the keys of `cf` in `[start, end)` in order,
-    /// as stored, until `f` returns `Ok(false)` or an error (which is
-    /// returned). An empty `end` means no upper bound.
-    pub fn scan_cf<F>(&self, cf: &str, start: &[u8], end: &[u8], f: F) -> Result<()>
-    where
-        F: FnMut(&[u8], &[u8]) -> Result<bool>,
-    {
-        self.view().scan_cf(cf, start, end, f)
+    /// A raw RocksDB iterator over the live keys of `cf` in `[start, end)`
+    /// (an empty `end` is unbounded); [`crate::reader`] wraps it.
+    pub(crate) fn raw_iterator_cf(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
+        self.view().raw_iterator_cf(cf, start, end)
     }
 
     /// A consistent view of the whole database as of now, independent of this
@@ -280,29 +226,15 @@ impl Snapshot {
         self.view().get_msg_cf(cf, key)
     }
 
-    /// An iterator over the snapshot's keys of `cf` in `[start, end)`, as
-    /// stored. An empty `end` means no upper bound.
-    pub fn iterator_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<DbIterator<'_>> {
-        self.view().iterator_cf(cf, start, end, KeyMode::Stored)
-    }
-
-    /// An iterator over the data keys of `cf` in `[start, end)` (stored keys)
-    /// that returns and seeks user keys.
-    pub(crate) fn data_iterator_cf(
+    /// A raw RocksDB iterator over the snapshot's keys of `cf` in
+    /// `[start, end)` (an empty `end` is unbounded); [`crate::reader`] wraps it.
+    pub(crate) fn raw_iterator_cf(
         &self,
         cf: &str,
         start: &[u8],
         end: &[u8],
-    ) -> Result<DbIterator<'_>> {
-        self.view().iterator_cf(cf, start, end, KeyMode::User)
-    }
-
-    /// [`Engine::scan_cf`] at the snapshot.
-    pub fn scan_cf<F>(&self, cf: &str, start: &[u8], end: &[u8], f: F) -> Result<()>
-    where
-        F: FnMut(&[u8], &[u8]) -> Result<bool>,
-    {
-        self.view().scan_cf(cf, start, end, f)
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
+        self.view().raw_iterator_cf(cf, start, end)
     }
 }
 
@@ -357,38 +289,19 @@ impl<'a> View<'a> {
             })
     }
 
-    fn iterator_cf(
+    fn raw_iterator_cf(
         &self,
         cf: &str,
         start: &[u8],
         end: &[u8],
-        keys: KeyMode,
-    ) -> Result<DbIterator<'a>> {
+    ) -> Result<DBRawIteratorWithThreadMode<'a, DB>> {
         let handle = self.cf(cf)?;
         let mut opts = self.read_opts();
         opts.set_iterate_lower_bound(start);
         if !end.is_empty() {
             opts.set_iterate_upper_bound(end);
         }
-        Ok(DbIterator::new(
-            self.db.raw_iterator_cf_opt(handle, opts),
-            keys,
-        ))
-    }
-
-    fn scan_cf<F>(&self, cf: &str, start: &[u8], end: &[u8], mut f: F) -> Result<()>
-    where
-        F: FnMut(&[u8], &[u8]) -> Result<bool>,
-    {
-        let mut it = self.iterator_cf(cf, start, end, KeyMode::Stored)?;
-        it.seek_to_first();
-        while it.valid() {
-            if !f(it.key(), it.value())? {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status()
+        Ok(self.db.raw_iterator_cf_opt(handle, opts))
     }
 }
 

@@ -16,7 +16,17 @@
 //!  0x01 0x02 region_id 0x02                    RaftLocalState          raft CF
 //!  0x01 0x02 region_id 0x03                    RaftApplyState          default CF
 //!  0x01 0x03 region_id 0x01                    RegionLocalState        default CF
+//!  0x01 0x03 region_id 0x02                    previous metapb.Region  default CF
 //! ```
+//!
+//! The last one is the redo record of a snapshot apply
+//! ([`snapshot_previous_region_key`]): while a region is `Applying` a
+//! snapshot, the region it had before (when the peer was initialized and
+//! its key range differs from the snapshot's) is kept there, written in the
+//! same synced batch as the `Applying` mark and deleted in the batch that
+//! marks the region `Normal` again. A store that restarts in between clears
+//! that range as well as the new one before it ingests the snapshot's files
+//! again. It is absent at all other times.
 //!
 //! `region_id` and `log_index` are u64 big-endian, so byte order is numeric
 //! order: a region's log keys sort by index, and regions sort by id.
@@ -55,6 +65,9 @@ pub const RAFT_STATE_SUFFIX: u8 = 0x02;
 pub const APPLY_STATE_SUFFIX: u8 = 0x03;
 /// Suffix (after the region id, under the meta prefix) of `RegionLocalState`.
 pub const REGION_STATE_SUFFIX: u8 = 0x01;
+/// Suffix (under the meta prefix) of the region a snapshot being applied
+/// replaces (see the module doc).
+pub const SNAPSHOT_PREVIOUS_REGION_SUFFIX: u8 = 0x02;
 
 /// Key of the region a store wrote before asking the scheduler to bootstrap
 /// the cluster.
@@ -184,6 +197,16 @@ pub fn region_state_key(region_id: u64) -> [u8; REGION_KEY_LEN] {
     region_key(REGION_META_PREFIX, region_id, REGION_STATE_SUFFIX)
 }
 
+/// The key of the region `region_id` had before the snapshot it is applying
+/// (a `metapb::Region`, default CF): the redo record of the module doc.
+pub fn snapshot_previous_region_key(region_id: u64) -> [u8; REGION_KEY_LEN] {
+    region_key(
+        REGION_META_PREFIX,
+        region_id,
+        SNAPSHOT_PREVIOUS_REGION_SUFFIX,
+    )
+}
+
 /// Decodes a raft log key into `(region_id, index)`.
 ///
 /// Fails with [`Error::MalformedKey`] unless `key` has exactly the shape
@@ -282,6 +305,7 @@ mod tests {
             raft_state_key(region_id).to_vec(),
             apply_state_key(region_id).to_vec(),
             region_state_key(region_id).to_vec(),
+            snapshot_previous_region_key(region_id).to_vec(),
             region_raft_prefix(region_id).to_vec(),
             region_meta_prefix(region_id).to_vec(),
         ]
@@ -306,6 +330,10 @@ mod tests {
         assert_eq!(
             region_state_key(7).to_vec(),
             [1, 3, 0, 0, 0, 0, 0, 0, 0, 7, 1]
+        );
+        assert_eq!(
+            snapshot_previous_region_key(7).to_vec(),
+            [1, 3, 0, 0, 0, 0, 0, 0, 0, 7, 2]
         );
         assert_eq!(PREPARE_BOOTSTRAP_KEY, [1, 1]);
         assert_eq!(STORE_IDENT_KEY, [1, 2]);
@@ -414,6 +442,7 @@ mod tests {
             let (meta_start, meta_end) = region_meta_range(region_id);
             let in_meta = |k: &[u8]| meta_start.as_slice() <= k && k < meta_end.as_slice();
             assert!(in_meta(&region_state_key(region_id)));
+            assert!(in_meta(&snapshot_previous_region_key(region_id)));
             assert!(!in_meta(&raft_state_key(region_id)));
             assert!(REGION_META_MIN_KEY <= &meta_start[..] && &meta_end[..] <= REGION_META_MAX_KEY);
 

@@ -1,19 +1,22 @@
 //! The store's storage engine: one RocksDB instance per store.
 //!
-//! Modules, bottom up:
-//! - [`keys`]: the byte layout of local keys (raft log, raft/apply/region
-//!   state, store ident) and of data keys (user keys, prefixed with `z`).
+//! Modules, bottom up (each depends only on those above it):
 //! - [`errors`]: the crate's error enum and its mapping to region errors.
+//! - [`keys`]: the byte layout of local keys (raft log, raft/apply/region
+//!   state, store ident, snapshot-apply redo record) and of data keys (user
+//!   keys, prefixed with `z`).
 //! - [`engine`]: [`Engine`], the database with its `default`, `lock`,
-//!   `write` and `raft` column families; [`Snapshot`], an owned point-in-time
-//!   view that can cross threads.
-//! - [`write_batch`]: [`WriteBatch`], atomic writes across column families.
-//! - [`reader`]: [`DbIterator`], a range-bounded iterator, and
-//!   [`RegionReader`], snapshot reads restricted to a range of user keys.
+//!   `write` and `raft` column families, and point reads; [`Snapshot`], an
+//!   owned point-in-time view that can cross threads.
+//! - [`write_batch`]: [`WriteBatch`], atomic writes across column families,
+//!   and the engine's write methods.
+//! - [`reader`]: [`DbIterator`], a range-bounded iterator, the engine's and
+//!   snapshot's iterators and scans, and [`RegionReader`], snapshot reads
+//!   restricted to a range of user keys.
+//! - [`sst`]: building external SST files, inspecting their key range, and
+//!   ingesting them (region snapshots).
 //! - [`storage`]: the [`Storage`] and [`StorageReader`] traits the server
 //!   programs against, and [`Modify`].
-//! - [`sst`]: building external SST files and ingesting them (region
-//!   snapshots).
 //! - [`standalone`]: [`StandaloneStorage`], `Storage` without Raft.
 //!
 //! The replicated (Raft) storage lives in `raftstore` and implements the same
@@ -36,7 +39,7 @@ pub use engine::{
 };
 pub use errors::{Error, Result};
 pub use reader::{DbIterator, RegionReader};
-pub use sst::{SstWriter, write_sst};
+pub use sst::{SstKeyRange, SstWriter, inspect_sst, write_sst};
 pub use standalone::StandaloneStorage;
 pub use storage::{Modify, Storage, StorageReader};
 pub use write_batch::WriteBatch;

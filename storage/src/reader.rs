@@ -1,5 +1,11 @@
-//! Bounded reads: `DbIterator` over one column family and key range, and
+//! Bounded reads: `DbIterator` over one column family and key range, the
+//! iterators and scans of [`Engine`] and [`Snapshot`] that hand it out, and
 //! `RegionReader`, a snapshot reader restricted to a range of user keys.
+//!
+//! This module sits on top of [`crate::engine`] (it wraps the raw RocksDB
+//! iterators the engine opens) and nothing in the engine refers back to it.
+//! [`crate::storage`] implements its `StorageReader` trait for
+//! [`RegionReader`].
 //!
 //! A `DbIterator` speaks one of two key forms, fixed when it is made:
 //! - *stored* keys, exactly as in the engine (from [`Engine::iterator_cf`] and
@@ -23,14 +29,13 @@
 use kvproto::metapb;
 use rocksdb::{DB, DBRawIteratorWithThreadMode};
 
-use crate::engine::{Snapshot, check_data_cf};
+use crate::engine::{Engine, Snapshot, check_data_cf};
 use crate::errors::{Error, Result};
 use crate::keys;
-use crate::storage::StorageReader;
 
 /// Which key form a [`DbIterator`] speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KeyMode {
+enum KeyMode {
     /// Keys as stored.
     Stored,
     /// User keys: data keys without their prefix.
@@ -50,7 +55,7 @@ pub struct DbIterator<'a> {
 }
 
 impl<'a> DbIterator<'a> {
-    pub(crate) fn new(inner: DBRawIteratorWithThreadMode<'a, DB>, keys: KeyMode) -> Self {
+    fn new(inner: DBRawIteratorWithThreadMode<'a, DB>, keys: KeyMode) -> Self {
         DbIterator { inner, keys }
     }
 
@@ -120,6 +125,76 @@ impl<'a> DbIterator<'a> {
     pub fn status(&self) -> Result<()> {
         Ok(self.inner.status()?)
     }
+}
+
+impl Engine {
+    /// An iterator over the keys of `cf` in `[start, end)`, as stored. An empty
+    /// `end` means no upper bound.
+    pub fn iterator_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<DbIterator<'_>> {
+        Ok(DbIterator::new(
+            self.raw_iterator_cf(cf, start, end)?,
+            KeyMode::Stored,
+        ))
+    }
+
+    /// Calls `f(key, value)` for the keys of `cf` in `[start, end)` in order,
+    /// as stored, until `f` returns `Ok(false)` or an error (which is
+    /// returned). An empty `end` means no upper bound.
+    pub fn scan_cf<F>(&self, cf: &str, start: &[u8], end: &[u8], f: F) -> Result<()>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
+        scan(self.iterator_cf(cf, start, end)?, f)
+    }
+}
+
+impl Snapshot {
+    /// An iterator over the snapshot's keys of `cf` in `[start, end)`, as
+    /// stored. An empty `end` means no upper bound.
+    pub fn iterator_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<DbIterator<'_>> {
+        Ok(DbIterator::new(
+            self.raw_iterator_cf(cf, start, end)?,
+            KeyMode::Stored,
+        ))
+    }
+
+    /// An iterator over the data keys of `cf` in `[start, end)` (stored keys)
+    /// that returns and seeks user keys.
+    pub(crate) fn data_iterator_cf(
+        &self,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<DbIterator<'_>> {
+        Ok(DbIterator::new(
+            self.raw_iterator_cf(cf, start, end)?,
+            KeyMode::User,
+        ))
+    }
+
+    /// [`Engine::scan_cf`] at the snapshot.
+    pub fn scan_cf<F>(&self, cf: &str, start: &[u8], end: &[u8], f: F) -> Result<()>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool>,
+    {
+        scan(self.iterator_cf(cf, start, end)?, f)
+    }
+}
+
+/// Feeds every entry of `it` (not yet positioned) to `f` until `f` returns
+/// `Ok(false)` or an error.
+fn scan<F>(mut it: DbIterator<'_>, mut f: F) -> Result<()>
+where
+    F: FnMut(&[u8], &[u8]) -> Result<bool>,
+{
+    it.seek_to_first();
+    while it.valid() {
+        if !f(it.key(), it.value())? {
+            return Ok(());
+        }
+        it.next();
+    }
+    it.status()
 }
 
 /// Reads over an owned [`Snapshot`], restricted to the user keys
@@ -205,16 +280,6 @@ impl RegionReader {
             &keys::data_key(&self.start_key),
             &keys::data_end_key(&self.end_key),
         )
-    }
-}
-
-impl StorageReader for RegionReader {
-    fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        RegionReader::get_cf(self, cf, key)
-    }
-
-    fn iter_cf(&self, cf: &str) -> Result<DbIterator<'_>> {
-        RegionReader::iter_cf(self, cf)
     }
 }
 

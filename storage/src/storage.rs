@@ -37,7 +37,7 @@ use std::future::Future;
 use kvproto::kvrpcpb::Context;
 
 use crate::errors::Result;
-use crate::reader::DbIterator;
+use crate::reader::{DbIterator, RegionReader};
 
 /// One change to user data: the unit of a [`Storage::write`] batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +100,16 @@ impl<R: StorageReader + ?Sized> StorageReader for Box<R> {
 
     fn iter_cf(&self, cf: &str) -> Result<DbIterator<'_>> {
         (**self).iter_cf(cf)
+    }
+}
+
+impl StorageReader for RegionReader {
+    fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        RegionReader::get_cf(self, cf, key)
+    }
+
+    fn iter_cf(&self, cf: &str) -> Result<DbIterator<'_>> {
+        RegionReader::iter_cf(self, cf)
     }
 }
 

@@ -1,18 +1,29 @@
-//! `WriteBatch`: mutations of any column families, applied atomically by
-//! [`Engine::write`](crate::Engine::write).
+//! Writing: `WriteBatch`, mutations of any column families applied
+//! atomically by [`Engine::write`], and the engine's write methods
+//! ([`Engine::write_batch`], [`Engine::write`], [`Engine::sync_wal`] and the
+//! one-key shortcuts `put_cf`, `delete_cf`, `delete_range_cf`).
 //!
 //! Keys go in as stored (see [`crate::keys`]); the batch adds no prefix.
 //!
 //! Invariants:
 //! - A batch belongs to the engine that made it (it holds that database), and
 //!   only that engine writes it; `Engine::write` refuses any other.
-//! - A call that fails (unknown CF) adds nothing, so a batch never holds half
-//!   of an operation.
+//! - A call that fails (unknown CF, bad range) adds nothing, so a batch never
+//!   holds half of an operation.
+//! - A range deletion `[start, end)` needs a real `end`: an empty `end` is
+//!   refused with [`Error::InvalidArgument`], never taken as "no end" nor
+//!   written as an empty range that deletes nothing. (Iterators read an empty
+//!   end as unbounded; a range tombstone cannot, because no byte string sorts
+//!   above every key.) To delete up to the end of the data key space, end at
+//!   [`crate::keys::DATA_MAX_KEY`], which is what
+//!   [`crate::keys::data_end_key`] maps a region's empty end key to. An
+//!   inverted range (`start > end`) is refused too; `start == end` is the
+//!   empty range and deletes nothing.
 
 use std::sync::Arc;
 
 use prost::Message;
-use rocksdb::{ColumnFamily, DB};
+use rocksdb::{ColumnFamily, DB, WriteOptions};
 
 use crate::engine::Engine;
 use crate::errors::{Error, Result};
@@ -63,7 +74,11 @@ impl WriteBatch {
     }
 
     /// Deletes every key of `cf` in `[start, end)` (one range tombstone).
+    ///
+    /// Fails with [`Error::InvalidArgument`] if `end` is empty or below
+    /// `start` (see the module doc: an empty end is not "to the end" here).
     pub fn delete_range_cf(&mut self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
+        check_range(start, end)?;
         let handle = cf_handle(&self.db, cf)?;
         self.wb.delete_range_cf(handle, start, end);
         Ok(())
@@ -96,6 +111,86 @@ impl WriteBatch {
 
     pub(crate) fn into_inner(self) -> rocksdb::WriteBatch {
         self.wb
+    }
+}
+
+/// Refuses the ranges a range tombstone cannot mean what the caller wants.
+fn check_range(start: &[u8], end: &[u8]) -> Result<()> {
+    if end.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "delete_range from \"{}\" has an empty end key; a range deletion needs \
+             a real end (keys::DATA_MAX_KEY for the end of the data keys)",
+            start.escape_ascii()
+        )));
+    }
+    if start > end {
+        return Err(Error::InvalidArgument(format!(
+            "delete_range start \"{}\" is above its end \"{}\"",
+            start.escape_ascii(),
+            end.escape_ascii()
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Puts one key, unsynced (see [`Engine::write`] for durability).
+    pub fn put_cf(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut wb = self.write_batch();
+        wb.put_cf(cf, key, value)?;
+        self.write(wb, false)
+    }
+
+    /// Puts one protobuf message, unsynced.
+    pub fn put_msg_cf<M: Message>(&self, cf: &str, key: &[u8], msg: &M) -> Result<()> {
+        self.put_cf(cf, key, &msg.encode_to_vec())
+    }
+
+    /// Deletes one key, unsynced.
+    pub fn delete_cf(&self, cf: &str, key: &[u8]) -> Result<()> {
+        let mut wb = self.write_batch();
+        wb.delete_cf(cf, key)?;
+        self.write(wb, false)
+    }
+
+    /// Deletes every key of `cf` in `[start, end)` with one range tombstone,
+    /// unsynced. Refuses an empty or inverted range end as
+    /// [`WriteBatch::delete_range_cf`] does.
+    pub fn delete_range_cf(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<()> {
+        let mut wb = self.write_batch();
+        wb.delete_range_cf(cf, start, end)?;
+        self.write(wb, false)
+    }
+
+    /// An empty write batch for this engine.
+    pub fn write_batch(&self) -> WriteBatch {
+        WriteBatch::new(self)
+    }
+
+    /// Writes `batch` atomically: after a crash either all of it is visible or
+    /// none. With `sync`, returns only once the WAL is synced to disk (RocksDB
+    /// `WriteOptions::set_sync(true)`); without, the batch may be lost in a
+    /// power failure until a later synced write.
+    ///
+    /// This blocks the calling thread for the disk write: call it from a
+    /// dedicated thread or `spawn_blocking`, not from an async task.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        if !Arc::ptr_eq(batch.db(), self.db()) {
+            return Err(Error::InvalidArgument(
+                "write batch was built for another engine".to_owned(),
+            ));
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db().write_opt(batch.into_inner(), &opts)?;
+        Ok(())
+    }
+
+    /// Syncs the write-ahead log: every write made before this call is on
+    /// disk when it returns, including unsynced ones. Blocking, like `write`.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.db().flush_wal(true)?;
+        Ok(())
     }
 }
 
@@ -150,5 +245,43 @@ mod tests {
         wb.clear();
         assert!(wb.is_empty());
         assert_eq!(wb.data_size(), empty_size);
+    }
+
+    /// An empty end key used to be written as the empty range `[start, "")`
+    /// and deleted nothing, silently. It is refused, by the batch and by the
+    /// engine's shortcut, and so is an inverted range; nothing is deleted.
+    #[test]
+    fn test_delete_range_refuses_an_empty_or_inverted_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        for k in [&b"za"[..], b"zb", b"zc"] {
+            engine.put_cf(CF_DEFAULT, k, b"v").unwrap();
+        }
+
+        let mut wb = engine.write_batch();
+        let err = wb.delete_range_cf(CF_DEFAULT, b"zb", b"").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("empty end key")),
+            "{err}"
+        );
+        assert!(matches!(
+            wb.delete_range_cf(CF_DEFAULT, b"zc", b"zb"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(wb.is_empty(), "a refused range adds nothing");
+        assert!(matches!(
+            engine.delete_range_cf(CF_DEFAULT, b"zb", b""),
+            Err(Error::InvalidArgument(_))
+        ));
+
+        // The empty range deletes nothing and is no error; a real end works.
+        engine.delete_range_cf(CF_DEFAULT, b"zb", b"zb").unwrap();
+        assert!(engine.get_cf(CF_DEFAULT, b"zb").unwrap().is_some());
+        engine
+            .delete_range_cf(CF_DEFAULT, b"zb", crate::keys::DATA_MAX_KEY)
+            .unwrap();
+        assert!(engine.get_cf(CF_DEFAULT, b"za").unwrap().is_some());
+        assert_eq!(engine.get_cf(CF_DEFAULT, b"zb").unwrap(), None);
+        assert_eq!(engine.get_cf(CF_DEFAULT, b"zc").unwrap(), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Region snapshots end to end: a store that missed compacted entries
 //! catches up by snapshot (over a reliable and a lossy network), an empty
 //! peer is initialized by one, and a store that crashed in the middle of
-//! applying one finishes it when it restarts.
+//! applying one finishes it when it restarts, clearing the peer's previous
+//! range too when the snapshot changed it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +15,13 @@ use kvproto::raft_cmdpb::{
 use kvproto::raft_serverpb::{
     PeerState, RaftApplyState, RaftLocalState, RaftMessage, RaftTruncatedState, RegionLocalState,
 };
-use raftstore::bootstrap::bootstrap_store;
+use raft::{Ready, StorageError};
+use raftstore::bootstrap::{bootstrap_store, write_initial_region};
+use raftstore::peer_storage::PeerStorage;
 use raftstore::snap::{ChunkEncoder, SnapKey, SnapKind, SnapshotReceiver, generate_snapshot};
+use raftstore::snapshot::SnapshotSource;
 use raftstore::{Config, NoScheduler, SnapManager, Store, Transport, TransportError};
-use storage::{CF_DEFAULT, CF_RAFT, CF_WRITE, Engine, keys};
+use storage::{CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, Engine, keys};
 use tinykv_tests::cluster::filter::DropFilter;
 use tinykv_tests::cluster::{Cluster, FIRST_REGION_ID, test_logger};
 
@@ -310,6 +314,205 @@ fn a_snapshot_apply_interrupted_by_a_crash_is_finished_on_restart() {
         snaps.list().unwrap().is_empty(),
         "the received files are deleted once applied"
     );
+    drop(engine);
+    rt.block_on(store.stop());
+}
+
+/// A peer that never sends snapshots (the crashed store below only
+/// receives one).
+struct NoSnapshots;
+
+impl SnapshotSource for NoSnapshots {
+    fn snapshot(&self, _: &metapb::Region, _: u64) -> raft::Result<kvproto::eraftpb::Snapshot> {
+        Err(StorageError::SnapshotTemporarilyUnavailable.into())
+    }
+}
+
+/// The crash, once splits exist: store 2's peer of region 1 still has the
+/// region's old range ["", ""), and receives a snapshot of region 1 after a
+/// split, ["", "m"). `PeerStorage` persists the snapshot as a `Ready`
+/// carrying it would be, and the store stops before anything is applied.
+/// Restarted, it finishes the apply and clears the whole old range: no key
+/// of ["m", "") survives, in any data CF, and the redo record is gone.
+#[test]
+fn an_interrupted_apply_that_shrinks_the_range_clears_the_old_range_on_restart() {
+    let name = "an_interrupted_apply_that_shrinks_the_range_clears_the_old_range_on_restart";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (index, term) = (20, 6);
+    let peers = vec![
+        metapb::Peer { id: 1, store_id: 1 },
+        metapb::Peer { id: 2, store_id: 2 },
+    ];
+    let old_region = metapb::Region {
+        id: 1,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: peers.clone(),
+    };
+    let new_region = metapb::Region {
+        end_key: b"m".to_vec(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        }),
+        ..old_region.clone()
+    };
+
+    // Store 1 generates a snapshot of the split region.
+    let leader = Engine::open(dir.path().join("store-1/db")).expect("open engine 1");
+    let leader_snaps = SnapManager::open(dir.path().join("store-1/snap")).expect("snap dir 1");
+    let mut wb = leader.write_batch();
+    wb.put_msg_cf(
+        CF_DEFAULT,
+        &keys::region_state_key(1),
+        &RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(new_region.clone()),
+        },
+    )
+    .unwrap();
+    wb.put_msg_cf(
+        CF_DEFAULT,
+        &keys::apply_state_key(1),
+        &RaftApplyState {
+            applied_index: index,
+            truncated_state: Some(RaftTruncatedState { index, term }),
+        },
+    )
+    .unwrap();
+    for i in 0..10u32 {
+        let key = keys::data_key(format!("k{i}").as_bytes());
+        wb.put_cf(CF_DEFAULT, &key, b"new").unwrap();
+        wb.put_cf(CF_WRITE, &key, b"new").unwrap();
+    }
+    leader.write(wb, true).unwrap();
+    let snapshot = generate_snapshot(&leader_snaps, &leader.snapshot(), 1).expect("generate");
+
+    // Store 2 has the old range's data, on both sides of the split key ...
+    let engine = Engine::open(dir.path().join("store-2/db")).expect("open engine 2");
+    let snaps = SnapManager::open(dir.path().join("store-2/snap")).expect("snap dir 2");
+    bootstrap_store(&engine, 1, 2).unwrap();
+    write_initial_region(&engine, &old_region).unwrap();
+    let old_keys: [(&str, &[u8]); 5] = [
+        (CF_DEFAULT, b"a-old"),
+        (CF_DEFAULT, b"x-old"),
+        (CF_WRITE, b"y-old"),
+        (CF_LOCK, b"n-old"),
+        (CF_DEFAULT, b"\xff\xff"),
+    ];
+    for (cf, key) in old_keys {
+        engine.put_cf(cf, &keys::data_key(key), b"old").unwrap();
+    }
+    // ... receives the snapshot's files ...
+    let msg = RaftMessage {
+        region_id: 1,
+        from_peer: Some(peers[0]),
+        to_peer: Some(peers[1]),
+        message: Some(Message {
+            msg_type: MessageType::MsgSnapshot as i32,
+            from: 1,
+            to: 2,
+            term,
+            snapshot: Some(snapshot.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut chunks = ChunkEncoder::new(&leader_snaps, msg).expect("encode");
+    let mut receiver = SnapshotReceiver::new(&snaps, chunks.next().unwrap().unwrap()).unwrap();
+    for chunk in chunks {
+        receiver.feed(chunk.unwrap()).unwrap();
+    }
+    receiver.finish().expect("receive");
+    // ... persists the snapshot as its peer would, and crashes.
+    let logger = test_logger(name);
+    let storage = PeerStorage::new(
+        engine.clone(),
+        old_region.clone(),
+        Box::new(NoSnapshots),
+        &logger,
+    )
+    .expect("load peer storage");
+    let ready = Ready {
+        hard_state: Some(HardState {
+            term,
+            vote: 0,
+            commit: index,
+        }),
+        snapshot: Some(snapshot),
+        ..Default::default()
+    };
+    let mut wb = engine.write_batch();
+    storage
+        .prepare_persist(&ready, &mut wb)
+        .expect("prepare persist");
+    engine.write(wb, true).unwrap();
+    drop(storage);
+    drop(engine);
+    drop(snaps);
+
+    // Restart.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Engine::open(dir.path().join("store-2/db")).expect("reopen engine 2");
+    let snaps = SnapManager::open(dir.path().join("store-2/snap")).expect("reopen snap dir 2");
+    let store = {
+        let _guard = rt.enter();
+        Store::start(
+            2,
+            Config::for_tests(),
+            engine,
+            snaps.clone(),
+            Arc::new(NoNetwork),
+            Arc::new(NoScheduler),
+            &logger,
+        )
+        .expect("start store 2")
+    };
+    assert!(store.router().has_region(1), "the peer started");
+    let engine = store.engine().clone();
+    for cf in [CF_DEFAULT, CF_LOCK, CF_WRITE] {
+        let mut left = Vec::new();
+        engine
+            .scan_cf(cf, keys::DATA_MIN_KEY, keys::DATA_MAX_KEY, |k, v| {
+                left.push((k.escape_ascii().to_string(), v.to_vec()));
+                Ok(true)
+            })
+            .unwrap();
+        let expected: Vec<_> = if cf == CF_LOCK {
+            Vec::new()
+        } else {
+            (0..10u32)
+                .map(|i| (format!("zk{i}"), b"new".to_vec()))
+                .collect()
+        };
+        assert_eq!(left, expected, "cf {cf}: only the snapshot's data is left");
+    }
+    let state = engine
+        .get_msg_cf::<RegionLocalState>(CF_DEFAULT, &keys::region_state_key(1))
+        .unwrap();
+    assert_eq!(
+        state,
+        Some(RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(new_region),
+        })
+    );
+    assert_eq!(
+        engine
+            .get_cf(CF_DEFAULT, &keys::snapshot_previous_region_key(1))
+            .unwrap(),
+        None,
+        "the redo record is deleted with the apply"
+    );
+    assert!(snaps.list().unwrap().is_empty());
     drop(engine);
     rt.block_on(store.stop());
 }

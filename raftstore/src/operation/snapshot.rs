@@ -6,15 +6,21 @@
 //!    overlap another region of this store, and its files arrived here
 //!    complete (the transport delivers the message only after that).
 //! 2. Raft restores from it; the `Ready` carries it, and `PeerStorage`
-//!    persists the new raft/apply state with the region `Applying`.
-//! 3. `apply_snapshot`: the region worker replaces the data; then the peer
-//!    takes the region's members and range, and answers the proposals the
-//!    snapshot overtook. An uninitialized peer is initialized from here on.
+//!    persists the new raft/apply state with the region `Applying` and, if
+//!    the peer's range changes, its previous region (the redo record).
+//! 3. `apply_snapshot`: the region worker replaces the data (`snap/apply.rs`
+//!    clears the new and the recorded previous range, checks and ingests the
+//!    files); then the peer takes the region's members and range, and
+//!    answers the proposals the snapshot overtook. An uninitialized peer is
+//!    initialized from here on.
 //!
 //! Sending (leader): `PeerStorage::snapshot` asks the region worker to
-//! generate (`snapshot.rs`); `on_snapshot_generated` retries at once the
-//! followers that wait for it; `operation/ready.rs` hands `MsgSnapshot` to
-//! `Transport::send_snapshot`.
+//! generate (`worker/region.rs`); `on_snapshot_generated` retries at once
+//! the followers that wait for it; `operation/ready.rs` hands `MsgSnapshot`
+//! to `Transport::send_snapshot`.
+//!
+//! This is one of four places with snapshot logic; `snapshot.rs` has the
+//! map.
 
 use kvproto::eraftpb::{Message, MessageType};
 use slog::{debug, info, warn};
@@ -71,13 +77,9 @@ impl Peer {
     ) -> Result<()> {
         let (key, _) = SnapKey::from_snapshot(&install.snapshot)?;
         let region = install.region;
-        let mut clear = vec![(region.start_key.clone(), region.end_key.clone())];
-        if let Some(previous) = install.previous_region
-            && (&previous.start_key, &previous.end_key) != (&region.start_key, &region.end_key)
-        {
-            clear.push((previous.start_key, previous.end_key));
-        }
-        ctx.region_worker.apply(key, region.clone(), clear).await?;
+        // The ranges to clear are read back from what `prepare_persist`
+        // wrote, as a restart would, so both paths clear the same ones.
+        ctx.region_worker.apply(key, region.clone()).await?;
         for p in &region.peers {
             self.peer_cache.insert(p.id, *p);
         }

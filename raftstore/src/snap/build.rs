@@ -9,7 +9,9 @@
 //!    of the log entry at that index (persisted before it was applied).
 //! 2. Write one SST per data CF of the region's key range; an empty CF gets
 //!    no file and size 0.
-//! 3. Record sizes and CRC32s in the meta file, completing the snapshot.
+//! 3. Record sizes, CRC32s and CF checksums (the CRC32 of the CF's name and
+//!    the file, tying the file to the CF it was built for) in the meta file,
+//!    completing the snapshot.
 
 use std::fs;
 
@@ -21,7 +23,7 @@ use kvproto::raft_serverpb::{
 use prost::Message as _;
 use storage::{CF_DEFAULT, CF_RAFT, DATA_CFS, keys, write_sst};
 
-use super::{SnapKey, SnapKind, SnapManager, file_checksum, io_error, remove_file_if_exists};
+use super::{SnapKey, SnapKind, SnapManager, file_sums, io_error, remove_file_if_exists};
 use crate::errors::{Error, Result};
 use crate::peer_storage::conf_state_of;
 
@@ -110,15 +112,19 @@ fn build_files(
                 cf: cf.to_owned(),
                 size: 0,
                 checksum: 0,
+                cf_checksum: 0,
             });
             continue;
         }
         fs::rename(&tmp, &path).map_err(io_error(format!("rename {}", tmp.display())))?;
-        let (checksum, size) = file_checksum(&path)?;
+        // Summed as built for `cf`: the receiver checks the file against the
+        // CF it ingests it into.
+        let sums = file_sums(&path, cf)?;
         cf_files.push(SnapshotCfFile {
             cf: cf.to_owned(),
-            size,
-            checksum,
+            size: sums.size,
+            checksum: sums.checksum,
+            cf_checksum: sums.cf_checksum,
         });
     }
     Ok(RaftSnapshotData {

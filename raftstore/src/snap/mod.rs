@@ -1,8 +1,15 @@
 //! The snapshot manager: a store's directory of region snapshot files.
 //!
+//! This module owns the files and the blocking steps over them; it runs no
+//! actor and keeps no peer state. Who calls it: the region worker
+//! (`worker/region.rs`: generate, apply, GC), the transport (transfer), the
+//! store at start-up (`store.rs`: an interrupted apply); `snapshot.rs` has
+//! the map of all snapshot logic.
+//!
 //! A snapshot of a region at (index, term) is one SST file per non-empty
 //! data CF plus a meta file, the encoded `RaftSnapshotData` (region, total
-//! size, and per CF file: size and CRC32):
+//! size, and per CF file: size, CRC32, and the CF checksum that ties the
+//! file to the CF it was built for):
 //!
 //! ```text
 //!   <store dir>/snap/gen_<region>_<term>_<index>_<cf>.sst   generated here, to send
@@ -10,13 +17,15 @@
 //!   <store dir>/snap/rcv_<region>_<term>_<index>_<cf>.sst   received, to apply
 //!   <store dir>/snap/rcv_<region>_<term>_<index>.meta
 //!   <any of these>.<n>.tmp                                   being written
+//!   rcv_<region>_<term>_<index>_<cf>.sst.<n>.tmp/            scratch dir of a key-range check
 //! ```
 //!
 //! Protocol steps, each in its own file:
 //! - `build`: generate a snapshot from a RocksDB snapshot (region worker).
 //! - `transfer`: stream its files as `SnapshotChunk`s, and receive them.
-//! - `apply`: verify received files and ingest them (region worker, or the
-//!   store at start-up when a crash interrupted an apply).
+//! - `apply`: verify received files (sums, CF, key range) and ingest them
+//!   (region worker, or the store at start-up when a crash interrupted an
+//!   apply).
 //!
 //! Invariants:
 //! - A snapshot is complete iff its meta file exists: files are written
@@ -157,21 +166,41 @@ pub(crate) fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// The CRC32 (IEEE) and length of the file at `path`.
-pub(crate) fn file_checksum(path: &Path) -> Result<(u32, u64)> {
+/// What a snapshot's description records of one CF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileSums {
+    /// The file's length.
+    pub size: u64,
+    /// CRC32 (IEEE) of the file: `SnapshotCfFile::checksum`.
+    pub checksum: u32,
+    /// CRC32 of the CF's name, a 0 byte and the file:
+    /// `SnapshotCfFile::cf_checksum`, which ties the file to its CF.
+    pub cf_checksum: u32,
+}
+
+/// The sums of the file at `path`, built for (or offered for) `cf`.
+pub(crate) fn file_sums(path: &Path, cf: &str) -> Result<FileSums> {
     let mut file = File::open(path).map_err(io_error(format!("open {}", path.display())))?;
-    let mut hasher = crc32fast::Hasher::new();
+    let mut plain = crc32fast::Hasher::new();
+    let mut keyed = crc32fast::Hasher::new();
+    keyed.update(cf.as_bytes());
+    keyed.update(&[0]);
     let mut buf = vec![0; 64 * 1024];
-    let mut len = 0u64;
+    let mut size = 0u64;
     loop {
         let n = file
             .read(&mut buf)
             .map_err(io_error(format!("read {}", path.display())))?;
         if n == 0 {
-            return Ok((hasher.finalize(), len));
+            return Ok(FileSums {
+                size,
+                checksum: plain.finalize(),
+                cf_checksum: keyed.finalize(),
+            });
         }
-        hasher.update(&buf[..n]);
-        len += n as u64;
+        plain.update(&buf[..n]);
+        keyed.update(&buf[..n]);
+        size += n as u64;
     }
 }
 
@@ -266,7 +295,15 @@ impl SnapManager {
         for entry in fs::read_dir(&dir).map_err(io_error(format!("list {}", dir.display())))? {
             let entry = entry.map_err(io_error(format!("list {}", dir.display())))?;
             if entry.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
-                remove_file_if_exists(&entry.path())?;
+                let path = entry.path();
+                // Scratch directories of an interrupted key-range check
+                // (`apply`) end in `.tmp` too.
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                        .map_err(io_error(format!("remove {}", path.display())))?;
+                } else {
+                    remove_file_if_exists(&path)?;
+                }
             }
         }
         Ok(SnapManager {
@@ -375,7 +412,8 @@ impl SnapManager {
     }
 
     /// Checks every file of snapshot `key` against `data`: present with the
-    /// recorded size and CRC32, or absent when empty.
+    /// recorded size and CRC32, and built for the CF it is described as
+    /// (`cf_checksum`), or absent when empty.
     pub fn verify(&self, kind: SnapKind, key: &SnapKey, data: &RaftSnapshotData) -> Result<()> {
         check_snapshot_data(data)?;
         for file in &data.meta.as_ref().expect("checked above").cf_files {
@@ -383,13 +421,25 @@ impl SnapManager {
                 continue;
             }
             let path = self.cf_path(kind, key, &file.cf);
-            let (checksum, size) = file_checksum(&path)?;
-            if size != file.size || checksum != file.checksum {
+            let sums = file_sums(&path, &file.cf)?;
+            if sums.size != file.size || sums.checksum != file.checksum {
                 return Err(Error::InvalidSnapshot(format!(
-                    "{}: size {size}, crc32 {checksum:#010x}; expected size {}, crc32 {:#010x}",
+                    "{}: size {}, crc32 {:#010x}; expected size {}, crc32 {:#010x}",
                     path.display(),
+                    sums.size,
+                    sums.checksum,
                     file.size,
                     file.checksum
+                )));
+            }
+            if sums.cf_checksum != file.cf_checksum {
+                return Err(Error::InvalidSnapshot(format!(
+                    "snapshot {key}: {} was not built for cf {} (cf checksum {:#010x}, \
+                     recorded {:#010x})",
+                    path.display(),
+                    file.cf,
+                    sums.cf_checksum,
+                    file.cf_checksum
                 )));
             }
         }

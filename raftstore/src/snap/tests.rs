@@ -1,10 +1,11 @@
 use kvproto::eraftpb::{Entry, Message, MessageType, Snapshot};
 use kvproto::metapb;
 use kvproto::raft_serverpb::{
-    PeerState, RaftApplyState, RaftMessage, RaftTruncatedState, RegionLocalState, SnapshotChunk,
+    PeerState, RaftApplyState, RaftMessage, RaftSnapshotData, RaftTruncatedState, RegionLocalState,
+    SnapshotCfFile, SnapshotChunk, SnapshotMeta,
 };
 use prost::Message as _;
-use storage::{CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS, Engine, keys};
+use storage::{CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS, Engine, keys, write_sst};
 
 use super::*;
 
@@ -468,14 +469,7 @@ fn test_generate_and_apply_round_trip() {
     let (key, _) = SnapKey::from_snapshot(&snapshot).unwrap();
     assert_eq!((key.index, key.term), (20, 8));
     transfer(&a.mgr, &b.mgr, snapshot_message(1, snapshot)).unwrap();
-    apply_snapshot(
-        &b.engine,
-        &b.mgr,
-        &key,
-        &left,
-        &[(left.start_key.clone(), left.end_key.clone())],
-    )
-    .unwrap();
+    apply_snapshot(&b.engine, &b.mgr, &key, &left).unwrap();
 
     for cf in DATA_CFS {
         let want = scan_data(&a.engine, cf, b"", b"m");
@@ -528,4 +522,250 @@ fn test_open_removes_tmp_files_and_delete_respects_use() {
     assert!(!mgr.exists(SnapKind::Generated, &key));
     assert!(!mgr.cf_path(SnapKind::Generated, &key, CF_DEFAULT).exists());
     assert!(mgr.list().unwrap().is_empty());
+}
+
+/// The states `PeerStorage::prepare_persist` leaves for a snapshot of
+/// `region` at (index, term): apply state at the snapshot, region
+/// `Applying`. Returns them to compare with later.
+fn put_applying(
+    engine: &Engine,
+    region: &metapb::Region,
+    index: u64,
+    term: u64,
+) -> (RegionLocalState, RaftApplyState) {
+    let region_state = RegionLocalState {
+        state: PeerState::Applying as i32,
+        region: Some(region.clone()),
+    };
+    let apply_state = RaftApplyState {
+        applied_index: index,
+        truncated_state: Some(RaftTruncatedState { index, term }),
+    };
+    let mut wb = engine.write_batch();
+    wb.put_msg_cf(
+        CF_DEFAULT,
+        &keys::region_state_key(region.id),
+        &region_state,
+    )
+    .unwrap();
+    wb.put_msg_cf(CF_DEFAULT, &keys::apply_state_key(region.id), &apply_state)
+        .unwrap();
+    engine.write(wb, true).unwrap();
+    (region_state, apply_state)
+}
+
+fn states_of(engine: &Engine, region_id: u64) -> (RegionLocalState, RaftApplyState) {
+    (
+        engine
+            .get_msg_cf(CF_DEFAULT, &keys::region_state_key(region_id))
+            .unwrap()
+            .expect("region state"),
+        engine
+            .get_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id))
+            .unwrap()
+            .expect("apply state"),
+    )
+}
+
+/// A stored key and its value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Writes a received snapshot `key` of `region` by hand: one `cf` file
+/// holding `entries` (stored keys, in order), described with correct sums,
+/// so only what the file holds can be wrong with it.
+fn craft_received(
+    mgr: &SnapManager,
+    key: &SnapKey,
+    region: &metapb::Region,
+    cf: &str,
+    entries: &[KeyValue],
+) {
+    let path = mgr.cf_path(SnapKind::Received, key, cf);
+    write_sst(&path, |w| {
+        for (k, v) in entries {
+            w.put(k, v)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let sums = file_sums(&path, cf).unwrap();
+    let cf_files = DATA_CFS
+        .iter()
+        .map(|&c| {
+            if c == cf {
+                SnapshotCfFile {
+                    cf: c.to_owned(),
+                    size: sums.size,
+                    checksum: sums.checksum,
+                    cf_checksum: sums.cf_checksum,
+                }
+            } else {
+                SnapshotCfFile {
+                    cf: c.to_owned(),
+                    ..Default::default()
+                }
+            }
+        })
+        .collect();
+    let data = RaftSnapshotData {
+        region: Some(region.clone()),
+        file_size: sums.size,
+        data: Vec::new(),
+        meta: Some(SnapshotMeta { cf_files }),
+    };
+    mgr.save_meta(SnapKind::Received, key, &data, true).unwrap();
+}
+
+/// A snapshot file holding a local key (here the region's apply state, set
+/// to a bogus value) or a data key outside the region is refused before
+/// anything is written: the apply and region state stay as persisted with
+/// the `Applying` mark, the region's old data stays, nothing of the file is
+/// ingested, and the files stay for a later attempt.
+#[test]
+fn test_a_file_with_keys_outside_the_region_data_is_refused() {
+    let region = new_test_region(1, b"b", b"m");
+    let key = SnapKey {
+        region_id: 1,
+        term: 6,
+        index: 20,
+    };
+    let bogus_apply_state = RaftApplyState {
+        applied_index: 999,
+        truncated_state: Some(RaftTruncatedState {
+            index: 999,
+            term: 99,
+        }),
+    };
+    let local = (
+        keys::apply_state_key(1).to_vec(),
+        bogus_apply_state.encode_to_vec(),
+    );
+    let inside = (keys::data_key(b"c"), b"from the snapshot".to_vec());
+    // (case, the file's entries, what the refusal says)
+    let cases: Vec<(&str, Vec<KeyValue>, &str)> = vec![
+        (
+            "local key",
+            vec![local.clone(), inside.clone()],
+            "local key",
+        ),
+        (
+            "region state key",
+            vec![
+                (keys::region_state_key(1).to_vec(), b"bogus".to_vec()),
+                inside.clone(),
+            ],
+            "local key",
+        ),
+        (
+            "key past the end",
+            vec![
+                inside.clone(),
+                (keys::data_key(b"x"), b"other region".to_vec()),
+            ],
+            "outside region 1",
+        ),
+        (
+            "key before the start",
+            vec![
+                (keys::data_key(b"a"), b"other region".to_vec()),
+                inside.clone(),
+            ],
+            "outside region 1",
+        ),
+    ];
+    for (case, entries, why) in cases {
+        let store = new_test_store();
+        let persisted = put_applying(&store.engine, &region, key.index, key.term);
+        put_data(&store.engine, CF_DEFAULT, b"d", b"old data of the region");
+        craft_received(&store.mgr, &key, &region, CF_DEFAULT, &entries);
+
+        let err = apply_snapshot(&store.engine, &store.mgr, &key, &region).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidSnapshot(m) if m.contains(why)),
+            "{case}: {err}"
+        );
+        assert_eq!(states_of(&store.engine, 1), persisted, "{case}");
+        assert_eq!(
+            scan_data(&store.engine, CF_DEFAULT, b"", b""),
+            vec![(keys::data_key(b"d"), b"old data of the region".to_vec())],
+            "{case}: nothing cleared, nothing ingested"
+        );
+        assert!(store.mgr.exists(SnapKind::Received, &key), "{case}");
+        let leftovers: Vec<_> = std::fs::read_dir(store.mgr.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{case}: {leftovers:?}");
+    }
+
+    // The same file with only the region's data goes in.
+    let store = new_test_store();
+    put_applying(&store.engine, &region, key.index, key.term);
+    craft_received(
+        &store.mgr,
+        &key,
+        &region,
+        CF_DEFAULT,
+        std::slice::from_ref(&inside),
+    );
+    apply_snapshot(&store.engine, &store.mgr, &key, &region).unwrap();
+    assert_eq!(scan_data(&store.engine, CF_DEFAULT, b"", b""), vec![inside]);
+    assert_eq!(
+        states_of(&store.engine, 1).0.state(),
+        PeerState::Normal,
+        "applied"
+    );
+}
+
+/// A snapshot whose `default` entry describes the file built for `write`
+/// (moved there with its size and CRC32, which still match) is refused:
+/// the CF checksum says which CF the file was built for.
+#[test]
+fn test_a_file_built_for_another_cf_is_refused() {
+    let (a, b) = (new_test_store(), new_test_store());
+    let region = new_test_region(1, b"", b"");
+    put_region(&a.engine, &region, 20, 6, (20, 6));
+    for i in 0..20u32 {
+        put_data(&a.engine, CF_WRITE, &i.to_be_bytes(), b"a write record");
+    }
+    let snapshot = generate_snapshot(&a.mgr, &a.engine.snapshot(), 1).unwrap();
+    let (key, _) = SnapKey::from_snapshot(&snapshot).unwrap();
+    transfer(&a.mgr, &b.mgr, snapshot_message(1, snapshot)).unwrap();
+    let persisted = put_applying(&b.engine, &region, key.index, key.term);
+
+    // Offer the write file as the default one.
+    let mut data = b.mgr.load_meta(SnapKind::Received, &key).unwrap();
+    let files = &mut data.meta.as_mut().unwrap().cf_files;
+    let write = files.iter().find(|f| f.cf == CF_WRITE).unwrap().clone();
+    for file in files.iter_mut() {
+        *file = if file.cf == CF_DEFAULT {
+            SnapshotCfFile {
+                cf: CF_DEFAULT.to_owned(),
+                ..write.clone()
+            }
+        } else {
+            SnapshotCfFile {
+                cf: file.cf.clone(),
+                ..Default::default()
+            }
+        };
+    }
+    std::fs::rename(
+        b.mgr.cf_path(SnapKind::Received, &key, CF_WRITE),
+        b.mgr.cf_path(SnapKind::Received, &key, CF_DEFAULT),
+    )
+    .unwrap();
+    b.mgr
+        .save_meta(SnapKind::Received, &key, &data, true)
+        .unwrap();
+
+    let err = apply_snapshot(&b.engine, &b.mgr, &key, &region).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidSnapshot(m) if m.contains("not built for cf default")),
+        "{err}"
+    );
+    assert!(scan_data(&b.engine, CF_DEFAULT, b"", b"").is_empty());
+    assert!(scan_data(&b.engine, CF_WRITE, b"", b"").is_empty());
+    assert_eq!(states_of(&b.engine, 1), persisted);
 }

@@ -1,5 +1,9 @@
 //! The region worker: a kameo actor that generates, applies and
-//! garbage-collects region snapshots.
+//! garbage-collects region snapshots, and the generation state of each
+//! peer's snapshots (`RegionSnapshots`, the peer's `SnapshotSource`).
+//!
+//! The files themselves (building, verifying, ingesting) are `snap`'s; the
+//! peer's side is `operation/snapshot.rs`; `snapshot.rs` has the map.
 //!
 //! Every task is blocking file and RocksDB I/O, so the actor runs each one
 //! with `spawn_blocking` and awaits it before taking the next: tasks run one
@@ -15,12 +19,32 @@
 //!   The peer never waits for it.
 //! - `Apply`: `snap::apply_snapshot`; the peer awaits the answer (it can do
 //!   nothing useful before its data is in place) without blocking a runtime
-//!   thread.
+//!   thread. The ranges it clears come from the state persisted with the
+//!   `Applying` mark, so the task carries none.
 //! - `Gc`: deletes snapshot files nobody needs (see `gc`).
+//!
+//! Generation state, per peer (`RegionSnapshots`):
+//!
+//! ```text
+//!            snapshot() with nothing usable        worker done
+//!   Relax ───────────────────────────────────▶ Generating ───────▶ Generated(s)
+//!     ▲   ◀──────────── worker failed ─────────────┘                   │
+//!     └──────────── s stale: generate again (→ Generating) ◀──────────┘
+//! ```
+//!
+//! Raft asks `PeerStorage::snapshot` when a follower needs entries that are
+//! compacted away. Building one means reading the region's whole range, so
+//! it happens here, off the peer; until it is ready the source answers
+//! `SnapshotTemporarilyUnavailable` and Raft asks again later (on the next
+//! heartbeat response, or at once when the worker nudges the peer). A
+//! generated snapshot is kept and handed out again (to another follower, or
+//! after a failed send) while it is usable: not older than the truncated
+//! index (else the follower would need compacted entries right after
+//! applying it), not of an older membership than the region's, and its
+//! files still there.
 
 use std::collections::HashMap;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kameo::Actor;
@@ -28,16 +52,130 @@ use kameo::actor::{ActorRef, Spawn};
 use kameo::error::Infallible;
 use kameo::mailbox;
 use kameo::message::{Context, Message};
+use kvproto::eraftpb::Snapshot;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use router::{PeerMsg, Router};
-use slog::{Logger, debug, info, warn};
+use slog::{Logger, debug, info, o, warn};
 use storage::{CF_DEFAULT, Engine, keys};
 use tokio::sync::oneshot;
 
 use crate::errors::{Error, Result};
 use crate::snap::{SnapKey, SnapKind, SnapManager, apply_snapshot, generate_snapshot};
-use crate::snapshot::GenNotifier;
+use crate::snapshot::SnapshotSource;
+
+/// The generation state of one peer's snapshots.
+#[derive(Debug, Default)]
+enum GenState {
+    /// Nothing in progress, nothing kept.
+    #[default]
+    Relax,
+    /// The region worker is building one.
+    Generating,
+    /// The last one built.
+    Generated(Box<Snapshot>),
+}
+
+fn lock(state: &Mutex<GenState>) -> MutexGuard<'_, GenState> {
+    // Every update is a single assignment: a panic elsewhere cannot leave
+    // the state half-changed.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands a generation's result back to the source that asked for it.
+/// Dropped without `finish` (the worker stopped), it reports a failure.
+pub struct GenNotifier {
+    state: Option<Arc<Mutex<GenState>>>,
+}
+
+impl GenNotifier {
+    /// Records the snapshot built, or `None` if it failed (the next request
+    /// tries again).
+    pub fn finish(mut self, snapshot: Option<Snapshot>) {
+        if let Some(state) = self.state.take() {
+            *lock(&state) = match snapshot {
+                Some(s) => GenState::Generated(Box::new(s)),
+                None => GenState::Relax,
+            };
+        }
+    }
+}
+
+impl Drop for GenNotifier {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            *lock(&state) = GenState::Relax;
+        }
+    }
+}
+
+/// The `SnapshotSource` of one region peer: generation in the region
+/// worker, files in the store's snapshot manager.
+pub struct RegionSnapshots {
+    region_id: u64,
+    /// Shared with the worker's notifier while generating. A `Mutex`: Raft
+    /// reads it through `&self` from the peer, the worker writes it from its
+    /// thread; each access is a short, non-blocking step.
+    state: Arc<Mutex<GenState>>,
+    worker: RegionWorker,
+    mgr: SnapManager,
+    logger: Logger,
+}
+
+impl RegionSnapshots {
+    /// The source of `region_id`'s snapshots.
+    pub fn new(
+        region_id: u64,
+        worker: RegionWorker,
+        mgr: SnapManager,
+        logger: &Logger,
+    ) -> RegionSnapshots {
+        RegionSnapshots {
+            region_id,
+            state: Arc::new(Mutex::new(GenState::Relax)),
+            worker,
+            mgr,
+            logger: logger.new(o!("region_id" => region_id)),
+        }
+    }
+
+    fn is_usable(&self, snapshot: &Snapshot, region: &metapb::Region, min_index: u64) -> bool {
+        let Ok((key, data)) = SnapKey::from_snapshot(snapshot) else {
+            return false;
+        };
+        let conf_ver =
+            |r: Option<&metapb::Region>| r.and_then(|r| r.region_epoch).map_or(0, |e| e.conf_ver);
+        let fresh =
+            key.index >= min_index && conf_ver(data.region.as_ref()) >= conf_ver(Some(region));
+        fresh && self.mgr.exists(SnapKind::Generated, &key)
+    }
+}
+
+impl SnapshotSource for RegionSnapshots {
+    fn snapshot(&self, region: &metapb::Region, min_index: u64) -> raft::Result<Snapshot> {
+        let unavailable = || Err(raft::StorageError::SnapshotTemporarilyUnavailable.into());
+        let mut state = lock(&self.state);
+        match &*state {
+            GenState::Generating => return unavailable(),
+            GenState::Generated(s) if self.is_usable(s, region, min_index) => {
+                return Ok((**s).clone());
+            }
+            GenState::Generated(_) | GenState::Relax => {}
+        }
+        debug!(self.logger, "requesting a snapshot"; "min_index" => min_index);
+        *state = GenState::Generating;
+        drop(state);
+        let notifier = GenNotifier {
+            state: Some(Arc::clone(&self.state)),
+        };
+        // A stopped worker drops the task, and the notifier resets the state.
+        self.worker.schedule(RegionTask::Generate {
+            region_id: self.region_id,
+            notifier,
+        });
+        unavailable()
+    }
+}
 
 /// Work for the region worker.
 pub enum RegionTask {
@@ -48,14 +186,12 @@ pub enum RegionTask {
         /// Receives the result.
         notifier: GenNotifier,
     },
-    /// Apply a received snapshot.
+    /// Apply a received snapshot whose states are persisted.
     Apply {
         /// The snapshot.
         key: SnapKey,
         /// The region it installs.
         region: metapb::Region,
-        /// User-key ranges to clear first.
-        clear: Vec<(Vec<u8>, Vec<u8>)>,
         /// Answered once applied or failed.
         done: oneshot::Sender<Result<()>>,
     },
@@ -131,21 +267,11 @@ impl RegionWorker {
         self.actor.tell(task).try_send().is_ok()
     }
 
-    /// Applies received snapshot `key` of `region`, clearing `clear` first,
-    /// and waits for it.
-    pub async fn apply(
-        &self,
-        key: SnapKey,
-        region: metapb::Region,
-        clear: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<()> {
+    /// Applies received snapshot `key` of `region`, whose states are
+    /// persisted, and waits for it.
+    pub async fn apply(&self, key: SnapKey, region: metapb::Region) -> Result<()> {
         let (done, rx) = oneshot::channel();
-        if !self.schedule(RegionTask::Apply {
-            key,
-            region,
-            clear,
-            done,
-        }) {
+        if !self.schedule(RegionTask::Apply { key, region, done }) {
             return Err(Error::Stopped);
         }
         rx.await.map_err(|_| Error::Stopped)?
@@ -191,13 +317,8 @@ impl Runner {
                 region_id,
                 notifier,
             } => self.generate(region_id, notifier),
-            RegionTask::Apply {
-                key,
-                region,
-                clear,
-                done,
-            } => {
-                let result = apply_snapshot(&self.engine, &self.mgr, &key, &region, &clear);
+            RegionTask::Apply { key, region, done } => {
+                let result = apply_snapshot(&self.engine, &self.mgr, &key, &region);
                 match &result {
                     Ok(()) => {
                         info!(self.logger, "snapshot applied"; "region_id" => key.region_id,
@@ -298,7 +419,6 @@ mod tests {
     use router::{MailboxLoad, PeerMailbox};
 
     use super::*;
-    use crate::snapshot::{RegionSnapshots, SnapshotSource};
 
     /// A peer stand-in that ignores what it gets.
     struct Sink;
@@ -505,5 +625,21 @@ mod tests {
         drop(guard);
         runner.gc().unwrap();
         assert!(!mgr.exists(SnapKind::Received, &key(4, 1)));
+    }
+
+    #[test]
+    fn test_notifier_dropped_unfinished_resets_the_state() {
+        let state = Arc::new(Mutex::new(GenState::Generating));
+        drop(GenNotifier {
+            state: Some(Arc::clone(&state)),
+        });
+        assert!(matches!(*lock(&state), GenState::Relax));
+
+        *lock(&state) = GenState::Generating;
+        GenNotifier {
+            state: Some(Arc::clone(&state)),
+        }
+        .finish(Some(Snapshot::default()));
+        assert!(matches!(*lock(&state), GenState::Generated(_)));
     }
 }
