@@ -10,7 +10,6 @@
 //!   lifecycle). Never dropped for load; only a stopped actor refuses them,
 //!   and then the sender gets the message back.
 
-use kvproto::eraftpb::Snapshot;
 use kvproto::raft_cmdpb::RaftCmdRequest;
 use kvproto::raft_serverpb::RaftMessage;
 
@@ -65,8 +64,6 @@ pub enum PeerMsg {
     RaftCommand(Box<RaftCommand>),
     /// A tick. Must-deliver.
     Tick(PeerTick),
-    /// Start ticking and processing. Must-deliver.
-    Start,
     /// The fate of a snapshot this peer sent. Must-deliver.
     SnapshotStatus {
         /// The peer the snapshot went to.
@@ -74,25 +71,10 @@ pub enum PeerMsg {
         /// What became of it.
         status: SnapshotStatus,
     },
-    /// A peer could not be reached by the transport. Must-deliver.
-    Unreachable {
-        /// The unreachable peer.
-        to_peer_id: u64,
-    },
-    /// A snapshot of this region finished generating. Must-deliver.
-    SnapshotGenerated(Box<Snapshot>),
-    /// The region worker finished applying this peer's snapshot. Must-deliver.
-    SnapshotApplied {
-        /// The index of the applied snapshot.
-        index: u64,
-        /// Whether it succeeded (a failure is retried after restart).
-        ok: bool,
-    },
-    /// Raft log entries below this index were deleted. Must-deliver.
-    RaftLogGcFinished {
-        /// Entries with smaller indices are gone.
-        compacted_below: u64,
-    },
+    /// A snapshot of this region finished generating and waits in the
+    /// peer's snapshot source: followers waiting for one can be sent it now.
+    /// Must-deliver (but losing it only delays them to the next probe).
+    SnapshotGenerated,
     /// Stop and remove this peer (it was removed from the region, or
     /// replaced by a newer incarnation). Must-deliver.
     Destroy,
@@ -113,8 +95,6 @@ pub enum StoreMsg {
     RaftMessage(Box<RaftMessage>),
     /// A store tick. Must-deliver.
     Tick(StoreTick),
-    /// Start the store's ticks. Must-deliver.
-    Start,
     /// A peer actor has stopped and left the router. Must-deliver.
     PeerStopped {
         /// Its region.

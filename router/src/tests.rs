@@ -210,8 +210,8 @@ async fn a_stopped_actor_hands_messages_back() {
         other => panic!("expected Stopped, got {:?}", other.map(|_| ())),
     }
     assert!(matches!(
-        router.send(1, PeerMsg::Start),
-        Err(RouterError::Stopped(PeerMsg::Start))
+        router.send(1, PeerMsg::SnapshotGenerated),
+        Err(RouterError::Stopped(PeerMsg::SnapshotGenerated))
     ));
     assert_eq!(h.load.queued(), 0, "a refused message does not count");
     router.unregister(1);

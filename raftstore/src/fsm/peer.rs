@@ -95,15 +95,10 @@ impl<'a> PeerMsgHandler<'a> {
             PeerMsg::RaftMessage(m) => self.on_raft_message(*m),
             PeerMsg::RaftCommand(cmd) => self.peer.propose_command(self.ctx, *cmd),
             PeerMsg::Tick(tick) => self.on_tick(tick),
-            PeerMsg::Start => {}
             PeerMsg::SnapshotStatus { to_peer_id, status } => {
                 self.on_snapshot_status(to_peer_id, status)
             }
-            PeerMsg::Unreachable { to_peer_id } => {
-                self.peer.raft_group.report_unreachable(to_peer_id)
-            }
-            PeerMsg::SnapshotGenerated(_) => self.peer.on_snapshot_generated(),
-            PeerMsg::SnapshotApplied { .. } | PeerMsg::RaftLogGcFinished { .. } => {}
+            PeerMsg::SnapshotGenerated => self.peer.on_snapshot_generated(),
             PeerMsg::Destroy => return Flow::Destroy,
         }
         Flow::Continue

@@ -203,7 +203,6 @@ impl Message<StoreMsg> for StoreActor {
         match msg {
             StoreMsg::RaftMessage(m) => self.on_raft_message(m),
             StoreMsg::Tick(tick) => self.on_tick(tick),
-            StoreMsg::Start => {}
             StoreMsg::PeerStopped { region_id, peer_id } => {
                 debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
             }

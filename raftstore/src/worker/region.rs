@@ -226,9 +226,7 @@ impl Runner {
                     "index" => meta.index, "term" => meta.term);
                 notifier.finish(Some(snapshot.clone()));
                 // A nudge only: the snapshot is in the peer's source already.
-                let _ = self
-                    .router
-                    .send(region_id, PeerMsg::SnapshotGenerated(Box::new(snapshot)));
+                let _ = self.router.send(region_id, PeerMsg::SnapshotGenerated);
             }
             Err(e) => {
                 warn!(self.logger, "snapshot generation failed"; "region_id" => region_id, "err" => %e);
