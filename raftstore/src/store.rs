@@ -16,7 +16,7 @@ use kameo::mailbox;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use prost::Message as _;
-use router::Router;
+use router::{MailboxLoad, Router};
 use slog::{Logger, info, o, warn};
 use storage::keys;
 use storage::{CF_DEFAULT, Engine};
@@ -89,12 +89,17 @@ impl Store {
             snap_mgr,
             store_meta: Mutex::new(StoreMeta::default()),
             logger,
+            #[cfg(test)]
+            test_hooks: Default::default(),
         });
         // Unbounded like the peers' (see `spawn_peer`): the router decides
         // what may be dropped.
-        let store_actor =
-            StoreActor::spawn_with_mailbox(StoreActor::new(Arc::clone(&ctx)), mailbox::unbounded());
-        router.register_store(store_actor.clone().recipient());
+        let store_load = MailboxLoad::new();
+        let store_actor = StoreActor::spawn_with_mailbox(
+            StoreActor::new(Arc::clone(&ctx), store_load.clone()),
+            mailbox::unbounded(),
+        );
+        router.register_store(store_actor.clone().recipient(), store_load);
         let mut count = 0;
         for state in load_regions(&ctx.engine)? {
             let region = state.region.clone().unwrap_or_default();
@@ -155,7 +160,7 @@ impl Store {
         } = self;
         store_actor.kill();
         store_actor.wait_for_shutdown().await;
-        for recipient in ctx.router.take_all() {
+        for recipient in ctx.router.close_all() {
             recipient.kill();
             recipient.wait_for_shutdown().await;
         }
@@ -183,6 +188,14 @@ impl Store {
             }
         }
         info!(logger, "store stopped");
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// The context its actors share.
+    pub(crate) fn context(&self) -> &Arc<StoreContext> {
+        &self.ctx
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Invariant: every callback is answered exactly once. `respond` consumes it;
 //! a callback dropped unanswered still answers, with a `StaleCommand` region
-//! error (the client retries), so no caller ever waits forever. That happens
-//! when an actor stops with commands still in its mailbox.
+//! error (the client retries), so no caller ever waits forever. That is the
+//! fallback for a callback lost to a kill or a bug: a stopping peer answers
+//! every command it holds itself, `RegionNotFound`.
 
 use std::any::Any;
 use std::fmt;

@@ -16,8 +16,10 @@ mod msg;
 mod router;
 
 pub use crate::callback::{Callback, CallbackReceiver, CmdResponse, ReadSnapshot};
-pub use crate::msg::{PeerMsg, PeerTick, RaftCommand, SnapshotStatus, StoreMsg, StoreTick};
-pub use crate::router::{MailboxLoad, PeerMailbox, Router, RouterError};
+pub use crate::msg::{
+    PeerMsg, PeerStopReason, PeerTick, RaftCommand, SnapshotStatus, StoreMsg, StoreTick,
+};
+pub use crate::router::{MailboxHandle, MailboxLoad, PeerMailbox, Router, RouterError};
 
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use kvproto::schedulerpb::StoreStats;
-use router::{MailboxLoad, PeerMailbox, StoreMsg, StoreTick};
+use router::{MailboxHandle, MailboxLoad, PeerMailbox, PeerMsg, StoreMsg, StoreTick};
 use slog::{debug, info, warn};
 use storage::CF_DEFAULT;
 use storage::keys;
@@ -30,15 +30,19 @@ use crate::worker::region::RegionTask;
 /// The store's own actor.
 pub struct StoreActor {
     ctx: Arc<StoreContext>,
+    /// Counts the raft messages queued for this actor (the router bounds them).
+    load: MailboxLoad,
     /// The store's tick timers, stopped with the actor.
     tickers: Vec<JoinHandle<()>>,
 }
 
 impl StoreActor {
-    /// An actor for the store `ctx` describes.
-    pub fn new(ctx: Arc<StoreContext>) -> Self {
+    /// An actor for the store `ctx` describes; `load` is the counter the
+    /// router's store entry shares.
+    pub fn new(ctx: Arc<StoreContext>, load: MailboxLoad) -> Self {
         StoreActor {
             ctx,
+            load,
             tickers: Vec::new(),
         }
     }
@@ -60,20 +64,19 @@ impl StoreActor {
 
     fn on_raft_message(&mut self, msg: Box<RaftMessage>) {
         let region_id = msg.region_id;
-        if self.ctx.router.has_region(region_id) {
-            // Created meanwhile: deliver as usual.
-            let _ = self.ctx.router.send_raft_message(msg);
-            return;
-        }
-        match self.maybe_create_peer(&msg) {
-            Ok(true) => {
-                let _ = self.ctx.router.send_raft_message(msg);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                warn!(self.ctx.logger, "cannot create peer"; "region_id" => region_id, "err" => %e)
+        if !self.ctx.router.has_region(region_id) {
+            match self.maybe_create_peer(&msg) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(self.ctx.logger, "cannot create peer"; "region_id" => region_id, "err" => %e);
+                    return;
+                }
             }
         }
+        // Straight to the peer: should it have stopped meanwhile, the
+        // message is dropped rather than sent back here.
+        let _ = self.ctx.router.send(region_id, PeerMsg::RaftMessage(msg));
     }
 
     /// Creates an empty peer for the region `msg` is addressed to, if the
@@ -146,18 +149,18 @@ pub fn spawn_peer(
     if !region_is_empty {
         ctx.store_meta().set_region(peer.region());
     }
-    let load = MailboxLoad::new();
+    let mailbox = MailboxHandle::new();
     // Unbounded, as the router expects: it bounds the droppable and refusable
     // messages itself, and every other message must get through. kameo's
     // default mailbox holds 64; when full it refused ticks (the ticker then
     // stopped for good, and a peer that never ticks never campaigns) and
     // must-deliver messages alike.
     let actor = PeerActor::spawn_with_mailbox(
-        PeerActor::new(peer, Arc::clone(ctx), load.clone()),
+        PeerActor::new(peer, Arc::clone(ctx), mailbox.clone()),
         mailbox::unbounded(),
     );
     ctx.router
-        .register(region_id, PeerMailbox::new(actor.recipient(), load));
+        .register(region_id, PeerMailbox::new(actor.recipient(), mailbox));
     Ok(())
 }
 
@@ -200,11 +203,19 @@ impl Message<StoreMsg> for StoreActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
+        if msg.is_load() {
+            self.load.received();
+        }
         match msg {
             StoreMsg::RaftMessage(m) => self.on_raft_message(m),
             StoreMsg::Tick(tick) => self.on_tick(tick),
-            StoreMsg::PeerStopped { region_id, peer_id } => {
-                debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
+            StoreMsg::PeerStopped {
+                region_id,
+                peer_id,
+                reason,
+            } => {
+                debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id,
+                    "peer_id" => peer_id, "reason" => ?reason);
             }
         }
     }

@@ -293,7 +293,7 @@ mod tests {
     use kameo::error::Infallible;
     use kameo::message::{Context, Message};
     use kvproto::raft_serverpb::{RaftSnapshotData, RaftTruncatedState, SnapshotMeta};
-    use router::{MailboxLoad, PeerMailbox};
+    use router::{MailboxHandle, PeerMailbox};
 
     use super::*;
     use crate::snapshot::{RegionSnapshots, SnapshotSource};
@@ -320,7 +320,7 @@ mod tests {
         let actor = Sink::spawn(Sink);
         router.register(
             region_id,
-            PeerMailbox::new(actor.recipient(), MailboxLoad::new()),
+            PeerMailbox::new(actor.recipient(), MailboxHandle::new()),
         );
     }
 
