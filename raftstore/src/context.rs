@@ -1,4 +1,8 @@
 //! `StoreContext`: what every actor of one store shares.
+//!
+//! Every actor of the store holds one `Arc` of it, and nothing else does
+//! once the store is stopping: its last handle going is how `Store::stop`
+//! learns that every actor's state is gone (`_released`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,6 +47,9 @@ pub struct StoreContext {
     pub store_meta: Mutex<StoreMeta>,
     /// The store's logger (carries `store_id`).
     pub logger: Logger,
+    /// Never sent on: dropped with the context, which closes the channel
+    /// `Store::stop` waits on.
+    pub(crate) _released: tokio::sync::mpsc::Sender<()>,
     /// Failures tests inject.
     #[cfg(test)]
     pub(crate) test_hooks: TestHooks,

@@ -21,7 +21,8 @@
 //! message either reached the queue the actor empties or came back to its
 //! sender (see `router.rs`). What is left in the queue is not lost: a command
 //! is answered `RegionNotFound` (it was never proposed), anything else
-//! concerned only this incarnation and is dropped.
+//! concerned only this incarnation and is dropped. The store recreates a
+//! failed or panicked peer from its persisted state (`fsm/store.rs`).
 //!
 //! One gap is kameo's: what reaches an actor before it has started is held
 //! in a start-up buffer, which a panic while emptying it discards (commands
@@ -52,6 +53,9 @@ use crate::peer::Peer;
 /// A region peer as an actor.
 pub struct PeerActor {
     peer: Peer,
+    /// Invariant: declared after `peer`, so it is dropped last: the store
+    /// learns that every actor's state is gone from the context's last
+    /// handle going (`Store::stop`), and the peer holds the engine too.
     ctx: Arc<StoreContext>,
     /// This incarnation's router entry.
     mailbox: MailboxHandle,

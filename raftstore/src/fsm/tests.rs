@@ -1,20 +1,26 @@
-//! The actors' lifecycle against a real one-region store: nothing a
-//! stopping peer held is left unanswered, and the store's mailbox is bounded.
+//! The actors' lifecycle against a real one-region store: a peer that
+//! panics is recreated from its persisted state or stays down, nothing it
+//! held is left unanswered, and the store's mailbox is bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kvproto::eraftpb::{Message as RaftMsg, MessageType};
 use kvproto::metapb;
-use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
-use kvproto::raft_serverpb::RaftMessage;
-use router::{Callback, CmdResponse, PeerMsg, PeerTick, RaftCommand, RouterError};
+use kvproto::raft_cmdpb::{
+    CmdType, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+};
+use kvproto::raft_serverpb::{PeerState, RaftMessage};
+use router::{
+    Callback, CmdResponse, PeerMsg, PeerTick, RaftCommand, RouterError, StoreMsg, StoreTick,
+};
 use slog::{Logger, o};
 use storage::Engine;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
 use crate::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
+use crate::peer_storage::write_region_state;
 use crate::transport::TransportError;
 use crate::{Config, SnapManager, Store, Transport};
 
@@ -85,6 +91,17 @@ fn put(key: &[u8], value: &[u8]) -> Request {
     }
 }
 
+fn get(key: &[u8]) -> Request {
+    Request {
+        cmd_type: CmdType::Get as i32,
+        get: Some(GetRequest {
+            cf: String::new(),
+            key: key.to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Runs `request` on region 1 until it succeeds (the peer may not lead
 /// yet); panics at the deadline with the last answer.
 async fn must_run(store: &Store, region: &metapb::Region, request: Request) -> CmdResponse {
@@ -105,6 +122,15 @@ async fn must_run(store: &Store, region: &metapb::Region, request: Request) -> C
     panic!("request on region {REGION} did not succeed; last answer: {last:?}");
 }
 
+/// Waits until `cond` holds; panics at the deadline naming `what`.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Makes region 1's peer panic on its next message, and sends it one (its
 /// ticker may get there first: then this one is handed back).
 fn inject_panic(store: &Store) {
@@ -112,6 +138,46 @@ fn inject_panic(store: &Store) {
     let _ = store
         .router()
         .send(REGION, PeerMsg::Tick(PeerTick::SchedulerHeartbeat));
+}
+
+/// Returns once the store actor has handled everything sent to it so far.
+async fn flush_store(store: &Store) {
+    store
+        .store_actor()
+        .ask(StoreMsg::Tick(StoreTick::SnapshotGc))
+        .await
+        .expect("the store actor runs");
+}
+
+fn whole_range_region() -> metapb::Region {
+    metapb::Region {
+        id: 99,
+        ..Default::default()
+    }
+}
+
+/// A panicking peer used to leave its dead entry in the router and its store
+/// uninformed: the region was dead on the store until it restarted. Now the
+/// store recreates it from its persisted state, and the data is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_peer_is_recreated_from_its_persisted_state() {
+    let (_dir, store, region) = new_test_store(Config::for_tests());
+    must_run(&store, &region, put(b"k", b"v")).await;
+    let router = store.router();
+    let old = router.incarnation(REGION).expect("registered");
+    inject_panic(&store);
+    wait_until("a new incarnation of the peer runs", || {
+        router.has_region(REGION) && router.incarnation(REGION) != Some(old)
+    })
+    .await;
+    let resp = must_run(&store, &region, get(b"k")).await;
+    let value = resp.response.responses[0]
+        .get
+        .clone()
+        .unwrap_or_default()
+        .value;
+    assert_eq!(value, b"v");
+    store.stop().await;
 }
 
 /// Commands queued behind the message a peer panicked on are answered
@@ -140,6 +206,71 @@ async fn commands_queued_behind_a_panic_are_answered_region_not_found() {
         "expected RegionNotFound, got {:?}",
         resp.region_error()
     );
+    store.stop().await;
+}
+
+/// A peer that stops abnormally over a tombstone stays dead: the store does
+/// not recreate it, and its range is free for another region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_peer_over_a_tombstone_stays_down() {
+    let (_dir, store, region) = new_test_store(Config::for_tests());
+    let router = store.router();
+    let engine = store.engine().clone();
+    let mut wb = engine.write_batch();
+    write_region_state(&mut wb, &region, PeerState::Tombstone).expect("encode state");
+    engine.write(wb, true).expect("write tombstone");
+    assert!(
+        store
+            .context()
+            .store_meta()
+            .overlapping(&whole_range_region())
+            .is_some()
+    );
+    inject_panic(&store);
+    // The entry goes after the store was told (`on_stop`).
+    wait_until("the peer left the router", || {
+        router.incarnation(REGION).is_none()
+    })
+    .await;
+    flush_store(&store).await;
+    assert!(!router.has_region(REGION), "a tombstoned peer stays down");
+    assert!(
+        store
+            .context()
+            .store_meta()
+            .overlapping(&whole_range_region())
+            .is_none(),
+        "its range is free"
+    );
+    store.stop().await;
+}
+
+/// A peer that keeps failing is recreated a bounded number of times, then
+/// left down; raft traffic for it does not bring it back either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_failing_is_left_down() {
+    let (_dir, store, _region) = new_test_store(Config::for_tests());
+    let router = store.router();
+    for _ in 0..super::store::MAX_RESTARTS {
+        let old = router.incarnation(REGION).expect("registered");
+        inject_panic(&store);
+        wait_until("a new incarnation of the peer runs", || {
+            router.has_region(REGION) && router.incarnation(REGION) != Some(old)
+        })
+        .await;
+    }
+    inject_panic(&store);
+    wait_until("the peer left the router", || {
+        router.incarnation(REGION).is_none()
+    })
+    .await;
+    flush_store(&store).await;
+    assert!(!router.has_region(REGION));
+    router
+        .send_raft_message(Box::new(raft_message(REGION, MessageType::MsgHeartbeat)))
+        .expect("taken by the store");
+    flush_store(&store).await;
+    assert!(!router.has_region(REGION), "not brought back by a message");
     store.stop().await;
 }
 
@@ -194,4 +325,14 @@ async fn the_store_bounds_raft_messages_for_regions_it_lacks() {
         }
     }
     store.stop().await;
+}
+
+/// `stop` returns only once every actor's state is gone: the engine can be
+/// opened again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_releases_the_engine() {
+    let (dir, store, region) = new_test_store(Config::for_tests());
+    must_run(&store, &region, put(b"k", b"v")).await;
+    store.stop().await;
+    Engine::open(dir.path().join("db")).expect("the engine is closed after stop");
 }
