@@ -1,4 +1,8 @@
 //! `StoreContext`: what every actor of one store shares.
+//!
+//! Every actor of the store holds one `Arc` of it, and nothing else does
+//! once the store is stopping: its last handle going is how `Store::stop`
+//! learns that every actor's state is gone (`_released`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,6 +47,41 @@ pub struct StoreContext {
     pub store_meta: Mutex<StoreMeta>,
     /// The store's logger (carries `store_id`).
     pub logger: Logger,
+    /// Never sent on: dropped with the context, which closes the channel
+    /// `Store::stop` waits on.
+    pub(crate) _released: tokio::sync::mpsc::Sender<()>,
+    /// Failures tests inject.
+    #[cfg(test)]
+    pub(crate) test_hooks: TestHooks,
+}
+
+/// Failures a test injects into a store's actors. No network input reaches
+/// these: they exist only in test builds.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestHooks {
+    /// Regions whose peer panics on the next message it handles. A `Mutex`:
+    /// set by the test, taken by a peer actor; never held across an await.
+    panic_regions: Mutex<std::collections::HashSet<u64>>,
+}
+
+#[cfg(test)]
+impl TestHooks {
+    /// Makes region `region_id`'s peer panic on its next message.
+    pub(crate) fn panic_next(&self, region_id: u64) {
+        self.panic_regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(region_id);
+    }
+
+    /// Whether the peer of `region_id` must panic now (once).
+    pub(crate) fn take_panic(&self, region_id: u64) -> bool {
+        self.panic_regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&region_id)
+    }
 }
 
 impl StoreContext {

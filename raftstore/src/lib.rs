@@ -54,3 +54,7 @@ pub use crate::scheduler::{NoScheduler, SchedulerReporter};
 pub use crate::snap::SnapManager;
 pub use crate::store::Store;
 pub use crate::transport::{Transport, TransportError};
+
+/// What the `router::ReadSnapshot` a `Snap` command answers with holds:
+/// take it out with `ReadSnapshot::downcast::<RegionSnapshot>()`.
+pub type RegionSnapshot = storage::RegionReader;

@@ -6,9 +6,12 @@
 //! snapshot apply) are applied again from their received files, which are
 //! kept until then, before their peer starts. The redo clears what the
 //! interrupted apply would have: the snapshot's range and the previous
-//! region's, recorded with the `Applying` mark (`snap/apply.rs`). Stop kills every actor, waits for them, then
-//! joins the worker threads, so the engine is closed when `stop` returns and
-//! the same directory can be opened again.
+//! region's, recorded with the `Applying` mark (`snap/apply.rs`).
+//!
+//! Stop closes every router entry and kills every actor, waits until the
+//! last actor's state (each holds the store context) is gone, then joins the
+//! worker threads, so the engine is closed when `stop` returns and the same
+//! directory can be opened again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +21,7 @@ use kameo::mailbox;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RegionLocalState};
 use prost::Message as _;
-use router::Router;
+use router::{MailboxLoad, Router};
 use slog::{Logger, info, o, warn};
 use storage::keys;
 use storage::{CF_DEFAULT, Engine};
@@ -39,6 +42,8 @@ use crate::worker::write::RaftWriter;
 /// A running store.
 pub struct Store {
     ctx: Arc<StoreContext>,
+    /// Closed once the last handle on `ctx` is gone (`StoreContext`).
+    released: tokio::sync::mpsc::Receiver<()>,
     store_actor: ActorRef<StoreActor>,
     /// The region worker actor, stopped after the peers.
     region_stopper: RegionWorkerStopper,
@@ -78,6 +83,7 @@ impl Store {
         let (region_worker, region_stopper) =
             RegionWorker::start(engine.clone(), snap_mgr.clone(), router.clone(), &logger);
         let workers = vec![writer_thread, raftlog_gc_thread];
+        let (released_tx, released) = tokio::sync::mpsc::channel(1);
         let ctx = Arc::new(StoreContext {
             store_id,
             cfg,
@@ -91,12 +97,18 @@ impl Store {
             snap_mgr,
             store_meta: Mutex::new(StoreMeta::default()),
             logger,
+            _released: released_tx,
+            #[cfg(test)]
+            test_hooks: Default::default(),
         });
         // Unbounded like the peers' (see `spawn_peer`): the router decides
         // what may be dropped.
-        let store_actor =
-            StoreActor::spawn_with_mailbox(StoreActor::new(Arc::clone(&ctx)), mailbox::unbounded());
-        router.register_store(store_actor.clone().recipient());
+        let store_load = MailboxLoad::new();
+        let store_actor = StoreActor::spawn_with_mailbox(
+            StoreActor::new(Arc::clone(&ctx), store_load.clone()),
+            mailbox::unbounded(),
+        );
+        router.register_store(store_actor.clone().recipient(), store_load);
         let mut count = 0;
         for (region_id, state) in load_regions(&ctx.engine)? {
             let region = state.region.clone().unwrap_or_default();
@@ -137,6 +149,7 @@ impl Store {
         info!(ctx.logger, "store started"; "regions" => count);
         Ok(Store {
             ctx,
+            released,
             store_actor,
             workers,
             region_stopper,
@@ -162,33 +175,35 @@ impl Store {
     pub async fn stop(self) {
         let Store {
             ctx,
+            mut released,
             store_actor,
             workers,
             region_stopper,
         } = self;
+        // The store actor first: it would recreate the peers stopping below.
         store_actor.kill();
         store_actor.wait_for_shutdown().await;
-        for recipient in ctx.router.take_all() {
+        for recipient in ctx.router.close_all() {
             recipient.kill();
             recipient.wait_for_shutdown().await;
         }
         let logger = ctx.logger.clone();
-        // Actor state (each holding the context) is dropped as its task
-        // ends, just after the shutdown notice; wait for the last one.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&ctx) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        if Arc::strong_count(&ctx) > 1 {
-            warn!(logger, "store context still referenced after stop"; "refs" => Arc::strong_count(&ctx));
+        // An actor's state (holding the context) is dropped as its task
+        // ends, just after the shutdown notice; the channel closes with the
+        // last one. The last handles to the workers go with the context;
+        // each thread then drains its queue and ends, dropping its engine
+        // handle.
+        drop(ctx);
+        if tokio::time::timeout(Duration::from_secs(10), released.recv())
+            .await
+            .is_err()
+        {
+            warn!(logger, "store context still referenced after stop");
         }
         // Peers are gone: nothing schedules region work any more.
         if !region_stopper.stop(Duration::from_secs(10)).await {
             warn!(logger, "region worker still holds the engine after stop");
         }
-        // The last handles to the workers go with the context; each thread
-        // then drains its queue and ends, dropping its engine handle.
-        drop(ctx);
         for worker in workers {
             let name = worker.name();
             if !worker.join(Duration::from_secs(10)).await {
@@ -196,6 +211,19 @@ impl Store {
             }
         }
         info!(logger, "store stopped");
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// The context its actors share.
+    pub(crate) fn context(&self) -> &Arc<StoreContext> {
+        &self.ctx
+    }
+
+    /// The store actor.
+    pub(crate) fn store_actor(&self) -> &ActorRef<StoreActor> {
+        &self.store_actor
     }
 }
 

@@ -2,14 +2,39 @@
 //!
 //! Invariant: every callback is answered exactly once. `respond` consumes it;
 //! a callback dropped unanswered still answers, with a `StaleCommand` region
-//! error (the client retries), so no caller ever waits forever. That happens
-//! when an actor stops with commands still in its mailbox.
+//! error (the client retries), so no caller ever waits forever. That is the
+//! fallback for a callback lost to a kill or a bug: a stopping peer answers
+//! every command it holds itself, `RegionNotFound`.
+
+use std::any::Any;
+use std::fmt;
 
 use kvproto::errorpb;
 use kvproto::raft_cmdpb::{RaftCmdResponse, RaftResponseHeader};
 use tokio::sync::oneshot;
 
-use crate::ReadSnapshot;
+/// A consistent read view of a region at a `Snap` command's position in the
+/// log. Opaque here: the raftstore builds it and documents what it holds; the
+/// caller takes that out with `downcast`.
+pub struct ReadSnapshot(Box<dyn Any + Send>);
+
+impl ReadSnapshot {
+    /// Wraps `view`.
+    pub fn new<T: Any + Send>(view: T) -> ReadSnapshot {
+        ReadSnapshot(Box::new(view))
+    }
+
+    /// The view, if it is a `T`; otherwise the snapshot comes back.
+    pub fn downcast<T: Any>(self) -> Result<T, ReadSnapshot> {
+        self.0.downcast::<T>().map(|v| *v).map_err(ReadSnapshot)
+    }
+}
+
+impl fmt::Debug for ReadSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReadSnapshot(..)")
+    }
+}
 
 /// The answer to a `RaftCmdRequest`.
 #[derive(Debug, Default)]

@@ -2,8 +2,12 @@
 //!
 //! Modules:
 //! - `msg`: `PeerMsg` and `StoreMsg`, with the loss policy of each kind.
-//! - `callback`: `Callback`, the exactly-once answer to a client command.
+//! - `callback`: `Callback`, the exactly-once answer to a client command,
+//!   and `ReadSnapshot`, the opaque read view a `Snap` command answers with.
 //! - `router`: `Router`, region id → peer mailbox, plus the store mailbox.
+//!
+//! This crate depends on `kvproto` only (DESIGN §1): what a read view holds
+//! is the raftstore's business.
 
 #![deny(missing_docs)]
 
@@ -11,12 +15,11 @@ mod callback;
 mod msg;
 mod router;
 
-pub use crate::callback::{Callback, CallbackReceiver, CmdResponse};
-pub use crate::msg::{PeerMsg, PeerTick, RaftCommand, SnapshotStatus, StoreMsg, StoreTick};
-pub use crate::router::{MailboxLoad, PeerMailbox, Router, RouterError};
-
-/// The consistent view of a region a `Snap` command answers with.
-pub use storage::RegionReader as ReadSnapshot;
+pub use crate::callback::{Callback, CallbackReceiver, CmdResponse, ReadSnapshot};
+pub use crate::msg::{
+    PeerMsg, PeerStopReason, PeerTick, RaftCommand, SnapshotStatus, StoreMsg, StoreTick,
+};
+pub use crate::router::{MailboxHandle, MailboxLoad, PeerMailbox, Router, RouterError};
 
 #[cfg(test)]
 mod tests;

@@ -3,14 +3,19 @@
 //!
 //! Loss policy, per kind (the router enforces it, see `router.rs`):
 //! - droppable: raft traffic from other stores. Raft tolerates loss, so a
-//!   peer whose mailbox is over its limit simply drops it.
+//!   peer (or the store, for regions it lacks) whose mailbox is over its
+//!   limit simply drops it.
 //! - refusable: client commands. Over the limit they are handed back, and the
 //!   caller answers `ServerIsBusy`; never silently lost.
 //! - must-deliver: everything else (ticks, results of background work,
 //!   lifecycle). Never dropped for load; only a stopped actor refuses them,
 //!   and then the sender gets the message back.
+//!
+//! A message an actor accepted but had not handled when it stopped is not
+//! lost either: the stopping peer answers a command `RegionNotFound` (it was
+//! never proposed); every other kind concerned only that actor incarnation
+//! and is dropped with it (a raft message is droppable anyway).
 
-use kvproto::eraftpb::Snapshot;
 use kvproto::raft_cmdpb::RaftCmdRequest;
 use kvproto::raft_serverpb::RaftMessage;
 
@@ -65,8 +70,6 @@ pub enum PeerMsg {
     RaftCommand(Box<RaftCommand>),
     /// A tick. Must-deliver.
     Tick(PeerTick),
-    /// Start ticking and processing. Must-deliver.
-    Start,
     /// The fate of a snapshot this peer sent. Must-deliver.
     SnapshotStatus {
         /// The peer the snapshot went to.
@@ -74,28 +77,10 @@ pub enum PeerMsg {
         /// What became of it.
         status: SnapshotStatus,
     },
-    /// A peer could not be reached by the transport. Must-deliver.
-    Unreachable {
-        /// The unreachable peer.
-        to_peer_id: u64,
-    },
-    /// A snapshot of this region finished generating. Must-deliver.
-    SnapshotGenerated(Box<Snapshot>),
-    /// The region worker finished applying this peer's snapshot. Must-deliver.
-    SnapshotApplied {
-        /// The index of the applied snapshot.
-        index: u64,
-        /// Whether it succeeded (a failure is retried after restart).
-        ok: bool,
-    },
-    /// Raft log entries below this index were deleted. Must-deliver.
-    RaftLogGcFinished {
-        /// Entries with smaller indices are gone.
-        compacted_below: u64,
-    },
-    /// Stop and remove this peer (it was removed from the region, or
-    /// replaced by a newer incarnation). Must-deliver.
-    Destroy,
+    /// A snapshot of this region finished generating and waits in the
+    /// peer's snapshot source: followers waiting for one can be sent it now.
+    /// Must-deliver (but losing it only delays them to the next probe).
+    SnapshotGenerated,
 }
 
 impl PeerMsg {
@@ -105,21 +90,45 @@ impl PeerMsg {
     }
 }
 
+impl StoreMsg {
+    /// Whether the router counts this message against the store's limit.
+    pub fn is_load(&self) -> bool {
+        matches!(self, StoreMsg::RaftMessage(_))
+    }
+}
+
+/// Why a peer actor stopped, as its store learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerStopReason {
+    /// It destroyed itself: removed from its region, or replaced by a newer
+    /// incarnation. Its state on disk is `Tombstone`.
+    Destroyed,
+    /// It met an error it cannot recover from in memory (a failed write).
+    /// Its state on disk is intact: every write it made was atomic.
+    Failed(String),
+    /// It panicked. Its state on disk is intact, as for `Failed`.
+    Panicked(String),
+    /// The store is shutting down.
+    Shutdown,
+}
+
 /// A message for the store actor.
 #[derive(Debug)]
 pub enum StoreMsg {
-    /// Raft traffic for a region this store has no peer of yet: the store
-    /// decides whether to create one. Droppable.
+    /// Raft traffic for a region this store has no running peer of: the
+    /// store decides whether to create (or recreate) one. Droppable.
     RaftMessage(Box<RaftMessage>),
     /// A store tick. Must-deliver.
     Tick(StoreTick),
-    /// Start the store's ticks. Must-deliver.
-    Start,
-    /// A peer actor has stopped and left the router. Must-deliver.
+    /// A peer actor has stopped; its router entry is closed and leaves the
+    /// router right after this is sent. Must-deliver.
     PeerStopped {
         /// Its region.
         region_id: u64,
         /// Its peer id.
         peer_id: u64,
+        /// Why it stopped: the store recreates a failed or panicked peer
+        /// from its persisted state.
+        reason: PeerStopReason,
     },
 }

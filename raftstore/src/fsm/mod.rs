@@ -32,3 +32,6 @@ pub(crate) async fn tick_loop<A, M>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

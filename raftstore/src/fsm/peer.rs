@@ -4,20 +4,43 @@
 //! as TiKV's `PeerFsmDelegate`), then the peer's `Ready` is handled
 //! (persist → apply → send → advance) before the next message.
 //!
-//! Lifecycle: spawned by the store, ticks itself through a timer task that
-//! holds only a weak reference, and stops after `Destroy`, after its own
-//! removal from the region, or after a disk error (which it cannot recover
-//! from safely). On stop, it leaves the router and answers every waiting
-//! command.
+//! Lifecycle:
+//!
+//! ```text
+//!  spawn_peer ─▶ running ─┬─ stale or removed: destroy on disk ──────┐ close the router entry,
+//!                         └─ write error ────────────────────────────┴ stop gracefully: what was
+//!                                                                      queued is answered or dropped
+//!               running ─┬─ panic: on_panic closes the entry ─┐ kameo stops the actor,
+//!                        └─ kill (store shutdown; the store   ┘ on_undelivered answers or drops
+//!                           closed the entry)                   what was queued
+//!   on_stop, every way: tell the store `PeerStopped { reason }`, leave the
+//!   router (own incarnation only), answer the waiting proposals
+//! ```
+//!
+//! The entry is closed before the actor takes its last message, so a
+//! message either reached the queue the actor empties or came back to its
+//! sender (see `router.rs`). What is left in the queue is not lost: a command
+//! is answered `RegionNotFound` (it was never proposed), anything else
+//! concerned only this incarnation and is dropped. The store recreates a
+//! failed or panicked peer from its persisted state (`fsm/store.rs`).
+//!
+//! One gap is kameo's: what reaches an actor before it has started is held
+//! in a start-up buffer, which a panic while emptying it discards (commands
+//! there are answered by their callbacks' drop, `StaleCommand`). A voluntary
+//! stop never discards it: it stops gracefully, after the buffer.
+//!
+//! The actor ticks itself through a timer task that holds only a weak
+//! reference and ends with it (or is aborted when the actor stops).
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
-use kameo::error::{ActorStopReason, Infallible};
-use kameo::message::{Context, Message};
+use kameo::error::{ActorStopReason, Infallible, PanicError};
+use kameo::message::{BoxMessage, Context, Message};
 use kvproto::raft_serverpb::RaftMessage;
-use router::{MailboxLoad, PeerMsg, PeerTick, StoreMsg};
+use router::{MailboxHandle, PeerMsg, PeerStopReason, PeerTick, StoreMsg};
 use slog::{debug, error};
 use tokio::task::JoinHandle;
 
@@ -30,19 +53,27 @@ use crate::peer::Peer;
 /// A region peer as an actor.
 pub struct PeerActor {
     peer: Peer,
+    /// Invariant: declared after `peer`, so it is dropped last: the store
+    /// learns that every actor's state is gone from the context's last
+    /// handle going (`Store::stop`), and the peer holds the engine too.
     ctx: Arc<StoreContext>,
-    load: MailboxLoad,
+    /// This incarnation's router entry.
+    mailbox: MailboxHandle,
     ticker: Option<JoinHandle<()>>,
+    /// Why the actor stops, once it decided to (a panic or a kill decides
+    /// for it: `on_stop` gets the reason from kameo then).
+    stop_reason: Option<PeerStopReason>,
 }
 
 impl PeerActor {
-    /// An actor for `peer`; `load` is the counter its router entry shares.
-    pub fn new(peer: Peer, ctx: Arc<StoreContext>, load: MailboxLoad) -> Self {
+    /// An actor for `peer`; `mailbox` is the handle its router entry shares.
+    pub fn new(peer: Peer, ctx: Arc<StoreContext>, mailbox: MailboxHandle) -> Self {
         PeerActor {
             peer,
             ctx,
-            load,
+            mailbox,
             ticker: None,
+            stop_reason: None,
         }
     }
 
@@ -57,15 +88,48 @@ impl PeerActor {
         })));
     }
 
-    /// Leaves the router and stops; waiting commands get `error`.
+    /// Stops after destroying itself; waiting commands get `error`.
     fn stop(&mut self, ctx: &mut Context<Self, ()>, error: &Error) {
+        self.stop_for(ctx, PeerStopReason::Destroyed, error);
+    }
+
+    /// Closes the router entry and stops for `reason`, gracefully: the
+    /// messages already queued are taken first, as leftovers
+    /// (`on_leftover`). Waiting commands get `error`. The rest of the way
+    /// out is `on_stop`.
+    fn stop_for(&mut self, ctx: &mut Context<Self, ()>, reason: PeerStopReason, error: &Error) {
         self.peer.fail_proposals(error);
-        self.ctx.router.unregister(self.peer.region_id);
-        let _ = self.ctx.router.send_store(StoreMsg::PeerStopped {
-            region_id: self.peer.region_id,
-            peer_id: self.peer.peer_id(),
+        self.mailbox.close();
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        self.stop_reason = Some(reason);
+        // The stop signal goes behind every message accepted before the
+        // entry closed; only this actor's own ticker (just aborted) sends
+        // past the router. A task, so that the callers need not await.
+        let actor_ref = ctx.actor_ref().clone();
+        tokio::spawn(async move {
+            // Fails only if the actor is gone already.
+            let _ = actor_ref.stop_gracefully().await;
         });
-        ctx.stop();
+    }
+
+    /// A message that reached the actor once it was stopping: a command is
+    /// answered `RegionNotFound` (never proposed: safe to retry elsewhere);
+    /// any other kind concerned only this incarnation and is dropped (raft
+    /// traffic is droppable anyway). Returns whether it was dropped.
+    fn on_leftover(&self, msg: PeerMsg) -> bool {
+        match msg {
+            PeerMsg::RaftCommand(cmd) => {
+                cmd.callback
+                    .respond_error(Error::RegionNotFound(self.peer.region_id).to_region_error());
+                false
+            }
+            PeerMsg::RaftMessage(_)
+            | PeerMsg::Tick(_)
+            | PeerMsg::SnapshotStatus { .. }
+            | PeerMsg::SnapshotGenerated => true,
+        }
     }
 }
 
@@ -95,16 +159,10 @@ impl<'a> PeerMsgHandler<'a> {
             PeerMsg::RaftMessage(m) => return self.on_raft_message(*m),
             PeerMsg::RaftCommand(cmd) => self.peer.propose_command(self.ctx, *cmd),
             PeerMsg::Tick(tick) => self.on_tick(tick),
-            PeerMsg::Start => {}
             PeerMsg::SnapshotStatus { to_peer_id, status } => {
                 self.on_snapshot_status(to_peer_id, status)
             }
-            PeerMsg::Unreachable { to_peer_id } => {
-                self.peer.raft_group.report_unreachable(to_peer_id)
-            }
-            PeerMsg::SnapshotGenerated(_) => self.peer.on_snapshot_generated(),
-            PeerMsg::SnapshotApplied { .. } | PeerMsg::RaftLogGcFinished { .. } => {}
-            PeerMsg::Destroy => return Flow::Destroy,
+            PeerMsg::SnapshotGenerated => self.peer.on_snapshot_generated(),
         }
         Flow::Continue
     }
@@ -168,16 +226,73 @@ impl Actor for PeerActor {
         Ok(state)
     }
 
+    async fn on_panic(
+        &mut self,
+        _: WeakActorRef<Self>,
+        err: PanicError,
+    ) -> Result<ControlFlow<ActorStopReason>, Self::Error> {
+        // Before kameo drains the mailbox: nothing may be accepted after it.
+        self.mailbox.close();
+        Ok(ControlFlow::Break(ActorStopReason::Panicked(err)))
+    }
+
+    async fn on_undelivered(
+        &mut self,
+        _: ActorStopReason,
+        undelivered: Vec<BoxMessage<Self>>,
+    ) -> Result<(), Self::Error> {
+        let mut dropped = 0;
+        for msg in undelivered {
+            match msg.as_any().downcast::<PeerMsg>() {
+                Ok(msg) => dropped += usize::from(self.on_leftover(*msg)),
+                Err(_) => dropped += 1,
+            }
+        }
+        if dropped > 0 {
+            debug!(self.peer.logger, "dropped the messages left to a stopped peer"; "count" => dropped);
+        }
+        Ok(())
+    }
+
     async fn on_stop(
         &mut self,
         _: WeakActorRef<Self>,
-        _: ActorStopReason,
+        reason: ActorStopReason,
     ) -> Result<(), Self::Error> {
+        // Idempotent; covers a stop none of the paths above closed for.
+        self.mailbox.close();
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
         }
-        self.peer
-            .fail_proposals(&Error::RegionNotFound(self.peer.region_id));
+        let reason = self.stop_reason.take().unwrap_or(match reason {
+            ActorStopReason::Killed => PeerStopReason::Shutdown,
+            ActorStopReason::Panicked(e) => PeerStopReason::Panicked(e.to_string()),
+            other => PeerStopReason::Failed(format!("{other:?}")),
+        });
+        match &reason {
+            PeerStopReason::Panicked(e) => {
+                error!(self.peer.logger, "peer actor panicked"; "err" => %e)
+            }
+            PeerStopReason::Destroyed | PeerStopReason::Failed(_) | PeerStopReason::Shutdown => {
+                debug!(self.peer.logger, "peer actor stopped"; "reason" => ?reason)
+            }
+        }
+        let region_id = self.peer.region_id;
+        // Told before the entry goes, so that whoever sees the entry gone
+        // knows the store has the notice queued. The store ignores it if a
+        // newer incarnation runs by then; that one's entry stays below.
+        if let Err(e) = self.ctx.router.send_store(StoreMsg::PeerStopped {
+            region_id,
+            peer_id: self.peer.peer_id(),
+            reason,
+        }) {
+            // Only when the store actor is gone: the store is stopping.
+            debug!(self.peer.logger, "store not told of a stopped peer"; "err" => %e);
+        }
+        self.ctx
+            .router
+            .unregister(region_id, self.mailbox.incarnation());
+        self.peer.fail_proposals(&Error::RegionNotFound(region_id));
         Ok(())
     }
 }
@@ -187,10 +302,23 @@ impl Message<PeerMsg> for PeerActor {
 
     async fn handle(&mut self, msg: PeerMsg, ctx: &mut Context<Self, ()>) {
         if msg.is_load() {
-            self.load.received();
+            self.mailbox.received();
+        }
+        if self.stop_reason.is_some() {
+            if self.on_leftover(msg) {
+                debug!(self.peer.logger, "dropped a message to a stopping peer");
+            }
+            return;
         }
         if self.peer.stopped {
             return;
+        }
+        #[cfg(test)]
+        if self.ctx.test_hooks.take_panic(self.peer.region_id) {
+            panic!(
+                "panic injected by a test into region {}",
+                self.peer.region_id
+            );
         }
         let flow = PeerMsgHandler::new(&mut self.peer, &self.ctx).handle(msg);
         if let Flow::Destroy = flow {
@@ -203,7 +331,7 @@ impl Message<PeerMsg> for PeerActor {
         if let Err(e) = self.peer.handle_ready(&self.ctx).await {
             error!(self.peer.logger, "peer stopped on an error it cannot recover from"; "err" => %e);
             self.peer.stopped = true;
-            self.stop(ctx, &e);
+            self.stop_for(ctx, PeerStopReason::Failed(e.to_string()), &e);
             return;
         }
         if self.peer.pending_remove {

@@ -1,9 +1,22 @@
-//! `StoreActor`: the store-level actor. It receives raft messages for regions
-//! this store has no peer of yet and decides whether to create one (a new
-//! member being added by its leader), and store ticks: the snapshot GC tick
-//! hands a sweep to the region worker.
+//! `StoreActor`: the store-level actor. It receives
+//! - raft messages for regions this store has no running peer of, and
+//!   decides whether to create one (a new member being added by its leader)
+//!   or to recreate one from its persisted state (a peer that stopped);
+//! - `PeerStopped` notices: a peer that failed or panicked is recreated from
+//!   its persisted state if its region state is `Normal`, a tombstoned one
+//!   stays dead;
+//! - store ticks: the snapshot GC tick hands a sweep to the region worker.
+//!
+//! A peer whose persisted state makes it fail again at once would be
+//! recreated forever; the store recreates one at most `MAX_RESTARTS` times
+//! per `RESTART_WINDOW`, then leaves it down (logged) until the store
+//! restarts. Recreating needs no barrier against the old incarnation's
+//! writes: a peer awaits every write it issues before its handler returns
+//! or panics, and its router entry is closed before this store hears of it.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, Spawn, WeakActorRef};
@@ -14,8 +27,10 @@ use kvproto::eraftpb::MessageType;
 use kvproto::metapb;
 use kvproto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use kvproto::schedulerpb::StoreStats;
-use router::{MailboxLoad, PeerMailbox, StoreMsg, StoreTick};
-use slog::{debug, info, warn};
+use router::{
+    MailboxHandle, MailboxLoad, PeerMailbox, PeerMsg, PeerStopReason, StoreMsg, StoreTick,
+};
+use slog::{debug, error, info, warn};
 use storage::CF_DEFAULT;
 use storage::keys;
 use tokio::task::JoinHandle;
@@ -27,19 +42,32 @@ use crate::fsm::tick_loop;
 use crate::peer::Peer;
 use crate::worker::region::RegionTask;
 
+/// How many times a region's peer is recreated within `RESTART_WINDOW`
+/// before the store gives up on it.
+pub(crate) const MAX_RESTARTS: usize = 3;
+/// See `MAX_RESTARTS`.
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
 /// The store's own actor.
 pub struct StoreActor {
     ctx: Arc<StoreContext>,
+    /// Counts the raft messages queued for this actor (the router bounds them).
+    load: MailboxLoad,
     /// The store's tick timers, stopped with the actor.
     tickers: Vec<JoinHandle<()>>,
+    /// When each region's peer was recreated lately (within `RESTART_WINDOW`).
+    restarts: HashMap<u64, VecDeque<Instant>>,
 }
 
 impl StoreActor {
-    /// An actor for the store `ctx` describes.
-    pub fn new(ctx: Arc<StoreContext>) -> Self {
+    /// An actor for the store `ctx` describes; `load` is the counter the
+    /// router's store entry shares.
+    pub fn new(ctx: Arc<StoreContext>, load: MailboxLoad) -> Self {
         StoreActor {
             ctx,
+            load,
             tickers: Vec::new(),
+            restarts: HashMap::new(),
         }
     }
 
@@ -60,25 +88,25 @@ impl StoreActor {
 
     fn on_raft_message(&mut self, msg: Box<RaftMessage>) {
         let region_id = msg.region_id;
-        if self.ctx.router.has_region(region_id) {
-            // Created meanwhile: deliver as usual.
-            let _ = self.ctx.router.send_raft_message(msg);
-            return;
-        }
-        match self.maybe_create_peer(&msg) {
-            Ok(true) => {
-                let _ = self.ctx.router.send_raft_message(msg);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                warn!(self.ctx.logger, "cannot create peer"; "region_id" => region_id, "err" => %e)
+        if !self.ctx.router.has_region(region_id) {
+            match self.maybe_create_peer(&msg) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(self.ctx.logger, "cannot create peer"; "region_id" => region_id, "err" => %e);
+                    return;
+                }
             }
         }
+        // Straight to the peer: should it have stopped meanwhile, the
+        // message is dropped rather than sent back here.
+        let _ = self.ctx.router.send(region_id, PeerMsg::RaftMessage(msg));
     }
 
-    /// Creates an empty peer for the region `msg` is addressed to, if the
-    /// message is one a leader sends a brand-new member. Returns whether a
-    /// peer now exists.
+    /// Creates a peer for the region `msg` is addressed to: from its
+    /// persisted state if the store holds the region (its peer stopped), or
+    /// empty if the message is one a leader sends a brand-new member.
+    /// Returns whether a peer now runs.
     fn maybe_create_peer(&mut self, msg: &RaftMessage) -> Result<bool> {
         let region_id = msg.region_id;
         let Some(to_peer) = msg.to_peer else {
@@ -90,6 +118,29 @@ impl StoreActor {
         let Some(message) = &msg.message else {
             return Ok(false);
         };
+        let local = self.region_state(region_id)?;
+        if let Some(local) = &local {
+            match local.state() {
+                PeerState::Normal => return self.maybe_restart_peer(region_id, local),
+                PeerState::Applying => {
+                    debug!(self.ctx.logger, "dropped a message for a region left applying";
+                        "region_id" => region_id);
+                    return Ok(false);
+                }
+                PeerState::Tombstone => {
+                    let local_conf_ver = local
+                        .region
+                        .as_ref()
+                        .and_then(|r| r.region_epoch)
+                        .map_or(0, |e| e.conf_ver);
+                    let msg_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
+                    if msg_conf_ver <= local_conf_ver {
+                        debug!(self.ctx.logger, "dropped a message for a destroyed peer"; "region_id" => region_id);
+                        return Ok(false);
+                    }
+                }
+            }
+        }
         // Only a vote request or a leader's first heartbeat (commit 0) can
         // come to a peer that does not exist yet; anything else is stale.
         let initial = message.msg_type() == MessageType::MsgRequestVote
@@ -99,23 +150,6 @@ impl StoreActor {
                 "msg" => ?message.msg_type());
             return Ok(false);
         }
-        let local = self
-            .ctx
-            .engine
-            .get_msg_cf::<RegionLocalState>(CF_DEFAULT, &keys::region_state_key(region_id))?;
-        if let Some(local) = local
-            && local.state() == PeerState::Tombstone
-        {
-            let local_conf_ver = local
-                .region
-                .and_then(|r| r.region_epoch)
-                .map_or(0, |e| e.conf_ver);
-            let msg_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
-            if msg_conf_ver <= local_conf_ver {
-                debug!(self.ctx.logger, "dropped a message for a destroyed peer"; "region_id" => region_id);
-                return Ok(false);
-            }
-        }
         let region = metapb::Region {
             id: region_id,
             ..Default::default()
@@ -123,6 +157,86 @@ impl StoreActor {
         info!(self.ctx.logger, "creating peer for a new member"; "region_id" => region_id, "peer_id" => to_peer.id);
         spawn_peer(&self.ctx, region, to_peer)?;
         Ok(true)
+    }
+
+    fn on_peer_stopped(&mut self, region_id: u64, peer_id: u64, reason: PeerStopReason) {
+        match &reason {
+            PeerStopReason::Destroyed | PeerStopReason::Shutdown => {
+                debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id,
+                    "peer_id" => peer_id, "reason" => ?reason);
+                return;
+            }
+            PeerStopReason::Failed(e) | PeerStopReason::Panicked(e) => {
+                warn!(self.ctx.logger, "peer stopped abnormally"; "region_id" => region_id,
+                    "peer_id" => peer_id, "err" => %e);
+            }
+        }
+        if self.ctx.router.has_region(region_id) {
+            // A newer incarnation runs already (created for a message).
+            return;
+        }
+        let result = self.region_state(region_id).and_then(|local| match local {
+            Some(local) if local.state() == PeerState::Normal => {
+                self.maybe_restart_peer(region_id, &local)
+            }
+            Some(local) if local.state() == PeerState::Tombstone => {
+                // Destroyed, though it could not finish (it failed or
+                // panicked after writing its tombstone): its range is free.
+                self.ctx.store_meta().remove(region_id);
+                info!(self.ctx.logger, "stopped peer stays destroyed"; "region_id" => region_id);
+                Ok(false)
+            }
+            // Applying: finished when the store restarts. None: it was never
+            // initialized, and its leader recreates it with its next message.
+            _ => Ok(false),
+        });
+        if let Err(e) = result {
+            error!(self.ctx.logger, "cannot recreate a stopped peer"; "region_id" => region_id, "err" => %e);
+        }
+    }
+
+    /// Recreates the peer of `region_id` from its persisted `Normal` state,
+    /// unless it was recreated too often lately. Returns whether it runs.
+    fn maybe_restart_peer(&mut self, region_id: u64, local: &RegionLocalState) -> Result<bool> {
+        let now = Instant::now();
+        let recent = self.restarts.entry(region_id).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= MAX_RESTARTS {
+            debug!(self.ctx.logger, "peer not recreated: it failed too often"; "region_id" => region_id,
+                "restarts" => recent.len());
+            return Ok(false);
+        }
+        let region = local.region.clone().unwrap_or_default();
+        let Some(meta) = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == self.ctx.store_id)
+            .copied()
+        else {
+            debug!(self.ctx.logger, "region lists no peer on this store"; "region_id" => region_id);
+            return Ok(false);
+        };
+        recent.push_back(now);
+        if recent.len() == MAX_RESTARTS {
+            error!(self.ctx.logger, "peer recreated for the last time; if it fails again the region stays down on this store until it restarts";
+                "region_id" => region_id);
+        }
+        info!(self.ctx.logger, "recreating a stopped peer from its persisted state";
+            "region_id" => region_id, "peer_id" => meta.id);
+        spawn_peer(&self.ctx, region, meta)?;
+        Ok(true)
+    }
+
+    fn region_state(&self, region_id: u64) -> Result<Option<RegionLocalState>> {
+        Ok(self
+            .ctx
+            .engine
+            .get_msg_cf::<RegionLocalState>(CF_DEFAULT, &keys::region_state_key(region_id))?)
     }
 }
 
@@ -146,18 +260,18 @@ pub fn spawn_peer(
     if !region_is_empty {
         ctx.store_meta().set_region(peer.region());
     }
-    let load = MailboxLoad::new();
+    let mailbox = MailboxHandle::new();
     // Unbounded, as the router expects: it bounds the droppable and refusable
     // messages itself, and every other message must get through. kameo's
     // default mailbox holds 64; when full it refused ticks (the ticker then
     // stopped for good, and a peer that never ticks never campaigns) and
     // must-deliver messages alike.
     let actor = PeerActor::spawn_with_mailbox(
-        PeerActor::new(peer, Arc::clone(ctx), load.clone()),
+        PeerActor::new(peer, Arc::clone(ctx), mailbox.clone()),
         mailbox::unbounded(),
     );
     ctx.router
-        .register(region_id, PeerMailbox::new(actor.recipient(), load));
+        .register(region_id, PeerMailbox::new(actor.recipient(), mailbox));
     Ok(())
 }
 
@@ -200,13 +314,17 @@ impl Message<StoreMsg> for StoreActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
+        if msg.is_load() {
+            self.load.received();
+        }
         match msg {
             StoreMsg::RaftMessage(m) => self.on_raft_message(m),
             StoreMsg::Tick(tick) => self.on_tick(tick),
-            StoreMsg::Start => {}
-            StoreMsg::PeerStopped { region_id, peer_id } => {
-                debug!(self.ctx.logger, "peer stopped"; "region_id" => region_id, "peer_id" => peer_id);
-            }
+            StoreMsg::PeerStopped {
+                region_id,
+                peer_id,
+                reason,
+            } => self.on_peer_stopped(region_id, peer_id, reason),
         }
     }
 }

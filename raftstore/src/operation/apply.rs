@@ -202,10 +202,10 @@ impl Peer {
                 }
                 DataRequest::Snap => {
                     self.flush(ctx, batch).await?;
-                    snapshot = Some(ReadSnapshot::for_region(
+                    snapshot = Some(ReadSnapshot::new(crate::RegionSnapshot::for_region(
                         ctx.engine.snapshot(),
                         &batch.region,
-                    ));
+                    )));
                     resp.snap = Some(SnapResponse {
                         region: Some(batch.region.clone()),
                     });

@@ -347,9 +347,7 @@ impl Runner {
                     "index" => meta.index, "term" => meta.term);
                 notifier.finish(Some(snapshot.clone()));
                 // A nudge only: the snapshot is in the peer's source already.
-                let _ = self
-                    .router
-                    .send(region_id, PeerMsg::SnapshotGenerated(Box::new(snapshot)));
+                let _ = self.router.send(region_id, PeerMsg::SnapshotGenerated);
             }
             Err(e) => {
                 warn!(self.logger, "snapshot generation failed"; "region_id" => region_id, "err" => %e);
@@ -416,7 +414,7 @@ mod tests {
     use kameo::error::Infallible;
     use kameo::message::{Context, Message};
     use kvproto::raft_serverpb::{RaftSnapshotData, RaftTruncatedState, SnapshotMeta};
-    use router::{MailboxLoad, PeerMailbox};
+    use router::{MailboxHandle, PeerMailbox};
 
     use super::*;
 
@@ -442,7 +440,7 @@ mod tests {
         let actor = Sink::spawn(Sink);
         router.register(
             region_id,
-            PeerMailbox::new(actor.recipient(), MailboxLoad::new()),
+            PeerMailbox::new(actor.recipient(), MailboxHandle::new()),
         );
     }
 

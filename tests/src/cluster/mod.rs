@@ -518,7 +518,10 @@ impl Cluster {
                 .clone()
                 .and_then(|s| s.region)
                 .expect("a snap response names its region");
-            let reader = resp.snapshot.expect("a snap response carries a snapshot");
+            let reader = resp
+                .snapshot
+                .and_then(|s| s.downcast::<raftstore::RegionSnapshot>().ok())
+                .expect("a snap response carries a region snapshot");
             let mut iter = reader.iter_cf(CF_DEFAULT).expect("iterate the snapshot");
             iter.seek(&key);
             while iter.valid() {

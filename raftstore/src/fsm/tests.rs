@@ -1,0 +1,338 @@
+//! The actors' lifecycle against a real one-region store: a peer that
+//! panics is recreated from its persisted state or stays down, nothing it
+//! held is left unanswered, and the store's mailbox is bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvproto::eraftpb::{Message as RaftMsg, MessageType};
+use kvproto::metapb;
+use kvproto::raft_cmdpb::{
+    CmdType, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+};
+use kvproto::raft_serverpb::{PeerState, RaftMessage};
+use router::{
+    Callback, CmdResponse, PeerMsg, PeerTick, RaftCommand, RouterError, StoreMsg, StoreTick,
+};
+use slog::{Logger, o};
+use storage::Engine;
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use crate::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
+use crate::peer_storage::write_region_state;
+use crate::transport::TransportError;
+use crate::{Config, SnapManager, Store, Transport};
+
+const REGION: u64 = 1;
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct NoNetwork;
+
+impl Transport for NoNetwork {
+    fn send(&self, _: RaftMessage) -> Result<(), TransportError> {
+        Err(TransportError::Dropped)
+    }
+
+    fn send_snapshot(&self, _: RaftMessage) -> Result<(), TransportError> {
+        Err(TransportError::Dropped)
+    }
+}
+
+/// Store 1 with region 1, whose only peer (1) is on it.
+fn new_test_store(cfg: Config) -> (TempDir, Store, metapb::Region) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Engine::open(dir.path().join("db")).expect("open engine");
+    bootstrap_store(&engine, 1, 1).expect("bootstrap store");
+    let region = new_first_region(REGION, vec![metapb::Peer { id: 1, store_id: 1 }]);
+    write_initial_region(&engine, &region).expect("write region");
+    let logger = Logger::root(slog::Discard, o!());
+    let snap_mgr = SnapManager::open(dir.path().join("snap")).expect("snap dir");
+    let store = Store::start(
+        1,
+        cfg,
+        engine,
+        snap_mgr,
+        Arc::new(NoNetwork),
+        Arc::new(crate::NoScheduler),
+        &logger,
+    )
+    .expect("start store");
+    (dir, store, region)
+}
+
+fn command(
+    region: &metapb::Region,
+    request: Request,
+) -> (Box<RaftCommand>, router::CallbackReceiver) {
+    let (callback, rx) = Callback::new();
+    let request = RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: region.id,
+            peer: Some(metapb::Peer { id: 1, store_id: 1 }),
+            region_epoch: region.region_epoch,
+            ..Default::default()
+        }),
+        requests: vec![request],
+        admin_request: None,
+    };
+    (Box::new(RaftCommand { request, callback }), rx)
+}
+
+fn put(key: &[u8], value: &[u8]) -> Request {
+    Request {
+        cmd_type: CmdType::Put as i32,
+        put: Some(PutRequest {
+            cf: String::new(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn get(key: &[u8]) -> Request {
+    Request {
+        cmd_type: CmdType::Get as i32,
+        get: Some(GetRequest {
+            cf: String::new(),
+            key: key.to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Runs `request` on region 1 until it succeeds (the peer may not lead
+/// yet); panics at the deadline with the last answer.
+async fn must_run(store: &Store, region: &metapb::Region, request: Request) -> CmdResponse {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let (cmd, rx) = command(region, request.clone());
+        match store.router().send_command(REGION, cmd) {
+            Ok(()) => match rx.await {
+                Ok(resp) if resp.region_error().is_none() => return resp,
+                Ok(resp) => last = Some(format!("{:?}", resp.region_error())),
+                Err(_) => last = Some("callback dropped".into()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("request on region {REGION} did not succeed; last answer: {last:?}");
+}
+
+/// Waits until `cond` holds; panics at the deadline naming `what`.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Makes region 1's peer panic on its next message, and sends it one (its
+/// ticker may get there first: then this one is handed back).
+fn inject_panic(store: &Store) {
+    store.context().test_hooks.panic_next(REGION);
+    let _ = store
+        .router()
+        .send(REGION, PeerMsg::Tick(PeerTick::SchedulerHeartbeat));
+}
+
+/// Returns once the store actor has handled everything sent to it so far.
+async fn flush_store(store: &Store) {
+    store
+        .store_actor()
+        .ask(StoreMsg::Tick(StoreTick::SnapshotGc))
+        .await
+        .expect("the store actor runs");
+}
+
+fn whole_range_region() -> metapb::Region {
+    metapb::Region {
+        id: 99,
+        ..Default::default()
+    }
+}
+
+/// A panicking peer used to leave its dead entry in the router and its store
+/// uninformed: the region was dead on the store until it restarted. Now the
+/// store recreates it from its persisted state, and the data is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_peer_is_recreated_from_its_persisted_state() {
+    let (_dir, store, region) = new_test_store(Config::for_tests());
+    must_run(&store, &region, put(b"k", b"v")).await;
+    let router = store.router();
+    let old = router.incarnation(REGION).expect("registered");
+    inject_panic(&store);
+    wait_until("a new incarnation of the peer runs", || {
+        router.has_region(REGION) && router.incarnation(REGION) != Some(old)
+    })
+    .await;
+    let resp = must_run(&store, &region, get(b"k")).await;
+    let value = resp.response.responses[0]
+        .get
+        .clone()
+        .unwrap_or_default()
+        .value;
+    assert_eq!(value, b"v");
+    store.stop().await;
+}
+
+/// Commands queued behind the message a peer panicked on are answered
+/// `RegionNotFound` (never proposed, so safe to retry), not dropped.
+#[tokio::test]
+async fn commands_queued_behind_a_panic_are_answered_region_not_found() {
+    let (_dir, store, region) = new_test_store(Config::for_tests());
+    // Past its start-up: kameo holds what arrives before in a buffer of
+    // its own, which a panic discards.
+    must_run(&store, &region, put(b"k", b"v")).await;
+    // Nothing runs between these on a current-thread runtime: the command
+    // is queued behind the message the peer panics on.
+    inject_panic(&store);
+    let (cmd, rx) = command(&region, put(b"k", b"v"));
+    store
+        .router()
+        .send_command(REGION, cmd)
+        .expect("the peer still runs");
+    let resp = tokio::time::timeout(TIMEOUT, rx)
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert!(
+        resp.region_error()
+            .is_some_and(|e| e.region_not_found.is_some()),
+        "expected RegionNotFound, got {:?}",
+        resp.region_error()
+    );
+    store.stop().await;
+}
+
+/// A peer that stops abnormally over a tombstone stays dead: the store does
+/// not recreate it, and its range is free for another region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_peer_over_a_tombstone_stays_down() {
+    let (_dir, store, region) = new_test_store(Config::for_tests());
+    let router = store.router();
+    let engine = store.engine().clone();
+    let mut wb = engine.write_batch();
+    write_region_state(&mut wb, &region, PeerState::Tombstone).expect("encode state");
+    engine.write(wb, true).expect("write tombstone");
+    assert!(
+        store
+            .context()
+            .store_meta()
+            .overlapping(&whole_range_region())
+            .is_some()
+    );
+    inject_panic(&store);
+    // The entry goes after the store was told (`on_stop`).
+    wait_until("the peer left the router", || {
+        router.incarnation(REGION).is_none()
+    })
+    .await;
+    flush_store(&store).await;
+    assert!(!router.has_region(REGION), "a tombstoned peer stays down");
+    assert!(
+        store
+            .context()
+            .store_meta()
+            .overlapping(&whole_range_region())
+            .is_none(),
+        "its range is free"
+    );
+    store.stop().await;
+}
+
+/// A peer that keeps failing is recreated a bounded number of times, then
+/// left down; raft traffic for it does not bring it back either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_failing_is_left_down() {
+    let (_dir, store, _region) = new_test_store(Config::for_tests());
+    let router = store.router();
+    for _ in 0..super::store::MAX_RESTARTS {
+        let old = router.incarnation(REGION).expect("registered");
+        inject_panic(&store);
+        wait_until("a new incarnation of the peer runs", || {
+            router.has_region(REGION) && router.incarnation(REGION) != Some(old)
+        })
+        .await;
+    }
+    inject_panic(&store);
+    wait_until("the peer left the router", || {
+        router.incarnation(REGION).is_none()
+    })
+    .await;
+    flush_store(&store).await;
+    assert!(!router.has_region(REGION));
+    router
+        .send_raft_message(Box::new(raft_message(REGION, MessageType::MsgHeartbeat)))
+        .expect("taken by the store");
+    flush_store(&store).await;
+    assert!(!router.has_region(REGION), "not brought back by a message");
+    store.stop().await;
+}
+
+fn raft_message(region_id: u64, msg_type: MessageType) -> RaftMessage {
+    RaftMessage {
+        region_id,
+        from_peer: Some(metapb::Peer { id: 2, store_id: 2 }),
+        to_peer: Some(metapb::Peer { id: 1, store_id: 1 }),
+        message: Some(RaftMsg {
+            msg_type: msg_type as i32,
+            from: 2,
+            to: 1,
+            term: 6,
+            commit: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Raft messages for regions the store lacks are bounded: the store actor
+/// takes them off its count as it handles them, so past the limit they are
+/// dropped only until it catches up.
+#[tokio::test]
+async fn the_store_bounds_raft_messages_for_regions_it_lacks() {
+    let mut cfg = Config::for_tests();
+    cfg.mailbox_limit = 4;
+    let (_dir, store, _region) = new_test_store(cfg);
+    let router = store.router();
+    // Nothing runs between these on a current-thread runtime.
+    for i in 0..4 {
+        router
+            .send_raft_message(Box::new(raft_message(50 + i, MessageType::MsgHeartbeat)))
+            .expect("under the limit");
+    }
+    assert!(matches!(
+        router.send_raft_message(Box::new(raft_message(60, MessageType::MsgHeartbeat))),
+        Err(RouterError::Full(60, _))
+    ));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match router.send_raft_message(Box::new(raft_message(61, MessageType::MsgHeartbeat))) {
+            Ok(()) => break,
+            Err(RouterError::Full(..)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the store never took its messages off its count"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+    }
+    store.stop().await;
+}
+
+/// `stop` returns only once every actor's state is gone: the engine can be
+/// opened again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_releases_the_engine() {
+    let (dir, store, region) = new_test_store(Config::for_tests());
+    must_run(&store, &region, put(b"k", b"v")).await;
+    store.stop().await;
+    Engine::open(dir.path().join("db")).expect("the engine is closed after stop");
+}
