@@ -1,39 +1,65 @@
 //! `MemoryScheduler`: the placement driver's state in memory, behind
-//! [`SchedulerClient`].
+//! [`SchedulerClient`], optionally written through to a state file.
 //!
-//! It owns the cluster id, the id allocator, the stores, the region map (kept
-//! fresh by heartbeats; `region_map` has the epoch
-//! rules), each region's last reported leader and pending peers, and the
-//! operators tests schedule. The test cluster shares one `Arc<MemoryScheduler>`
-//! between its stores; the gRPC service will wrap the same struct.
+//! It owns the cluster id, the id allocator (`ids`), the stores, the region
+//! map (kept fresh by heartbeats; `region_map` has the epoch rules), each
+//! region's last reported leader and pending peers, the cluster config, the
+//! timestamp oracle (`tso`) and the operators tests schedule. The test cluster
+//! shares one `Arc<MemoryScheduler>` (made with [`MemoryScheduler::new`],
+//! nothing on disk) between its stores; the `tinykv-scheduler` binary serves
+//! one made with [`MemoryScheduler::open`] over gRPC (`service`).
+//!
+//! Persistence (`open`): every change to what the state file keeps (see
+//! `persist`) is written there, fsynced, before it is applied in memory and
+//! answered. A change whose write fails is refused and changes nothing.
+//! Changes that only touch what is not kept (leaders, pending peers, store
+//! stats, operators) write nothing, so the steady stream of heartbeats from an
+//! idle cluster costs no fsync.
 //!
 //! A region heartbeat, step by step:
 //! 1. under the state lock, validate everything (bootstrapped, region shape,
-//!    leader is a member, leader's store known and not tombstone, epoch rules)
-//!    before changing anything: a refused heartbeat changes nothing;
-//! 2. store the region, drop the older regions it replaces, record its leader
-//!    and pending peers;
-//! 3. ask the region's operator for its next step; drop it if done;
-//! 4. release the lock, then hand the response to the handler registered for
+//!    leader is a member, leader's store known and not tombstone, epoch rules,
+//!    ids within the allocator's bounds) before changing anything: a refused
+//!    heartbeat changes nothing;
+//! 2. if the region's range, peers or epoch changed, or its ids move the
+//!    allocator's reservation, write the new state file;
+//! 3. store the region, drop the older regions it replaces, reserve its ids,
+//!    record its leader and pending peers;
+//! 4. ask the region's operator for its next step; drop it if done;
+//! 5. release the lock, then hand the response to the handler registered for
 //!    the leader's store.
 //!
 //! Locks: `state` and `handlers` are never held together, and no handler runs
-//! under either, so a handler may call back into the scheduler.
+//! under either, so a handler may call back into the scheduler. `tso` may be
+//! taken before `state`, never after. State file writes happen only under the
+//! `state` write lock, so they are ordered like the changes they record.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use kvproto::metapb::{Peer, Region, Store, StoreState};
+use kvproto::metapb::{Cluster, Peer, Region, Store, StoreState};
 use kvproto::schedulerpb::{
-    RegionHeartbeatRequest, RegionHeartbeatResponse, ResponseHeader, SplitId, StoreStats,
+    RegionHeartbeatRequest, RegionHeartbeatResponse, ResponseHeader, SplitId, StoreStats, Timestamp,
 };
-use slog::{Logger, debug, info, o};
+use slog::{Logger, debug, error, info, o};
 
 use crate::client::{RegionHeartbeatResponseHandler, SchedulerClient};
 use crate::errors::{Error, Result};
+use crate::ids::IdAllocator;
 use crate::operator::{Operator, OperatorStep};
+use crate::persist::{PersistedState, StateFile};
 use crate::region_map::{RegionMap, check_region_shape, is_epoch_stale};
+use crate::tso::TsoOracle;
+
+/// The replica count of a new cluster's config, as TinyKV's scheduler.
+const DEFAULT_MAX_PEER_COUNT: u32 = 3;
+
+/// The most peers `ask_split` hands ids out for.
+const MAX_SPLIT_PEERS: usize = 256;
 
 /// A store as the scheduler keeps it.
 #[derive(Debug, Clone)]
@@ -47,12 +73,21 @@ fn is_tombstone(store: &Store) -> bool {
     store.state() == StoreState::Tombstone
 }
 
+/// Every id a region carries: its own, its peers' and their stores'.
+fn region_ids(region: &Region) -> impl Iterator<Item = u64> + '_ {
+    region
+        .peers
+        .iter()
+        .flat_map(|p| [p.id, p.store_id])
+        .chain([region.id])
+}
+
 /// A registered [`RegionHeartbeatResponseHandler`], shared so it can be
 /// called after the handler lock is released.
 type SharedHandler = Arc<dyn Fn(RegionHeartbeatResponse) + Send + Sync>;
 
 /// Everything a heartbeat may change, so one lock makes each call atomic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ClusterState {
     /// Invariant: false until `bootstrap` succeeds, then true for good.
     bootstrapped: bool,
@@ -72,9 +107,109 @@ struct ClusterState {
     /// test may schedule before the region reports, and a region dropped for a
     /// newer overlapping one keeps its operator until it reports again.
     operators: HashMap<u64, Operator>,
+    /// The id allocator.
+    /// Invariant: above every id handed out and every store, region and peer
+    /// id in `stores` and `regions`; with a state file, its `end` is the one
+    /// on disk. Replaced (never changed in place) after the file is written.
+    ids: IdAllocator,
+    /// Invariant: `cluster_config.id` is the cluster id.
+    cluster_config: Cluster,
+    /// The durable timestamp limit, as on disk; the oracle keeps a copy.
+    tso_limit_ms: i64,
 }
 
 impl ClusterState {
+    fn new(cluster_id: u64) -> ClusterState {
+        ClusterState {
+            bootstrapped: false,
+            stores: BTreeMap::new(),
+            regions: RegionMap::default(),
+            leaders: HashMap::new(),
+            pending_peers: HashMap::new(),
+            operators: HashMap::new(),
+            ids: IdAllocator::new(0),
+            cluster_config: Cluster {
+                id: cluster_id,
+                max_peer_count: DEFAULT_MAX_PEER_COUNT,
+            },
+            tso_limit_ms: 0,
+        }
+    }
+
+    /// What the state file keeps of this state.
+    fn to_persisted(&self) -> PersistedState {
+        PersistedState {
+            cluster_id: self.cluster_config.id,
+            bootstrapped: self.bootstrapped,
+            id_end: self.ids.end(),
+            stores: self.stores.values().map(|r| r.meta.clone()).collect(),
+            regions: self.regions.iter().cloned().collect(),
+            cluster_config: Some(self.cluster_config),
+            tso_limit_ms: self.tso_limit_ms,
+        }
+    }
+
+    /// The state a state file describes, checked as thoroughly as a live
+    /// update would be: a file that passed its checksum but describes an
+    /// impossible cluster is refused, with the reason.
+    fn from_persisted(persisted: PersistedState) -> std::result::Result<ClusterState, String> {
+        let cluster_id = persisted.cluster_id;
+        let mut state = ClusterState::new(cluster_id);
+        state.bootstrapped = persisted.bootstrapped;
+        state.ids = IdAllocator::new(persisted.id_end);
+        state.tso_limit_ms = persisted.tso_limit_ms;
+        if let Some(config) = persisted.cluster_config {
+            if config.id != cluster_id {
+                return Err(format!(
+                    "cluster config names cluster {}, the file cluster {cluster_id}",
+                    config.id
+                ));
+            }
+            state.cluster_config = config;
+        }
+        if !state.bootstrapped && (!persisted.stores.is_empty() || !persisted.regions.is_empty()) {
+            return Err("stores or regions in a cluster that is not bootstrapped".to_owned());
+        }
+        let id_end = persisted.id_end;
+        let check_id = |what: &str, id: u64| {
+            if id >= id_end {
+                Err(format!(
+                    "{what} id {id} is not below the reserved id end {id_end}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        for store in persisted.stores {
+            if store.id == 0 || state.stores.contains_key(&store.id) {
+                return Err(format!("store id {} is 0 or repeated", store.id));
+            }
+            check_id("store", store.id)?;
+            state.stores.insert(
+                store.id,
+                StoreRecord {
+                    meta: store,
+                    stats: None,
+                },
+            );
+        }
+        for region in persisted.regions {
+            check_region_shape(&region).map_err(|e| e.to_string())?;
+            for id in region_ids(&region) {
+                check_id("region, peer or store", id)?;
+            }
+            if state.regions.get(region.id).is_some() {
+                return Err(format!("region {} is listed twice", region.id));
+            }
+            match state.regions.check_update(&region) {
+                Ok(replaced) if replaced.is_empty() => {}
+                _ => return Err(format!("region {} overlaps another region", region.id)),
+            }
+            state.regions.apply_update(region, &[]);
+        }
+        Ok(state)
+    }
+
     fn check_bootstrapped(&self) -> Result<()> {
         if self.bootstrapped {
             Ok(())
@@ -107,26 +242,38 @@ impl ClusterState {
             self.bootstrapped || (self.stores.is_empty() && self.regions.len() == 0),
             "stores or regions before bootstrap"
         );
+        let next = self.ids.next();
+        let max_seen = self
+            .regions
+            .iter()
+            .flat_map(region_ids)
+            .chain(self.stores.keys().copied())
+            .max();
+        assert!(
+            max_seen.is_none_or(|id| id < next),
+            "id {max_seen:?} in use but not below the allocator's next id {next}"
+        );
     }
 }
 
-/// The in-memory placement driver. Thread safe; share it as
+/// The placement driver's state. Thread safe; share it as
 /// `Arc<MemoryScheduler>` (or `Arc<dyn SchedulerClient>`).
 pub struct MemoryScheduler {
-    /// Fixed at creation, so read without a lock.
+    /// Fixed at creation (or read from the state file), so read without a lock.
     cluster_id: u64,
-    /// The next id to hand out.
-    /// Invariant: above every id handed out, and above every id seen in
-    /// `bootstrap`, `put_store` and `add_peer` (the calls whose ids a caller,
-    /// such as a test, may pick by hand). An atomic rather than part of
-    /// `state`: allocation touches nothing else, is the call most often made
-    /// concurrently, and must not wait behind heartbeats.
-    next_id: AtomicU64,
     /// The cluster's metadata. One lock over all of it because a heartbeat's
-    /// check-then-update spans the region map, leaders, pending peers and
-    /// operators and must be atomic; a `RwLock` because lookups (routing,
+    /// check-then-update spans the region map, leaders, pending peers,
+    /// operators and the id allocator and must be atomic, and because the
+    /// state file is written under it; a `RwLock` because lookups (routing,
     /// tests polling for a leader) far outnumber updates.
     state: RwLock<ClusterState>,
+    /// Where the state is written through; `None` for a scheduler in memory
+    /// only. Invariant: saved only under the `state` write lock.
+    file: Option<StateFile>,
+    /// The timestamp oracle. A `Mutex` of its own so timestamps do not wait
+    /// behind heartbeats; it takes the `state` lock only to move its durable
+    /// limit.
+    tso: Mutex<TsoOracle>,
     /// Store id -> where that store's heartbeat responses go. Apart from
     /// `state` so handlers run with no scheduler lock held; a `RwLock` because
     /// every heartbeat reads it and only a store starting writes it. `Arc` so
@@ -139,21 +286,78 @@ impl std::fmt::Debug for MemoryScheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryScheduler")
             .field("cluster_id", &self.cluster_id)
-            .field("next_id", &self.next_id)
+            .field("file", &self.file)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A fresh cluster id: the creation time in seconds in the high half, random
+/// bits in the low half (as TinyKV's scheduler does), so two clusters set up
+/// independently do not share an id.
+fn new_cluster_id() -> u64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // `RandomState` is seeded from the OS's randomness per process.
+    let random = RandomState::new().hash_one(now_ms()) & 0xffff_ffff;
+    ((secs << 32) | random).max(1)
+}
+
 impl MemoryScheduler {
-    /// An empty, not yet bootstrapped scheduler for cluster `cluster_id`. Ids
-    /// start at 1 (0 means "no id" in TinyKV), and above any id `bootstrap`
-    /// sees.
+    /// An empty, not yet bootstrapped scheduler for cluster `cluster_id`,
+    /// kept in memory only. Ids start at 1 (0 means "no id" in TinyKV), and
+    /// above any id `bootstrap` sees.
     pub fn new(cluster_id: u64, logger: &Logger) -> Self {
+        Self::with_state(ClusterState::new(cluster_id), None, logger)
+    }
+
+    /// The scheduler whose state lives in `data_dir` (created if missing): the
+    /// state the dir holds, or, for a dir that never held one, a new cluster
+    /// with a fresh cluster id, written out before this returns.
+    ///
+    /// Fails, naming the file and the reason, if the state cannot be read or
+    /// is torn or corrupt: a cluster is never silently forgotten.
+    pub fn open(data_dir: &Path, logger: &Logger) -> Result<Self> {
+        let (file, loaded) = StateFile::open(data_dir)?;
+        let state = match loaded {
+            Some(persisted) => {
+                ClusterState::from_persisted(persisted).map_err(|reason| Error::State {
+                    path: file.path().display().to_string(),
+                    reason: format!("corrupt state: {reason}"),
+                })?
+            }
+            None => {
+                let state = ClusterState::new(new_cluster_id());
+                file.save(&state.to_persisted())?;
+                state
+            }
+        };
+        let scheduler = Self::with_state(state, Some(file), logger);
+        {
+            let state = scheduler.read();
+            info!(scheduler.logger, "scheduler state loaded";
+                "path" => %data_dir.display(), "bootstrapped" => state.bootstrapped,
+                "stores" => state.stores.len(), "regions" => state.regions.len(),
+                "next_id" => state.ids.next());
+        }
+        Ok(scheduler)
+    }
+
+    fn with_state(state: ClusterState, file: Option<StateFile>, logger: &Logger) -> Self {
+        let cluster_id = state.cluster_config.id;
         MemoryScheduler {
             cluster_id,
-            next_id: AtomicU64::new(1),
-            state: RwLock::new(ClusterState::default()),
+            tso: Mutex::new(TsoOracle::new(state.tso_limit_ms)),
+            state: RwLock::new(state),
+            file,
             handlers: RwLock::new(HashMap::new()),
             logger: logger.new(o!("cluster_id" => cluster_id)),
         }
@@ -173,12 +377,83 @@ impl MemoryScheduler {
             .expect("scheduler state lock poisoned by a panic during an update")
     }
 
-    /// Makes sure no id up to `id` is handed out from now on.
-    fn reserve_ids_through(&self, id: u64) {
-        // A single atomic's read-modify-writes are totally ordered, so
-        // `Relaxed` keeps ids unique and increasing.
-        self.next_id
-            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
+    /// Writes the state `state` will be after `change` to the state file, if
+    /// there is one. The caller holds the state write lock (so writes are
+    /// ordered like changes) and applies the same change in memory only if
+    /// this succeeds.
+    fn persist(
+        &self,
+        state: &ClusterState,
+        change: impl FnOnce(&mut PersistedState),
+    ) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut persisted = state.to_persisted();
+        change(&mut persisted);
+        file.save(&persisted).inspect_err(|e| {
+            error!(self.logger, "cannot write the scheduler state, change refused"; "err" => %e);
+        })
+    }
+
+    /// Hands out `count` consecutive ids, reserving a new batch durably first
+    /// if needed.
+    fn alloc_ids(&self, count: u64) -> Result<Range<u64>> {
+        let mut state = self.write();
+        let (ids, range) = state.ids.plan_alloc(count)?;
+        if ids.end() != state.ids.end() {
+            self.persist(&state, |p| p.id_end = ids.end())?;
+        }
+        state.ids = ids;
+        Ok(range)
+    }
+
+    /// Bootstraps with the first store and, if given, the first region.
+    fn bootstrap_with(&self, store: Store, region: Option<Region>) -> Result<()> {
+        let mut state = self.write();
+        if state.bootstrapped {
+            return Err(Error::AlreadyBootstrapped);
+        }
+        if store.id == 0 || is_tombstone(&store) {
+            return Err(Error::InvalidRequest(format!(
+                "bootstrap with store {store:?}"
+            )));
+        }
+        if let Some(region) = &region {
+            check_region_shape(region)?;
+        }
+        let seen = region.iter().flat_map(region_ids).chain([store.id]);
+        let ids = state.ids.plan_seen(seen)?;
+        self.persist(&state, |p| {
+            p.bootstrapped = true;
+            p.id_end = ids.end();
+            p.stores = vec![store.clone()];
+            p.regions = region.iter().cloned().collect();
+        })?;
+        info!(self.logger, "bootstrap cluster"; "store_id" => store.id, "region" => ?region);
+        state.ids = ids;
+        state.bootstrapped = true;
+        state.stores.insert(
+            store.id,
+            StoreRecord {
+                meta: store,
+                stats: None,
+            },
+        );
+        if let Some(region) = region {
+            state.regions.apply_update(region, &[]);
+        }
+        if cfg!(debug_assertions) {
+            state.check_invariants();
+        }
+        Ok(())
+    }
+
+    /// Bootstraps as the wire's `Bootstrap` does: with the first store only.
+    /// The first region arrives with its first heartbeat (TinyKV's scheduler
+    /// works the same way); until then `get_region` finds nothing.
+    pub fn bootstrap_store(&self, store: Store) -> Result<()> {
+        self.bootstrap_with(store, None)
     }
 
     /// The regions overlapping `[start, end)` (an empty `end` is unbounded)
@@ -201,6 +476,18 @@ impl MemoryScheduler {
             .collect())
     }
 
+    /// The region before the one containing `key` in key order, with its
+    /// leader; `None` if no region contains `key` or it is the first.
+    pub fn get_prev_region(&self, key: &[u8]) -> Result<Option<(Region, Option<Peer>)>> {
+        let state = self.read();
+        state.check_bootstrapped()?;
+        Ok(state
+            .regions
+            .find(key)
+            .and_then(|region| state.regions.prev(region))
+            .map(|r| state.with_leader(r)))
+    }
+
     /// The last stats `store_id` reported, if any.
     pub fn store_stats(&self, store_id: u64) -> Result<Option<StoreStats>> {
         let state = self.read();
@@ -212,10 +499,69 @@ impl MemoryScheduler {
         Ok(record.stats.clone())
     }
 
+    /// The cluster config (cluster id and replica count).
+    pub fn cluster_config(&self) -> Result<Cluster> {
+        let state = self.read();
+        state.check_bootstrapped()?;
+        Ok(state.cluster_config)
+    }
+
+    /// Replaces the cluster config. Its id must be this cluster's.
+    pub fn put_cluster_config(&self, config: Cluster) -> Result<()> {
+        let mut state = self.write();
+        state.check_bootstrapped()?;
+        if config.id != self.cluster_id {
+            return Err(Error::InvalidRequest(format!(
+                "cluster config for cluster {}, this scheduler serves cluster {}",
+                config.id, self.cluster_id
+            )));
+        }
+        if config == state.cluster_config {
+            return Ok(());
+        }
+        self.persist(&state, |p| p.cluster_config = Some(config))?;
+        info!(self.logger, "cluster config changed"; "from" => ?state.cluster_config, "to" => ?config);
+        state.cluster_config = config;
+        Ok(())
+    }
+
+    /// The last of `count` fresh timestamps (see `tso`): strictly above every
+    /// timestamp handed out before, by this process or an earlier one on the
+    /// same data dir.
+    pub fn tso(&self, count: u32) -> Result<Timestamp> {
+        let mut oracle = self
+            .tso
+            .lock()
+            .expect("tso lock poisoned by a panic while handing out a timestamp");
+        let (next, ts, new_limit) = oracle.plan(now_ms(), count)?;
+        if let Some(limit) = new_limit {
+            let mut state = self.write();
+            self.persist(&state, |p| p.tso_limit_ms = limit)?;
+            state.tso_limit_ms = limit;
+        }
+        *oracle = next;
+        Ok(ts)
+    }
+
     /// Schedules adding `peer` to region `region_id`, replacing the region's
     /// operator. The peer id is reserved, so hand-picked ids are safe.
     pub fn add_peer(&self, region_id: u64, peer: Peer) {
-        self.reserve_ids_through(peer.id);
+        {
+            let mut state = self.write();
+            // A local call with no way to report an error: a refused id (far
+            // beyond the allocator, or a failed write) is a caller's bug, logged.
+            let reserved = state.ids.plan_seen([peer.id]).and_then(|ids| {
+                if ids.end() != state.ids.end() {
+                    self.persist(&state, |p| p.id_end = ids.end())?;
+                }
+                Ok(ids)
+            });
+            match reserved {
+                Ok(ids) => state.ids = ids,
+                Err(e) => error!(self.logger, "cannot reserve the id of a peer to add";
+                    "region_id" => region_id, "peer_id" => peer.id, "err" => %e),
+            }
+        }
         self.schedule(region_id, Operator::AddPeer(peer));
     }
 
@@ -241,7 +587,18 @@ impl MemoryScheduler {
         self.write().operators.insert(region_id, operator);
     }
 
-    /// Steps 1 to 3 of a heartbeat (see the module docs): the response and the
+    /// A region heartbeat as a gRPC stream handles it: applied as
+    /// [`SchedulerClient::region_heartbeat`] does, but the response is
+    /// returned, for the stream the heartbeat came on, instead of handed to a
+    /// registered handler.
+    pub(crate) fn heartbeat_response(
+        &self,
+        request: RegionHeartbeatRequest,
+    ) -> Result<RegionHeartbeatResponse> {
+        Ok(self.update_from_heartbeat(request)?.1)
+    }
+
+    /// Steps 1 to 4 of a heartbeat (see the module docs): the response and the
     /// store it goes to.
     fn update_from_heartbeat(
         &self,
@@ -272,8 +629,20 @@ impl MemoryScheduler {
         let replaced = state.regions.check_update(&region).inspect_err(|e| {
             debug!(self.logger, "refuse region heartbeat"; "region_id" => region.id, "err" => %e);
         })?;
+        let ids = state.ids.plan_seen(region_ids(&region))?;
+        let changed = !replaced.is_empty() || state.regions.get(region.id) != Some(&region);
+        if changed || ids.end() != state.ids.end() {
+            self.persist(&state, |p| {
+                p.id_end = ids.end();
+                p.regions
+                    .retain(|r| r.id != region.id && !replaced.contains(&r.id));
+                p.regions.push(region.clone());
+                p.regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+            })?;
+        }
 
-        // Everything is checked; from here on the heartbeat is accepted.
+        // Everything is checked and written; from here on the heartbeat is accepted.
+        state.ids = ids;
         let region_id = region.id;
         let epoch = region.region_epoch;
         for id in &replaced {
@@ -343,47 +712,11 @@ impl SchedulerClient for MemoryScheduler {
     }
 
     fn alloc_id(&self) -> Result<u64> {
-        // `u64::MAX` is never handed out, so `reserve_ids_through` saturating
-        // there still means "exhausted".
-        self.next_id
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
-                (id < u64::MAX).then(|| id + 1)
-            })
-            .map_err(|_| Error::Other("id space exhausted".to_owned()))
+        Ok(self.alloc_ids(1)?.start)
     }
 
     fn bootstrap(&self, store: Store, region: Region) -> Result<()> {
-        let mut state = self.write();
-        if state.bootstrapped {
-            return Err(Error::AlreadyBootstrapped);
-        }
-        if store.id == 0 || is_tombstone(&store) {
-            return Err(Error::InvalidRequest(format!(
-                "bootstrap with store {store:?}"
-            )));
-        }
-        check_region_shape(&region)?;
-        let max_id = region
-            .peers
-            .iter()
-            .flat_map(|p| [p.id, p.store_id])
-            .chain([store.id, region.id])
-            .max();
-        self.reserve_ids_through(max_id.unwrap_or(0));
-        info!(self.logger, "bootstrap cluster"; "store_id" => store.id, "region" => ?region);
-        state.bootstrapped = true;
-        state.stores.insert(
-            store.id,
-            StoreRecord {
-                meta: store,
-                stats: None,
-            },
-        );
-        state.regions.apply_update(region, &[]);
-        if cfg!(debug_assertions) {
-            state.check_invariants();
-        }
-        Ok(())
+        self.bootstrap_with(store, Some(region))
     }
 
     fn is_bootstrapped(&self) -> Result<bool> {
@@ -396,13 +729,27 @@ impl SchedulerClient for MemoryScheduler {
         if store.id == 0 {
             return Err(Error::InvalidRequest("put store with id 0".to_owned()));
         }
-        if let Some(record) = state.stores.get_mut(&store.id) {
-            if is_tombstone(&record.meta) {
+        match state.stores.get(&store.id) {
+            Some(record) if is_tombstone(&record.meta) => {
                 return Err(Error::StoreTombstone(store.id));
             }
+            Some(record) if record.meta == store => return Ok(()),
+            _ => {}
+        }
+        let ids = state.ids.plan_seen([store.id])?;
+        self.persist(&state, |p| {
+            p.id_end = ids.end();
+            match p.stores.binary_search_by_key(&store.id, |s| s.id) {
+                Ok(i) => p.stores[i] = store.clone(),
+                Err(i) => p.stores.insert(i, store.clone()),
+            }
+        })?;
+        state.ids = ids;
+        if let Some(record) = state.stores.get_mut(&store.id) {
+            info!(self.logger, "store updated"; "store_id" => store.id,
+                "address" => &store.address, "state" => ?store.state());
             record.meta = store;
         } else {
-            self.reserve_ids_through(store.id);
             info!(self.logger, "store added"; "store_id" => store.id, "address" => &store.address);
             state.stores.insert(
                 store.id,
@@ -468,12 +815,19 @@ impl SchedulerClient for MemoryScheduler {
                 });
             }
         }
-        let new_region_id = self.alloc_id()?;
-        let new_peer_ids = region
-            .peers
-            .iter()
-            .map(|_| self.alloc_id())
-            .collect::<Result<Vec<_>>>()?;
+        // One id for the new region, one per peer; bounded, so that a request
+        // cannot use up the id space.
+        if region.peers.len() > MAX_SPLIT_PEERS {
+            return Err(Error::InvalidRequest(format!(
+                "region {}: ask split for {} peers, at most {MAX_SPLIT_PEERS}",
+                region.id,
+                region.peers.len()
+            )));
+        }
+        let count = region.peers.len() as u64 + 1;
+        let mut ids = self.alloc_ids(count)?;
+        let new_region_id = ids.next().expect("count is at least 1");
+        let new_peer_ids = ids.collect::<Vec<_>>();
         debug!(self.logger, "ask split"; "region_id" => region.id, "new_region_id" => new_region_id);
         Ok(SplitId {
             new_region_id,
@@ -729,10 +1083,55 @@ mod tests {
     }
 
     #[test]
+    fn test_huge_client_ids_do_not_move_the_allocator() {
+        let cluster = new_test_cluster(2);
+        let scheduler = &cluster.scheduler;
+        let before = scheduler.alloc_id().unwrap();
+        let huge = u64::MAX - 1;
+        let err = scheduler
+            .put_store(Store {
+                id: huge,
+                ..new_test_store(3)
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+        for region in [
+            new_test_region(huge, (b"", b""), (2, 1), &[new_test_peer(1, 1)]),
+            new_test_region(
+                1,
+                (b"", b""),
+                (1, 2),
+                &[new_test_peer(1, 1), new_test_peer(huge, 2)],
+            ),
+        ] {
+            let err = scheduler
+                .region_heartbeat(new_test_heartbeat(&region, new_test_peer(1, 1)))
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+        }
+        assert_eq!(
+            cluster.region_by_id(1).unwrap().0,
+            new_test_first_region(&[1, 2]),
+            "nothing changed"
+        );
+        assert_eq!(scheduler.alloc_id().unwrap(), before + 1);
+
+        // Ids a heartbeat brings in within bounds are reserved.
+        let region = new_test_region(
+            1,
+            (b"", b""),
+            (1, 2),
+            &[new_test_peer(1, 1), new_test_peer(before + 50, 2)],
+        );
+        cluster.must_heartbeat(&region, new_test_peer(1, 1), &[]);
+        assert_eq!(scheduler.alloc_id().unwrap(), before + 51);
+    }
+
+    #[test]
     fn test_alloc_id_exhaustion_is_an_error() {
         let scheduler = MemoryScheduler::new(7, &new_test_logger());
-        scheduler.reserve_ids_through(u64::MAX - 2);
-        assert_eq!(scheduler.alloc_id(), Ok(u64::MAX - 1));
+        scheduler.write().ids = IdAllocator::new(u64::MAX - 2);
+        assert_eq!(scheduler.alloc_id(), Ok(u64::MAX - 2));
         assert!(matches!(scheduler.alloc_id(), Err(Error::Other(_))));
         assert!(
             matches!(scheduler.alloc_id(), Err(Error::Other(_))),
