@@ -147,7 +147,15 @@ impl FileConfig {
     /// Parses the text key by key, so an error can name its key.
     fn parse(text: &str) -> Result<FileConfig> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            config_error("(file)", format!("not valid TOML: {}", e.message()))
+            // The line, so the user finds the offending key.
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map_or(1, |before| before.matches('\n').count() + 1);
+            config_error(
+                "(file)",
+                format!("not valid TOML at line {line}: {}", e.message()),
+            )
         })?;
         let mut config = FileConfig::default();
         for (key, value) in table {
@@ -393,7 +401,11 @@ mod tests {
             "unknown key",
         );
         must_config_error(FileConfig::parse("log = 1"), "log", "table");
-        must_config_error(FileConfig::parse("client-urls = "), "(file)", "TOML");
+        must_config_error(
+            FileConfig::parse("data-dir = \"d\"\nclient-urls = "),
+            "(file)",
+            "TOML at line 2",
+        );
 
         let file = FileConfig::parse("[log]\nlevel = \"loud\"").unwrap();
         must_config_error(Config::resolve(Flags::default(), file), "log.level", "loud");

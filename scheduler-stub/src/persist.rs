@@ -130,7 +130,10 @@ impl StateFile {
     }
 
     /// Replaces the state on disk with `state`, durably (see the module
-    /// docs). On error the old state is still in place.
+    /// docs). On error the change counts as not made; the file holds the old
+    /// state, or (if only the final dir fsync failed) possibly the new one,
+    /// which is harmless for what it protects: it only reserves more ids and
+    /// timestamps, and regions are reported again by their leaders.
     pub(crate) fn save(&self, state: &PersistedState) -> Result<()> {
         let tmp = self.dir.join(TMP_FILE);
         let io_err = |path: &Path, what: &str, e: std::io::Error| Error::State {
