@@ -805,6 +805,7 @@ async fn test_restart_keeps_ids_stores_regions_and_bootstrap() {
     for _ in 0..3 {
         handed_out.push(server.scheduler.alloc_id().unwrap());
     }
+    let ts = server.scheduler.tso(1).unwrap();
     drop(stream);
     drop(client);
     server.stop().await;
@@ -820,6 +821,11 @@ async fn test_restart_keeps_ids_stores_regions_and_bootstrap() {
         "leader is relearned"
     );
     assert_eq!(scheduler.cluster_config().unwrap(), cluster);
+    let after = scheduler.tso(1).unwrap();
+    assert!(
+        (after.physical, after.logical) > (ts.physical, ts.logical),
+        "{after:?} after {ts:?}"
+    );
     let next = scheduler.alloc_id().unwrap();
     assert!(
         handed_out.iter().all(|&id| id < next),
