@@ -53,6 +53,25 @@ pub enum Error {
     /// its end, a missing epoch or leader, ...). Nothing was changed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The state file in the data dir could not be read, is torn or corrupt,
+    /// or could not be written. At start-up the scheduler refuses to run
+    /// rather than reset a cluster it cannot read; while serving, the change
+    /// that could not be written is refused and nothing else changes.
+    #[error("scheduler state file {path}: {reason}")]
+    State {
+        /// The file (or directory) involved.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A configuration value (flag or config file key) is invalid.
+    #[error("config `{key}`: {reason}")]
+    Config {
+        /// The flag or config file key, as the user wrote it.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Anything else: the id space ran out, or (for a remote client) the
     /// transport failed.
     #[error("{0}")]
@@ -76,6 +95,8 @@ impl Error {
             Error::StoreNotFound(_)
             | Error::StaleRegion { .. }
             | Error::InvalidRequest(_)
+            | Error::State { .. }
+            | Error::Config { .. }
             | Error::Other(_) => ErrorType::Unknown,
         };
         schedulerpb::Error {

@@ -3,28 +3,42 @@
 //! Stores ask the scheduler for ids, register themselves, look regions up and
 //! report heartbeats; the scheduler answers region heartbeats with operators
 //! (add or remove a peer, transfer the leader). Tests run it in-process; the
-//! `tinykv-scheduler` binary will serve the same state over gRPC
-//! (`schedulerpb.Scheduler`).
+//! `tinykv-scheduler` binary serves the same state over gRPC
+//! (`schedulerpb.Scheduler`), persisted in its data dir.
 //!
 //! Modules:
 //! - `client`: the [`SchedulerClient`] trait a store uses, and the heartbeat
 //!   response handler type.
-//! - `memory`: [`MemoryScheduler`], the in-memory implementation, with the
-//!   operator hooks tests use.
+//! - `memory`: [`MemoryScheduler`], the implementation: state in memory,
+//!   optionally written through to a state file, with the operator hooks
+//!   tests use.
+//! - `persist`: the state file's format and its crash-safe writes.
+//! - `ids`: the write-ahead id allocator and its bounds on client ids.
+//! - `tso`: the timestamp oracle.
 //! - `region_map`: the region map by start key and by id, and the epoch rules
 //!   heartbeats must pass.
 //! - `operator`: [`Operator`] and the steps it asks of a region's leader.
+//! - `service`: [`SchedulerService`], the tonic service over a
+//!   `MemoryScheduler`, and [`serve`].
+//! - `config`: [`Config`], the binary's settings from flags and a TOML file.
 //! - `errors`: [`Error`] and its wire form.
 
 #![deny(missing_docs)]
 
 mod client;
+pub mod config;
 mod errors;
+mod ids;
 mod memory;
 mod operator;
+mod persist;
 mod region_map;
+mod service;
+mod tso;
 
 pub use crate::client::{RegionHeartbeatResponseHandler, SchedulerClient};
+pub use crate::config::Config;
 pub use crate::errors::{Error, Result};
 pub use crate::memory::MemoryScheduler;
 pub use crate::operator::Operator;
+pub use crate::service::{SchedulerService, serve};

@@ -119,6 +119,21 @@ impl RegionMap {
         region_contains(region, key).then_some(region)
     }
 
+    /// The region just before `region` in key order (the one with the
+    /// greatest start key below its start key), adjacent or not.
+    pub(crate) fn prev(&self, region: &Region) -> Option<&Region> {
+        let (_, id) = self
+            .by_start
+            .range::<[u8], _>((Unbounded, Excluded(region.start_key.as_slice())))
+            .next_back()?;
+        Some(&self.by_id[id])
+    }
+
+    /// Every region, in key order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Region> + '_ {
+        self.by_start.values().map(|id| &self.by_id[id])
+    }
+
     /// The regions overlapping `[start, end)` (an empty `end` is unbounded), in
     /// key order.
     pub(crate) fn overlapping<'a>(
@@ -293,6 +308,19 @@ mod tests {
             Some(3),
             "empty end key is unbounded"
         );
+    }
+
+    #[test]
+    fn test_prev_and_iter() {
+        let mut map = RegionMap::default();
+        must_update(&mut map, new_test_region(1, b"", b"b", 1, 1));
+        must_update(&mut map, new_test_region(2, b"b", b"d", 1, 1));
+        must_update(&mut map, new_test_region(3, b"f", b"", 1, 1));
+        let prev_id = |id| map.prev(map.get(id).unwrap()).map(|r| r.id);
+        assert_eq!(prev_id(1), None, "the first region has none");
+        assert_eq!(prev_id(2), Some(1));
+        assert_eq!(prev_id(3), Some(2), "not adjacent: [d, f) is a gap");
+        assert_eq!(map.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     #[test]
