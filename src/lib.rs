@@ -7,6 +7,9 @@
 //! Modules:
 //! - [`server`]: the `TinyKv` request handlers over a `Storage` (so far the
 //!   Raw API).
+//! - [`command`]: handing a command to a local peer; the one place a
+//!   command the router refuses becomes a region error (`ServerIsBusy`,
+//!   `RegionNotFound`).
 //! - [`cluster`]: the in-process cluster — N stores over RocksDB in temp
 //!   dirs, a simulated network with filters, the scheduler in-process, and
 //!   a client that follows `NotLeader` and retries. The test cluster of
@@ -30,5 +33,6 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod command;
 pub mod rng;
 pub mod server;

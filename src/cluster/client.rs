@@ -1,8 +1,9 @@
 //! [`Client`]: commands to the in-process cluster's stores, one attempt at
 //! a time or retried until the region's leader answers.
 //!
-//! A command goes straight into the target store's router with a callback,
-//! and the client waits for the answer: what a caller measures is
+//! A command goes straight into the target store's router with a callback
+//! (through [`crate::command::submit`], so a refusal comes back as a region
+//! error), and the client waits for the answer: what a caller measures is
 //! the store's work — proposal, replication, fsync on a quorum, apply,
 //! answer. No gRPC is involved.
 //!
@@ -25,10 +26,11 @@ use std::time::{Duration, Instant};
 use kvproto::errorpb;
 use kvproto::metapb;
 use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
-use router::{Callback, CallbackReceiver, CmdResponse, RaftCommand};
+use router::{CallbackReceiver, CmdResponse};
 use storage::CF_DEFAULT;
 
 use super::{Cluster, ClusterError};
+use crate::command;
 
 /// How long a retry waits when no leader hint says where to go.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(10);
@@ -46,9 +48,7 @@ pub struct Retries {
     pub stale_command: u64,
     /// `ServerIsBusy`: the peer's mailbox was full.
     pub server_is_busy: u64,
-    /// No answer: the router refused the command (mailbox full, actor
-    /// stopped, region unknown), the store was not running, or the attempt
-    /// timed out.
+    /// No answer: the store was not running or the attempt timed out.
     pub no_answer: u64,
     /// Any other retryable region error (`RegionNotFound`, `EpochNotMatch`).
     pub other: u64,
@@ -115,22 +115,13 @@ impl<'c> Client<'c> {
     }
 
     /// Hands `request` to the peer its header names, without waiting. The
-    /// answer arrives on the receiver; `None` if that store is not running
-    /// or its router refused the command.
+    /// answer arrives on the receiver (a region error if the router refused
+    /// the command); `None` if that store is not running.
     pub fn send(&self, request: RaftCmdRequest) -> Option<CallbackReceiver> {
         let header = request.header.unwrap_or_default();
         let store_id = header.peer.map_or(0, |p| p.store_id);
         let router = self.cluster.router(store_id)?;
-        let (callback, answer) = Callback::new();
-        if let Err(e) = router.send_command(
-            header.region_id,
-            Box::new(RaftCommand { request, callback }),
-        ) {
-            // Answered (and discarded) here: every callback is answered once.
-            e.into_inner().callback.respond(CmdResponse::default());
-            return None;
-        }
-        Some(answer)
+        Some(command::submit(&router, header.region_id, request))
     }
 
     /// Waits up to `timeout` for the answer of a command [`Client::send`]
@@ -183,7 +174,7 @@ impl<'c> Client<'c> {
             header.region_epoch = self.cluster.region(region_id).and_then(|r| r.region_epoch);
             let Some(answer) = self.send(request.clone()) else {
                 retries.no_answer += 1;
-                last = format!("store {} is not running or refused", target.store_id);
+                last = format!("store {} is not running", target.store_id);
                 followed_hint = false;
                 self.back_off(RETRY_BACKOFF, deadline);
                 continue;
