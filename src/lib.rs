@@ -14,7 +14,7 @@
 //!   dirs, a simulated network with filters, the scheduler in-process, and
 //!   a client that follows `NotLeader` and retries. The test cluster of
 //!   `tinykv-tests` and `tinykv-bench` are both built on it.
-//! - [`bench`]: the put workload and durable-write baseline behind
+//! - [`bench`](mod@bench): the put workload and durable-write baseline behind
 //!   `tinykv-bench`.
 //! - [`rng`]: a small seeded generator (the bench's keys, the network's
 //!   filters).

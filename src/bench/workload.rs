@@ -197,7 +197,7 @@ mod tests {
                 op_timeout: Duration::from_secs(10),
             },
         );
-        drop(cluster);
+        cluster.destroy().expect("remove the cluster's data");
         assert_eq!(report.clients, 4);
         assert_eq!(report.failures, 0, "{report:?}");
         assert!(report.ops() > 0, "no put completed in the window");

@@ -282,6 +282,18 @@ impl Cluster {
         }
     }
 
+    /// Stops every store and removes the cluster's data, saying whether the
+    /// removal failed (dropping the cluster does the same, and can only log
+    /// a failure).
+    pub fn destroy(self) -> Result<(), ClusterError> {
+        self.shutdown();
+        // `Drop` then finds nothing left to stop or remove.
+        remove_when_closed(&self.dir).map_err(|source| ClusterError::Io {
+            what: "remove the cluster's data",
+            source,
+        })
+    }
+
     /// Whether store `store_id` is running.
     pub fn is_running(&self, store_id: u64) -> bool {
         self.lock_stores().contains_key(&store_id)
