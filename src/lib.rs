@@ -7,19 +7,32 @@
 //! Modules:
 //! - [`server`]: the `TinyKv` request handlers over a `Storage` (so far the
 //!   Raw API).
-//! - [`bench`]: the in-process cluster and put workload behind
+//! - [`command`]: handing a command to a local peer; the one place a
+//!   command the router refuses becomes a region error (`ServerIsBusy`,
+//!   `RegionNotFound`).
+//! - [`cluster`]: the in-process cluster — N stores over RocksDB in temp
+//!   dirs, a simulated network with filters, the scheduler in-process, and
+//!   a client that follows `NotLeader` and retries. The test cluster of
+//!   `tinykv-tests` and `tinykv-bench` are both built on it.
+//! - [`bench`](mod@bench): the put workload and durable-write baseline behind
 //!   `tinykv-bench`.
+//! - [`rng`]: a small seeded generator (the bench's keys, the network's
+//!   filters).
 //!
 //! The crates of the workspace:
 //! - `kvproto`: TinyKV's protocol, generated from our own `.proto` files.
 //! - `raftstore/raft` (`tinykv-raft`): the Raft consensus core, free of I/O.
 //! - `storage` (`tinykv-storage`): the RocksDB engine, key layout, the
 //!   `Storage` trait and its standalone implementation.
-//! - `router`, `raftstore`: the replicated store (in progress).
-//! - `scheduler-stub`: the placement-driver stub (in progress).
-//! - `tests`: the raft simulation and, later, the region/leader test cluster.
+//! - `router`, `raftstore`: the replicated store.
+//! - `scheduler-stub`: the placement-driver stub.
+//! - `tests`: the raft simulation and the region/leader test cluster with
+//!   its scenario suites (over [`cluster`]).
 
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod cluster;
+pub mod command;
+pub mod rng;
 pub mod server;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use storage::{CF_DEFAULT, Engine};
 
-use super::rng::SplitMix64;
 use super::{BenchError, Latencies};
+use crate::rng::SplitMix64;
 
 /// One baseline's figures.
 #[derive(Debug, Clone)]

@@ -1,26 +1,21 @@
 //! The benchmark of the replicated store, behind `tinykv-bench`.
 //!
+//! The stores run in the in-process cluster ([`crate::cluster`]), the one
+//! the test suites use: N stores of the real raftstore, each with its own
+//! RocksDB in a temp dir on the disk being measured, one region, a network
+//! with no filter installed, and the cluster's [`crate::cluster::Client`]
+//! (straight into the leader's router, no gRPC).
+//!
 //! Modules:
-//! - [`cluster`]: [`LocalCluster`], N stores of the real raftstore in one
-//!   process, each with its own RocksDB in a temp dir, wired by a direct
-//!   in-memory transport (no filters, no loss).
 //! - [`workload`]: closed-loop clients issuing puts, and how a run is
 //!   measured ([`RunReport`]).
 //! - [`baseline`]: the raw cost of one durable write on the same disk
 //!   (append + `fdatasync`, and a synced RocksDB put), to read the figures
 //!   against.
-//! - [`rng`]: the seeded generator of keys and values.
-//!
-//! Why not the `tinykv-tests` cluster: the tests crate may depend on this
-//! package (its server and client), so this package must not depend on it.
-//! The few lines of wiring are repeated here instead.
 
 pub mod baseline;
-pub mod cluster;
-pub mod rng;
 pub mod workload;
 
-pub use self::cluster::LocalCluster;
 pub use self::workload::{RunReport, WorkloadOptions};
 
 use std::time::Duration;
@@ -28,9 +23,9 @@ use std::time::Duration;
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// A store could not be bootstrapped or started.
-    #[error("raftstore: {0}")]
-    Raftstore(#[from] raftstore::Error),
+    /// The cluster could not be started, or its first put failed.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// An engine could not be opened or written.
     #[error("storage: {0}")]
     Storage(#[from] storage::Error),
@@ -41,16 +36,6 @@ pub enum BenchError {
         what: &'static str,
         /// The cause.
         source: std::io::Error,
-    },
-    /// A put got no successful answer in time.
-    #[error("put not answered successfully within {timeout:?} ({retries} retries; last: {last})")]
-    PutTimedOut {
-        /// The time allowed.
-        timeout: Duration,
-        /// Attempts retried.
-        retries: u64,
-        /// The last error seen.
-        last: String,
     },
 }
 

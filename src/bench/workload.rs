@@ -24,8 +24,8 @@ use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::Latencies;
-use super::cluster::{LocalCluster, Retries};
-use super::rng::SplitMix64;
+use crate::cluster::{Client, Cluster, Retries};
+use crate::rng::SplitMix64;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ struct ClientTally {
 }
 
 /// Runs `opts.clients` clients against `cluster`, which must have a leader.
-pub fn run(cluster: &LocalCluster, opts: &WorkloadOptions) -> RunReport {
+pub fn run(cluster: &Cluster, opts: &WorkloadOptions) -> RunReport {
     let clients = opts.clients.max(1);
     let barrier = Barrier::new(clients + 1);
     // Set once every client thread exists, just before they are released.
@@ -91,14 +91,17 @@ pub fn run(cluster: &LocalCluster, opts: &WorkloadOptions) -> RunReport {
     let tallies: Vec<ClientTally> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|i| {
-                let mut client = cluster.client();
+                // One attempt may take the whole put's time: a put is
+                // retried only when answered with an error, as before the
+                // cluster was shared with the tests.
+                let client = cluster.client().attempt_timeout(opts.op_timeout);
                 let (barrier, start) = (&barrier, &start);
                 std::thread::Builder::new()
                     .name(format!("bench-client-{i}"))
                     .spawn_scoped(s, move || {
                         barrier.wait();
                         let start = *start.get().expect("start is set before the barrier");
-                        run_client(&mut client, i as u64, start, opts)
+                        run_client(&client, i as u64, start, opts)
                     })
                     .expect("spawn a client thread")
             })
@@ -130,7 +133,7 @@ pub fn run(cluster: &LocalCluster, opts: &WorkloadOptions) -> RunReport {
 }
 
 fn run_client(
-    client: &mut super::cluster::Client,
+    client: &Client<'_>,
     index: u64,
     start: Instant,
     opts: &WorkloadOptions,
@@ -169,7 +172,7 @@ fn run_client(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::cluster::ClusterOptions;
+    use crate::cluster::ClusterOptions;
     use raftstore::Config;
 
     /// A short run on a real 3-store cluster: every counted put succeeded
@@ -177,14 +180,9 @@ mod tests {
     #[test]
     fn a_short_run_counts_only_the_window() {
         let parent = tempfile::tempdir().expect("temp dir");
-        let opts = ClusterOptions {
-            stores: 3,
-            cfg: Config::for_tests(),
-            data_parent: parent.path().to_owned(),
-            runtime_threads: 2,
-        };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let cluster = LocalCluster::start(&opts, &logger).expect("start the cluster");
+        let opts = ClusterOptions::new(3, Config::for_tests()).data_parent(parent.path());
+        let cluster = Cluster::new(opts).expect("build the cluster");
+        cluster.start().expect("start the cluster");
         cluster
             .wait_for_leader(Duration::from_secs(30))
             .expect("a leader");
@@ -199,7 +197,7 @@ mod tests {
                 op_timeout: Duration::from_secs(10),
             },
         );
-        cluster.shutdown();
+        cluster.destroy().expect("remove the cluster's data");
         assert_eq!(report.clients, 4);
         assert_eq!(report.failures, 0, "{report:?}");
         assert!(report.ops() > 0, "no put completed in the window");

@@ -16,8 +16,8 @@ use std::time::Duration;
 use raftstore::Config;
 use slog::{Drain, Logger, o};
 use tinykv::bench::baseline::{self, BaselineReport};
-use tinykv::bench::cluster::ClusterOptions;
-use tinykv::bench::{LocalCluster, RunReport, WorkloadOptions, fmt_ms, workload};
+use tinykv::bench::{RunReport, WorkloadOptions, fmt_ms, workload};
+use tinykv::cluster::{Cluster, ClusterOptions};
 
 const USAGE: &str = "\
 tinykv-bench: put throughput and latency of an in-process replicated cluster
@@ -170,15 +170,14 @@ fn run(args: &Args) -> Result<(), tinykv::bench::BenchError> {
     );
     println!("data under: {}", args.data_dir.display());
     println!();
-    let opts = ClusterOptions {
-        stores: args.stores,
-        cfg,
-        data_parent: args.data_dir.clone(),
-        runtime_threads: args.runtime_threads,
-    };
+    let opts = ClusterOptions::new(args.stores, cfg)
+        .data_parent(&args.data_dir)
+        .runtime_threads(args.runtime_threads)
+        .logger(logger);
     let mut reports = Vec::new();
     for &clients in &args.clients {
-        let cluster = LocalCluster::start(&opts, &logger)?;
+        let cluster = Cluster::new(opts.clone())?;
+        cluster.start()?;
         let (elected, leader) = cluster.wait_for_leader(Duration::from_secs(30))?;
         // Progress goes to stderr; keep it after the header when both go
         // to one file.
@@ -200,7 +199,12 @@ fn run(args: &Args) -> Result<(), tinykv::bench::BenchError> {
                 op_timeout: Duration::from_secs(10),
             },
         );
-        cluster.shutdown();
+        // The stores stop and their data goes before the next run; data
+        // left behind is worth a warning, not a lost report.
+        let dir = cluster.path().to_owned();
+        if let Err(e) = cluster.destroy() {
+            eprintln!("tinykv-bench: {}: {e}", dir.display());
+        }
         reports.push(report);
     }
     print_runs(&reports);

@@ -7,11 +7,13 @@
 //!   transfers and membership changes. Run by `tests/raft_sim.rs` and the
 //!   `raft-sim` binary.
 //!
-//! - `cluster`: the region/leader test cluster: stores over RocksDB in temp
-//!   dirs, a simulated transport with filters, stop/restart of stores, and
-//!   the `must_*` helpers the scenario suites use; `cluster::generic` is
-//!   TinyKV's `GenericTest` scenario (clients appending under partitions,
-//!   message loss and restarts), run by `tests/raftstore_2b.rs`.
+//! - `cluster`: the region/leader test cluster: the root package's
+//!   in-process cluster (`tinykv::cluster`: stores over RocksDB in temp
+//!   dirs, a simulated transport with filters, stop/restart of stores, a
+//!   retrying client) with the `must_*` helpers the scenario suites use;
+//!   `cluster::generic` is TinyKV's `GenericTest` scenario (clients
+//!   appending under partitions, message loss and restarts), run by
+//!   `tests/raftstore_2b.rs`.
 
 #![deny(missing_docs)]
 

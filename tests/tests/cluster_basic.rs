@@ -1,10 +1,15 @@
 //! The replicated store end to end: three stores in one process.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use kvproto::metapb;
+use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
 use raftstore::Config;
-use tinykv_tests::cluster::Cluster;
+use storage::CF_DEFAULT;
 use tinykv_tests::cluster::filter::IsolateFilter;
+use tinykv_tests::cluster::{Cluster, FIRST_REGION_ID};
 
 #[test]
 fn put_get_delete_scan_on_three_stores() {
@@ -96,4 +101,152 @@ fn delayed_and_reordered_messages_lose_nothing() {
     }
     let expected: Vec<Vec<u8>> = (0..30u32).map(|i| format!("{i}").into_bytes()).collect();
     assert_eq!(cluster.scan(b"d", b"e"), expected);
+}
+
+/// A put of `key` = `value` for `region`, addressed to `peer`.
+fn put_request(
+    region: &metapb::Region,
+    peer: metapb::Peer,
+    key: &[u8],
+    value: &[u8],
+) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: region.id,
+            peer: Some(peer),
+            region_epoch: region.region_epoch,
+            ..Default::default()
+        }),
+        requests: vec![Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: CF_DEFAULT.to_owned(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            ..Default::default()
+        }],
+        admin_request: None,
+    }
+}
+
+/// A burst of puts handed to the leader faster than it takes them off its
+/// mailbox: those over `mailbox_limit` are refused by the router, and each
+/// refused one must be answered `ServerIsBusy` — never with an empty
+/// response that reads as success — and must not be applied.
+#[test]
+fn a_burst_over_the_mailbox_limit_is_answered_server_is_busy() {
+    let mut cfg = Config::for_tests();
+    cfg.mailbox_limit = 4;
+    let cluster = Cluster::new(
+        3,
+        cfg,
+        "a_burst_over_the_mailbox_limit_is_answered_server_is_busy",
+    );
+    cluster.start();
+    let leader = cluster.must_leader_by_read(FIRST_REGION_ID);
+    let region = cluster.region_for_key(b"burst");
+    let client = cluster.inner().client();
+    let (mut applied, mut refused) = (Vec::new(), Vec::new());
+    // A burst of 64 sends takes microseconds, far less than the peer needs
+    // to take 64 commands off its mailbox; repeat only if scheduling let it
+    // keep up anyway.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for round in 0.. {
+        if !refused.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no command of {round} bursts was refused"
+        );
+        let answers: Vec<_> = (0..64)
+            .map(|i| {
+                let key = format!("burst-{round}-{i:02}").into_bytes();
+                let answer = client
+                    .send(put_request(&region, leader, &key, b"v"))
+                    .expect("the leader's store is running");
+                (key, answer)
+            })
+            .collect();
+        for (key, answer) in answers {
+            let key_str = key.escape_ascii().to_string();
+            let resp = client
+                .wait(answer, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("{key_str}: no answer"));
+            match resp.region_error() {
+                Some(e) if e.server_is_busy.is_some() => refused.push(key),
+                // Leadership may move under load; such answers say so.
+                Some(e) => assert!(
+                    e.not_leader.is_some() || e.stale_command.is_some(),
+                    "{key_str}: unexpected error {e:?}"
+                ),
+                None => {
+                    assert_eq!(
+                        resp.response.responses.len(),
+                        1,
+                        "{key_str}: answered as a success without a put's response: {:?}",
+                        resp.response
+                    );
+                    applied.push(key);
+                }
+            }
+        }
+    }
+    for key in &applied {
+        cluster.must_get(key, b"v");
+    }
+    for key in &refused {
+        cluster.must_get_none(key);
+    }
+}
+
+/// Under the same load, the cluster's client retries `ServerIsBusy` after a
+/// back-off instead of taking it for an answer: every put it reports done
+/// is there, and at least one of them was retried for it.
+#[test]
+fn the_client_retries_server_is_busy() {
+    let mut cfg = Config::for_tests();
+    cfg.mailbox_limit = 2;
+    let cluster = Cluster::new(3, cfg, "the_client_retries_server_is_busy");
+    cluster.start();
+    cluster.must_leader_by_read(FIRST_REGION_ID);
+    let saw_busy = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (cluster, saw_busy) = (&cluster, &saw_busy);
+                s.spawn(move || {
+                    let client = cluster.inner().client();
+                    let mut done = Vec::new();
+                    for i in 0.. {
+                        if saw_busy.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                            break;
+                        }
+                        let key = format!("retry-{t:02}-{i:04}").into_bytes();
+                        let retries = client
+                            .put(key.clone(), b"v".to_vec(), Duration::from_secs(15))
+                            .unwrap_or_else(|e| panic!("put {t}/{i}: {e}"));
+                        if retries.server_is_busy > 0 {
+                            saw_busy.store(true, Ordering::Relaxed);
+                        }
+                        done.push(key);
+                    }
+                    done
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|h| h.join().expect("client thread panicked"))
+            .collect()
+    });
+    assert!(
+        saw_busy.load(Ordering::Relaxed),
+        "no put was retried for ServerIsBusy in 30 s"
+    );
+    for key in done.iter().flatten() {
+        cluster.must_get(key, b"v");
+    }
 }

@@ -1,20 +1,22 @@
-//! The region/leader test cluster: N stores in one process, each with a real
-//! RocksDB in a temp dir, connected by a simulated network with filters
-//! (TinyKV's `test_raftstore`, rebuilt for the actor store).
+//! The region/leader test cluster (TinyKV's `test_raftstore`, rebuilt for
+//! the actor store): the in-process cluster of the root package
+//! (`tinykv::cluster`: stores over RocksDB in temp dirs, the simulated
+//! network with filters, the scheduler in-process, the retrying client),
+//! with the `must_*` assertions and waits the scenario suites use.
 //!
-//! The cluster owns a tokio runtime; its methods block, so tests are plain
-//! `#[test]` functions and may drive it from several threads at once, like
-//! TinyKV's clients. Every wait is on a condition with a deadline and says
-//! what it last saw when it gives up.
+//! [`Cluster`] wraps `tinykv::cluster::Cluster`: the shared cluster returns
+//! errors, the test cluster panics with what it last saw. Its methods
+//! block, so tests are plain `#[test]` functions and may drive it from
+//! several threads at once, like TinyKV's clients. Every wait is on a
+//! condition with a deadline and says what it last saw when it gives up.
+//! [`Cluster::inner`] reaches the shared cluster for what a test needs
+//! unwrapped (one attempt, an answer that is an error).
 
-pub mod filter;
 pub mod generic;
-pub mod scheduler;
-pub mod transport;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+pub use tinykv::cluster::{CLUSTER_ID, FIRST_REGION_ID, filter};
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvproto::metapb;
@@ -23,20 +25,14 @@ use kvproto::raft_cmdpb::{
     SnapRequest,
 };
 use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState, RegionLocalState};
-use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
-use raftstore::{Config, SnapManager, Store};
-use router::{Callback, CmdResponse, RaftCommand};
-use scheduler_stub::{MemoryScheduler, SchedulerClient};
+use raftstore::Config;
+use router::CmdResponse;
+use scheduler_stub::MemoryScheduler;
 use slog::{Drain, Logger, o};
-use storage::{CF_DEFAULT, CF_RAFT, Engine, keys};
+use storage::{CF_DEFAULT, Engine, keys};
+use tinykv::cluster::ClusterOptions;
 
-use self::filter::{Filter, PartitionFilter};
-use self::transport::{SimNetwork, StoreTransport};
-
-/// The id of the region a cluster starts with.
-pub const FIRST_REGION_ID: u64 = 1;
-/// The cluster id every test cluster uses.
-pub const CLUSTER_ID: u64 = 1;
+use self::filter::Filter;
 
 /// A logger for cluster tests: silent unless `TINYKV_TEST_LOG` is set.
 pub fn test_logger(name: &str) -> Logger {
@@ -49,179 +45,76 @@ pub fn test_logger(name: &str) -> Logger {
     }
 }
 
-/// N stores in one process.
+/// N stores in one process, with assertions.
 pub struct Cluster {
-    rt: tokio::runtime::Runtime,
-    count: u64,
-    cfg: Config,
-    /// Holds every store's data directory for the cluster's lifetime.
-    dir: tempfile::TempDir,
-    /// Running stores. A `Mutex`: start/stop from the test thread only, but
-    /// client threads read routers through it.
-    stores: Mutex<HashMap<u64, Store>>,
-    net: Arc<SimNetwork>,
-    /// The placement driver, in-process.
-    scheduler: Arc<MemoryScheduler>,
-    /// The leader each region last answered from, to try first.
-    leaders: Mutex<HashMap<u64, metapb::Peer>>,
-    /// The newest region (epoch) seen for each region id.
-    regions: Mutex<HashMap<u64, metapb::Region>>,
-    logger: Logger,
+    inner: tinykv::cluster::Cluster,
 }
 
 impl Cluster {
-    /// A cluster of `count` stores (ids 1..=count) with `cfg`, not started.
+    /// A cluster of `count` stores (ids 1..=count) with `cfg`, not started;
+    /// `name` labels its logs.
     pub fn new(count: u64, cfg: Config, name: &str) -> Cluster {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let opts = ClusterOptions::new(count, cfg).logger(test_logger(name));
         Cluster {
-            rt,
-            count,
-            cfg,
-            dir: tempfile::tempdir().expect("temp dir"),
-            stores: Mutex::new(HashMap::new()),
-            net: SimNetwork::new(0x7e57),
-            scheduler: Arc::new(MemoryScheduler::new(CLUSTER_ID, &test_logger(name))),
-            leaders: Mutex::new(HashMap::new()),
-            regions: Mutex::new(HashMap::new()),
-            logger: test_logger(name),
+            inner: tinykv::cluster::Cluster::new(opts).expect("build the cluster"),
         }
     }
 
-    /// Store `store_id`'s directory: its engine in `db`, its snapshot files
-    /// in `snap`.
-    fn store_path(&self, store_id: u64) -> PathBuf {
-        self.dir.path().join(format!("store-{store_id}"))
-    }
-
-    fn engine_path(&self, store_id: u64) -> PathBuf {
-        self.store_path(store_id).join("db")
+    /// The shared cluster underneath, whose calls return what they got
+    /// instead of asserting.
+    pub fn inner(&self) -> &tinykv::cluster::Cluster {
+        &self.inner
     }
 
     /// Bootstraps every store and the first region (a peer on each store,
     /// peer id = store id), then starts them all.
     pub fn start(&self) {
-        let peers: Vec<metapb::Peer> = (1..=self.count)
-            .map(|id| metapb::Peer { id, store_id: id })
-            .collect();
-        let region = new_first_region(FIRST_REGION_ID, peers);
-        for store_id in 1..=self.count {
-            let engine = Engine::open(self.engine_path(store_id)).expect("open engine");
-            bootstrap_store(&engine, CLUSTER_ID, store_id).expect("bootstrap store");
-            write_initial_region(&engine, &region).expect("write first region");
-        }
-        let store = |id| metapb::Store {
-            id,
-            ..Default::default()
-        };
-        self.scheduler
-            .bootstrap(store(1), region.clone())
-            .expect("bootstrap the scheduler");
-        for store_id in 1..=self.count {
-            self.scheduler
-                .put_store(store(store_id))
-                .expect("register store");
-            self.scheduler.set_region_heartbeat_response_handler(
-                store_id,
-                scheduler::operator_handler(Arc::clone(&self.net), store_id),
-            );
-        }
-        self.regions
-            .lock()
-            .expect("regions lock")
-            .insert(region.id, region);
-        for store_id in 1..=self.count {
-            self.start_store(store_id);
-        }
+        self.inner.start().expect("bootstrap and start the cluster");
     }
 
     /// Starts (or restarts) store `store_id` from its data directory.
     pub fn start_store(&self, store_id: u64) {
-        let engine = Engine::open(self.engine_path(store_id)).expect("reopen engine");
-        let snap_mgr =
-            SnapManager::open(self.store_path(store_id).join("snap")).expect("open snapshot dir");
-        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net), snap_mgr.clone()));
-        let store = {
-            let _guard = self.rt.enter();
-            Store::start(
-                store_id,
-                self.cfg.clone(),
-                engine,
-                snap_mgr.clone(),
-                transport,
-                Arc::new(scheduler::Reporter(Arc::clone(&self.scheduler))),
-                &self.logger,
-            )
-            .expect("start store")
-        };
-        self.net.register(store_id, store.router(), snap_mgr);
-        self.stores
-            .lock()
-            .expect("stores lock")
-            .insert(store_id, store);
+        self.inner
+            .start_store(store_id)
+            .unwrap_or_else(|e| panic!("start store {store_id}: {e}"));
     }
 
     /// Replaces stopped store `store_id`'s data with an empty, freshly
     /// bootstrapped store (a replaced disk): its peers come back only when
     /// a leader sends them a snapshot.
     pub fn wipe_store(&self, store_id: u64) {
-        assert!(
-            !self
-                .stores
-                .lock()
-                .expect("stores lock")
-                .contains_key(&store_id),
-            "store {store_id} must be stopped before it is wiped"
-        );
-        std::fs::remove_dir_all(self.store_path(store_id)).expect("remove store dir");
-        let engine = Engine::open(self.engine_path(store_id)).expect("open engine");
-        bootstrap_store(&engine, 1, store_id).expect("bootstrap store");
+        self.inner
+            .wipe_store(store_id)
+            .unwrap_or_else(|e| panic!("wipe store {store_id}: {e}"));
     }
 
     /// Opens stopped store `store_id`'s engine, to look at or tamper with
     /// its data as a crash could have left it. Drop the engine before the
     /// store starts again.
     pub fn open_stopped_engine(&self, store_id: u64) -> Engine {
-        assert!(
-            !self
-                .stores
-                .lock()
-                .expect("stores lock")
-                .contains_key(&store_id),
-            "store {store_id} must be stopped before its engine is opened"
-        );
-        Engine::open(self.engine_path(store_id)).expect("open engine")
+        self.inner
+            .open_stopped_engine(store_id)
+            .unwrap_or_else(|e| panic!("open store {store_id}'s engine: {e}"))
     }
 
     /// Stops store `store_id`, keeping its data.
     pub fn stop_store(&self, store_id: u64) {
-        self.net.unregister(store_id);
-        let store = self.stores.lock().expect("stores lock").remove(&store_id);
-        if let Some(store) = store {
-            self.rt.block_on(store.stop());
-        }
+        self.inner.stop_store(store_id);
     }
 
     /// The ids of the stores, running or not.
     pub fn store_ids(&self) -> Vec<u64> {
-        (1..=self.count).collect()
+        self.inner.store_ids()
     }
 
     /// The in-process placement driver.
     pub fn scheduler(&self) -> &MemoryScheduler {
-        &self.scheduler
+        self.inner.scheduler()
     }
 
     /// The leader of `region_id` as the scheduler last heard, if any.
     pub fn reported_leader(&self, region_id: u64) -> Option<metapb::Peer> {
-        self.scheduler
-            .get_region_by_id(region_id)
-            .ok()
-            .flatten()
-            .and_then(|(_, leader)| leader)
+        self.inner.reported_leader(region_id)
     }
 
     /// Waits until the scheduler knows a leader of `region_id`.
@@ -241,145 +134,44 @@ impl Cluster {
 
     /// Adds a network filter.
     pub fn add_filter(&self, filter: Arc<dyn Filter>) {
-        self.net.add_filter(filter);
+        self.inner.add_filter(filter);
     }
 
     /// Removes every network filter.
     pub fn clear_filters(&self) {
-        self.net.clear_filters();
+        self.inner.clear_filters();
     }
 
-    /// The region containing `key` as last seen (the cluster has one region
-    /// until splits exist).
+    /// The region containing `key` as last seen.
+    ///
+    /// # Panics
+    /// Before the cluster has started (no region is known).
     pub fn region_for_key(&self, key: &[u8]) -> metapb::Region {
-        let regions = self.regions.lock().expect("regions lock");
-        regions
-            .values()
-            .find(|r| {
-                key >= r.start_key.as_slice()
-                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
-            })
-            .cloned()
-            .expect("some region covers every key")
-    }
-
-    fn note_region(&self, region: &metapb::Region) {
-        let mut regions = self.regions.lock().expect("regions lock");
-        let newer = regions.get(&region.id).is_none_or(|known| {
-            let (a, b) = (
-                known.region_epoch.unwrap_or_default(),
-                region.region_epoch.unwrap_or_default(),
-            );
-            (b.version, b.conf_ver) > (a.version, a.conf_ver)
-        });
-        if newer {
-            regions.insert(region.id, region.clone());
-        }
+        self.inner
+            .region_for_key(key)
+            .expect("some region covers every key once the cluster started")
     }
 
     /// Sends `request` to the peer it names and waits up to `timeout` for
     /// the answer; `None` if the store is down or no answer came.
     pub fn call_command(&self, request: RaftCmdRequest, timeout: Duration) -> Option<CmdResponse> {
-        let header = request.header.unwrap_or_default();
-        let store_id = header.peer.map_or(0, |p| p.store_id);
-        let router = self
-            .stores
-            .lock()
-            .expect("stores lock")
-            .get(&store_id)
-            .map(|s| s.router())?;
-        let (callback, rx) = Callback::new();
-        if let Err(e) = router.send_command(
-            header.region_id,
-            Box::new(RaftCommand { request, callback }),
-        ) {
-            let cmd = e.into_inner();
-            cmd.callback.respond(CmdResponse::default());
-            return None;
-        }
-        self.rt
-            .block_on(async { tokio::time::timeout(timeout, rx).await })
-            .ok()
-            .and_then(|r| r.ok())
+        self.inner.client().call(request, timeout)
     }
 
     /// Sends `request` to its region's leader, following `NotLeader` hints
-    /// and retrying retryable errors, until `timeout`. `None` on timeout.
+    /// and retrying retryable errors (`tinykv::cluster::client`), until
+    /// `timeout`. `None` on timeout; otherwise a success or an error no
+    /// retry can fix.
     pub fn call_command_on_leader(
         &self,
-        mut request: RaftCmdRequest,
+        request: RaftCmdRequest,
         timeout: Duration,
     ) -> Option<CmdResponse> {
-        let deadline = Instant::now() + timeout;
-        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
-        let mut candidates = self.store_ids().into_iter().cycle();
-        let mut leader = self
-            .leaders
-            .lock()
-            .expect("leaders lock")
-            .get(&region_id)
-            .copied();
-        while Instant::now() < deadline {
-            let target = leader.unwrap_or_else(|| {
-                let store_id = candidates.next().expect("cycle never ends");
-                self.region_peer_on(region_id, store_id)
-                    .unwrap_or(metapb::Peer {
-                        id: store_id,
-                        store_id,
-                    })
-            });
-            if let Some(header) = request.header.as_mut() {
-                header.peer = Some(target);
-                header.region_epoch = self
-                    .regions
-                    .lock()
-                    .expect("regions lock")
-                    .get(&region_id)
-                    .and_then(|r| r.region_epoch);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(resp) = self.call_command(request.clone(), left.min(Duration::from_secs(1)))
-            else {
-                leader = None;
-                continue;
-            };
-            let Some(error) = resp.region_error() else {
-                self.leaders
-                    .lock()
-                    .expect("leaders lock")
-                    .insert(region_id, target);
-                return Some(resp);
-            };
-            if let Some(not_leader) = &error.not_leader {
-                leader = not_leader.leader.filter(|l| *l != target);
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            if let Some(epoch) = &error.epoch_not_match {
-                for region in &epoch.current_regions {
-                    self.note_region(region);
-                }
-                continue;
-            }
-            if error.stale_command.is_some()
-                || error.server_is_busy.is_some()
-                || error.region_not_found.is_some()
-            {
-                leader = None;
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-            return Some(resp);
-        }
-        None
-    }
-
-    fn region_peer_on(&self, region_id: u64, store_id: u64) -> Option<metapb::Peer> {
-        self.regions
-            .lock()
-            .expect("regions lock")
-            .get(&region_id)
-            .and_then(|r| r.peers.iter().find(|p| p.store_id == store_id).copied())
+        self.inner
+            .client()
+            .call_on_leader(request, timeout)
+            .ok()
+            .map(|answer| answer.response)
     }
 
     /// Runs `requests` on the region holding `key`, retrying until `timeout`.
@@ -596,11 +388,8 @@ impl Cluster {
     /// leader answers within 15 s.
     pub fn must_leader_by_read(&self, region_id: u64) -> metapb::Peer {
         let region = self
-            .regions
-            .lock()
-            .expect("regions lock")
-            .get(&region_id)
-            .cloned()
+            .inner
+            .region(region_id)
             .unwrap_or_else(|| panic!("region {region_id} is unknown"));
         let request = RaftCmdRequest {
             header: Some(RaftRequestHeader {
@@ -617,11 +406,8 @@ impl Cluster {
         };
         match self.call_command_on_leader(request, Duration::from_secs(15)) {
             Some(resp) if resp.region_error().is_none() => self
-                .leaders
-                .lock()
-                .expect("leaders lock")
-                .get(&region_id)
-                .copied()
+                .inner
+                .leader(region_id)
                 .expect("a successful answer records its leader"),
             other => panic!(
                 "region {region_id} has no leader; last answer: {:?}",
@@ -632,42 +418,31 @@ impl Cluster {
 
     /// The ids of the stores holding a peer of `region_id`, as last seen.
     pub fn store_ids_of_region(&self, region_id: u64) -> Vec<u64> {
-        self.regions
-            .lock()
-            .expect("regions lock")
-            .get(&region_id)
-            .map(|r| r.peers.iter().map(|p| p.store_id).collect())
-            .unwrap_or_default()
+        self.inner.store_ids_of_region(region_id)
     }
 
     /// Cuts the network into `groups` (a `PartitionFilter`): messages cross
     /// no group boundary until the filters are cleared.
     pub fn partition(&self, groups: Vec<Vec<u64>>) {
-        self.add_filter(Arc::new(PartitionFilter::new(groups)));
+        self.inner.partition(groups);
     }
 
     /// Makes the network filters' random choices follow `seed`.
     pub fn reseed_network(&self, seed: u64) {
-        self.net.reseed(seed);
+        self.inner.reseed_network(seed);
     }
 
     /// Store `store_id`'s `RaftApplyState` of `region_id`, read from its
     /// engine; `None` while the store is down or has no such region.
     pub fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
-        self.store_engine(store_id)?
-            .get_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id))
-            .ok()
-            .flatten()
+        self.inner.apply_state(store_id, region_id)
     }
 
     /// Store `store_id`'s `RaftLocalState` of `region_id` (hard state, last
     /// index and term), read from its engine; `None` while the store is down
     /// or has no such region.
     pub fn raft_local_state(&self, store_id: u64, region_id: u64) -> Option<RaftLocalState> {
-        self.store_engine(store_id)?
-            .get_msg_cf(CF_RAFT, &keys::raft_state_key(region_id))
-            .ok()
-            .flatten()
+        self.inner.raft_local_state(store_id, region_id)
     }
 
     /// Store `store_id`'s `RegionLocalState` of `region_id`, read from its
@@ -682,31 +457,17 @@ impl Cluster {
     /// The router of store `store_id`, while it runs: to hand its actors
     /// messages as if they came from the network.
     pub fn router(&self, store_id: u64) -> Option<router::Router> {
-        self.stores
-            .lock()
-            .expect("stores lock")
-            .get(&store_id)
-            .map(|s| s.router())
+        self.inner.router(store_id)
     }
 
-    fn store_engine(&self, store_id: u64) -> Option<Engine> {
-        self.stores
-            .lock()
-            .expect("stores lock")
-            .get(&store_id)
-            .map(|s| s.engine().clone())
+    /// The engine of running store `store_id`.
+    pub fn store_engine(&self, store_id: u64) -> Option<Engine> {
+        self.inner.store_engine(store_id)
     }
 
-    /// Stops every store.
+    /// Stops every store, keeping their data (dropping the cluster also
+    /// removes it).
     pub fn shutdown(&self) {
-        for store_id in self.store_ids() {
-            self.stop_store(store_id);
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.inner.shutdown();
     }
 }

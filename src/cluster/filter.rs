@@ -1,24 +1,23 @@
-//! Network filters for the test cluster: each decides, per raft message,
-//! whether it gets through. They wrap the real transport path (a message
+//! Network filters of the in-process cluster: each decides, per raft
+//! message, whether it gets through. They wrap the real transport path (a message
 //! that passes is delivered through the target store's router), in the
 //! spirit of TinyKV's `filter.go` — with every random choice seeded.
 
 use std::collections::HashSet;
-
 use std::time::Duration;
 
 use kvproto::eraftpb::MessageType;
 use kvproto::raft_serverpb::RaftMessage;
 
-use crate::raft_sim::rng::SimRng;
+use crate::rng::SplitMix64;
 
 /// Decides whether one message passes, and how late.
 pub trait Filter: Send + Sync {
     /// True lets `msg` through. `rng` is the network's seeded generator.
-    fn allow(&self, msg: &RaftMessage, rng: &mut SimRng) -> bool;
+    fn allow(&self, msg: &RaftMessage, rng: &mut SplitMix64) -> bool;
 
     /// How long a message that passes is held before delivery.
-    fn delay(&self, _msg: &RaftMessage, _rng: &mut SimRng) -> Duration {
+    fn delay(&self, _msg: &RaftMessage, _rng: &mut SplitMix64) -> Duration {
         Duration::ZERO
     }
 }
@@ -48,7 +47,7 @@ impl PartitionFilter {
 }
 
 impl Filter for PartitionFilter {
-    fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
+    fn allow(&self, msg: &RaftMessage, _: &mut SplitMix64) -> bool {
         let (from, to) = stores(msg);
         self.groups
             .iter()
@@ -60,7 +59,7 @@ impl Filter for PartitionFilter {
 pub struct IsolateFilter(pub u64);
 
 impl Filter for IsolateFilter {
-    fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
+    fn allow(&self, msg: &RaftMessage, _: &mut SplitMix64) -> bool {
         let (from, to) = stores(msg);
         from != self.0 && to != self.0
     }
@@ -73,7 +72,7 @@ pub struct DropFilter {
 }
 
 impl Filter for DropFilter {
-    fn allow(&self, _: &RaftMessage, rng: &mut SimRng) -> bool {
+    fn allow(&self, _: &RaftMessage, rng: &mut SplitMix64) -> bool {
         rng.below(100) >= u64::from(self.percent)
     }
 }
@@ -82,7 +81,7 @@ impl Filter for DropFilter {
 pub struct DropTypeFilter(pub MessageType);
 
 impl Filter for DropTypeFilter {
-    fn allow(&self, msg: &RaftMessage, _: &mut SimRng) -> bool {
+    fn allow(&self, msg: &RaftMessage, _: &mut SplitMix64) -> bool {
         msg.message.as_ref().is_none_or(|m| m.msg_type() != self.0)
     }
 }
@@ -95,11 +94,11 @@ pub struct DelayFilter {
 }
 
 impl Filter for DelayFilter {
-    fn allow(&self, _: &RaftMessage, _: &mut SimRng) -> bool {
+    fn allow(&self, _: &RaftMessage, _: &mut SplitMix64) -> bool {
         true
     }
 
-    fn delay(&self, _: &RaftMessage, rng: &mut SimRng) -> Duration {
+    fn delay(&self, _: &RaftMessage, rng: &mut SplitMix64) -> Duration {
         let max_micros = self.max.as_micros().max(1) as u64;
         Duration::from_micros(rng.below(max_micros + 1))
     }

@@ -1,0 +1,304 @@
+//! [`Client`]: commands to the in-process cluster's stores, one attempt at
+//! a time or retried until the region's leader answers.
+//!
+//! A command goes straight into the target store's router with a callback
+//! (through [`crate::command::submit`], so a refusal comes back as a region
+//! error), and the client waits for the answer: what a caller measures is
+//! the store's work — proposal, replication, fsync on a quorum, apply,
+//! answer. No gRPC is involved.
+//!
+//! Retrying ([`Client::call_on_leader`]), by the region error an attempt
+//! gets:
+//!
+//! | answer | next attempt |
+//! |---|---|
+//! | success | none: the answering peer becomes the region's known leader |
+//! | `NotLeader` with a new hint | the hinted peer, at once (unless the previous attempt also followed a hint: then after the back-off) |
+//! | `NotLeader` without one, `StaleCommand`, `RegionNotFound`, no answer | the next store, after the back-off |
+//! | `ServerIsBusy` | the same peer (it leads, it is only loaded), after the back-off or the `backoff_ms` it asks for, whichever is longer |
+//! | `EpochNotMatch` | the same peer with the newer epoch the error carries, after the back-off |
+//! | any other error | none: the answer is returned, a retry cannot fix it |
+//!
+//! Every attempt and every wait is bounded by the call's deadline.
+
+use std::time::{Duration, Instant};
+
+use kvproto::errorpb;
+use kvproto::metapb;
+use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
+use router::{CallbackReceiver, CmdResponse};
+use storage::CF_DEFAULT;
+
+use super::{Cluster, ClusterError};
+use crate::command;
+
+/// How long a retry waits when no leader hint says where to go.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(10);
+/// How long one attempt waits for its answer, unless set otherwise: a
+/// proposal held by a leader cut off from its quorum is never answered
+/// until it loses leadership, and the client should try elsewhere.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Attempts of a call that were retried, by the reason they failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// `NotLeader`: the target was not the leader (a hint is followed).
+    pub not_leader: u64,
+    /// `StaleCommand`: the entry was overwritten or the peer stopped.
+    pub stale_command: u64,
+    /// `ServerIsBusy`: the peer's mailbox was full.
+    pub server_is_busy: u64,
+    /// No answer: the store was not running or the attempt timed out.
+    pub no_answer: u64,
+    /// Any other retryable region error (`RegionNotFound`, `EpochNotMatch`).
+    pub other: u64,
+}
+
+impl Retries {
+    /// Every retried attempt.
+    pub fn total(&self) -> u64 {
+        self.not_leader + self.stale_command + self.server_is_busy + self.no_answer + self.other
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Retries) {
+        self.not_leader += other.not_leader;
+        self.stale_command += other.stale_command;
+        self.server_is_busy += other.server_is_busy;
+        self.no_answer += other.no_answer;
+        self.other += other.other;
+    }
+}
+
+/// The answer a retried call ended with.
+#[derive(Debug)]
+pub struct Answer {
+    /// A success, or a region error no retry can fix.
+    pub response: CmdResponse,
+    /// The attempts retried before it.
+    pub retries: Retries,
+}
+
+/// A retried call got no answer worth returning in time.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no answer within {timeout:?} ({} retries; last: {last})", .retries.total())]
+pub struct TimedOut {
+    /// The time allowed.
+    pub timeout: Duration,
+    /// The attempts retried.
+    pub retries: Retries,
+    /// What the last attempt got.
+    pub last: String,
+}
+
+/// A client of one [`Cluster`]. Cheap to copy: one per thread. Its methods
+/// block; call them from plain threads, never from inside an async task.
+#[derive(Clone, Copy)]
+pub struct Client<'c> {
+    cluster: &'c Cluster,
+    attempt_timeout: Duration,
+}
+
+impl<'c> Client<'c> {
+    pub(super) fn new(cluster: &'c Cluster) -> Self {
+        Client {
+            cluster,
+            attempt_timeout: ATTEMPT_TIMEOUT,
+        }
+    }
+
+    /// How long one attempt of [`Client::call_on_leader`] waits for its
+    /// answer ([`ATTEMPT_TIMEOUT`] unless set).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Hands `request` to the peer its header names, without waiting. The
+    /// answer arrives on the receiver (a region error if the router refused
+    /// the command); `None` if that store is not running.
+    pub fn send(&self, request: RaftCmdRequest) -> Option<CallbackReceiver> {
+        let header = request.header.unwrap_or_default();
+        let store_id = header.peer.map_or(0, |p| p.store_id);
+        let router = self.cluster.router(store_id)?;
+        Some(command::submit(&router, header.region_id, request))
+    }
+
+    /// Waits up to `timeout` for the answer of a command [`Client::send`]
+    /// sent.
+    pub fn wait(&self, answer: CallbackReceiver, timeout: Duration) -> Option<CmdResponse> {
+        self.cluster
+            .rt
+            // The timer must be made inside the runtime: in the async block.
+            .block_on(async { tokio::time::timeout(timeout, answer).await })
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Sends `request` to the peer it names and waits up to `timeout` for
+    /// the answer; `None` if the store is down or no answer came.
+    pub fn call(&self, request: RaftCmdRequest, timeout: Duration) -> Option<CmdResponse> {
+        let answer = self.send(request)?;
+        self.wait(answer, timeout)
+    }
+
+    /// Sends `request` to its region's leader, retrying as the module doc
+    /// says, until `timeout`.
+    pub fn call_on_leader(
+        &self,
+        mut request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<Answer, TimedOut> {
+        let deadline = Instant::now() + timeout;
+        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        let stores = self.cluster.store_ids();
+        let mut candidates = stores.iter().copied().cycle();
+        let mut retries = Retries::default();
+        let mut last = String::from("no attempt made");
+        // The peer to try next; `None`: the next candidate store.
+        let mut next = self.cluster.leader(region_id);
+        // Whether the attempt just made followed a `NotLeader` hint.
+        let mut followed_hint = false;
+        while Instant::now() < deadline {
+            let target = next.take().unwrap_or_else(|| {
+                let store_id = candidates.next().unwrap_or_default();
+                self.peer_on(region_id, store_id).unwrap_or(metapb::Peer {
+                    id: store_id,
+                    store_id,
+                })
+            });
+            let header = request
+                .header
+                .get_or_insert_with(RaftRequestHeader::default);
+            header.peer = Some(target);
+            header.region_epoch = self.cluster.region(region_id).and_then(|r| r.region_epoch);
+            let Some(answer) = self.send(request.clone()) else {
+                retries.no_answer += 1;
+                last = format!("store {} is not running", target.store_id);
+                followed_hint = false;
+                self.back_off(RETRY_BACKOFF, deadline);
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(response) = self.wait(answer, left.min(self.attempt_timeout)) else {
+                retries.no_answer += 1;
+                last = format!("no answer from store {}", target.store_id);
+                followed_hint = false;
+                continue;
+            };
+            let Some(error) = response.region_error() else {
+                self.cluster.note_leader(region_id, target);
+                return Ok(Answer { response, retries });
+            };
+            last = error.message.clone();
+            let backoff = if let Some(not_leader) = &error.not_leader {
+                retries.not_leader += 1;
+                next = not_leader.leader.filter(|l| *l != target);
+                // Two hints in a row: an election is likely running, and
+                // waiting for it is cheaper than bouncing between peers.
+                let at_once = next.is_some() && !followed_hint;
+                followed_hint = next.is_some();
+                if at_once {
+                    Duration::ZERO
+                } else {
+                    RETRY_BACKOFF
+                }
+            } else {
+                followed_hint = false;
+                match self.retry_after(error, target, &mut retries, &mut next) {
+                    Some(backoff) => backoff,
+                    None => return Ok(Answer { response, retries }),
+                }
+            };
+            self.back_off(backoff, deadline);
+        }
+        Err(TimedOut {
+            timeout,
+            retries,
+            last,
+        })
+    }
+
+    /// For a region error other than `NotLeader`: counts it and returns the
+    /// back-off before the next attempt (setting `next` to its target), or
+    /// `None` if retrying cannot help.
+    fn retry_after(
+        &self,
+        error: &errorpb::Error,
+        target: metapb::Peer,
+        retries: &mut Retries,
+        next: &mut Option<metapb::Peer>,
+    ) -> Option<Duration> {
+        if let Some(busy) = &error.server_is_busy {
+            retries.server_is_busy += 1;
+            *next = Some(target);
+            return Some(RETRY_BACKOFF.max(Duration::from_millis(busy.backoff_ms)));
+        }
+        if let Some(epoch) = &error.epoch_not_match {
+            retries.other += 1;
+            for region in &epoch.current_regions {
+                self.cluster.note_region(region);
+            }
+            *next = Some(target);
+            return Some(RETRY_BACKOFF);
+        }
+        if error.stale_command.is_some() {
+            retries.stale_command += 1;
+            return Some(RETRY_BACKOFF);
+        }
+        if error.region_not_found.is_some() {
+            retries.other += 1;
+            return Some(RETRY_BACKOFF);
+        }
+        None
+    }
+
+    fn back_off(&self, backoff: Duration, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(backoff.min(left));
+    }
+
+    fn peer_on(&self, region_id: u64, store_id: u64) -> Option<metapb::Peer> {
+        self.cluster
+            .region(region_id)
+            .and_then(|r| r.peers.iter().find(|p| p.store_id == store_id).copied())
+    }
+
+    /// Puts `key` = `value` in the default CF through the leader of the
+    /// region holding `key`, retrying until `timeout`. Returns the attempts
+    /// retried, by reason.
+    pub fn put(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Retries, ClusterError> {
+        let region = self.cluster.region_for_key(&key).ok_or_else(|| TimedOut {
+            timeout,
+            retries: Retries::default(),
+            last: "no region known: the cluster is not started".to_owned(),
+        })?;
+        let request = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: region.id,
+                region_epoch: region.region_epoch,
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: CF_DEFAULT.to_owned(),
+                    key,
+                    value,
+                }),
+                ..Default::default()
+            }],
+            admin_request: None,
+        };
+        let answer = self.call_on_leader(request, timeout)?;
+        match answer.response.region_error() {
+            None => Ok(answer.retries),
+            Some(error) => Err(ClusterError::Failed(Box::new(error.clone()))),
+        }
+    }
+}

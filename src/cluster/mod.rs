@@ -1,0 +1,509 @@
+//! The in-process cluster: N stores of the real raftstore in one process,
+//! each over its own RocksDB in a temp dir, connected by a simulated network,
+//! with the placement driver in-process. The region/leader test cluster of
+//! `tinykv-tests` and `tinykv-bench` are both built on it.
+//!
+//! Modules:
+//! - [`transport`]: [`SimNetwork`], every store's `Transport`: raft
+//!   messages go straight into the target store's router, snapshots take
+//!   the chunked path through their wire encoding.
+//! - [`filter`]: what the network lets through (partitions, loss, delay),
+//!   with every random choice seeded.
+//! - [`scheduler`]: the stores' reports into a `MemoryScheduler`, and its
+//!   operators back to the stores as admin commands.
+//! - [`client`]: a [`Client`] that finds a region's leader, follows
+//!   `NotLeader` hints and retries what can be retried, with a back-off.
+//!
+//! Lifecycle: [`Cluster::new`] makes the runtime, the temp dir and the
+//! scheduler; [`Cluster::start`] bootstraps every store with the first
+//! region (a peer on each store, peer id = store id) and starts them; stores
+//! then stop, restart, or are wiped one at a time. Dropping the cluster
+//! stops the stores and removes the data.
+//!
+//! What differs between users is an option, not a fork: the number of
+//! stores, the raftstore `Config`, the disk the data goes to, the runtime's
+//! threads, the network's seed and the logger ([`ClusterOptions`]). The
+//! cluster's methods block (they wait on the store runtime): call them from
+//! plain threads, never from inside an async task.
+
+pub mod client;
+pub mod filter;
+pub mod scheduler;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState};
+use kvproto::{errorpb, metapb};
+use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
+use raftstore::{Config, SnapManager, Store};
+use router::Router;
+use scheduler_stub::{MemoryScheduler, SchedulerClient};
+use slog::Logger;
+use storage::{CF_DEFAULT, CF_RAFT, Engine, keys};
+
+pub use self::client::{Answer, Client, Retries, TimedOut};
+use self::filter::{Filter, PartitionFilter};
+use self::transport::{SimNetwork, StoreTransport};
+
+/// The id of the region a cluster starts with.
+pub const FIRST_REGION_ID: u64 = 1;
+/// The cluster id every in-process cluster uses.
+pub const CLUSTER_ID: u64 = 1;
+
+/// What can fail while a cluster is built, run or called.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A store could not be bootstrapped or started.
+    #[error("raftstore: {0}")]
+    Raftstore(#[from] raftstore::Error),
+    /// An engine could not be opened or written.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::Error),
+    /// The in-process scheduler refused to bootstrap or register a store.
+    #[error("scheduler: {0}")]
+    Scheduler(#[from] scheduler_stub::Error),
+    /// A file-system or thread operation failed.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The operation needs store `0` stopped.
+    #[error("store {0} is running")]
+    StoreRunning(u64),
+    /// No answer that a retry could not improve came in time.
+    #[error(transparent)]
+    TimedOut(#[from] TimedOut),
+    /// The command was answered with a region error no retry can fix.
+    #[error("request failed: {}", .0.message)]
+    Failed(Box<errorpb::Error>),
+}
+
+/// How to build a [`Cluster`]: [`ClusterOptions::new`] with the store count
+/// and config, then the builder methods for whatever differs from the
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    stores: u64,
+    cfg: Config,
+    data_parent: PathBuf,
+    runtime_threads: usize,
+    network_seed: u64,
+    logger: Logger,
+}
+
+impl ClusterOptions {
+    /// `stores` stores (ids `1..=stores`, each with a peer of the first
+    /// region) running `cfg`; data under the system temp dir, a 2-thread
+    /// runtime, network seed `0x7e57`, no logs.
+    pub fn new(stores: u64, cfg: Config) -> Self {
+        ClusterOptions {
+            stores,
+            cfg,
+            data_parent: std::env::temp_dir(),
+            runtime_threads: 2,
+            network_seed: 0x7e57,
+            logger: Logger::root(slog::Discard, slog::o!()),
+        }
+    }
+
+    /// The directory the cluster's temp dir is made in: its disk is the one
+    /// the stores write to.
+    pub fn data_parent(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_parent = dir.into();
+        self
+    }
+
+    /// Worker threads of the runtime the store actors run on (at least 1).
+    pub fn runtime_threads(mut self, threads: usize) -> Self {
+        self.runtime_threads = threads.max(1);
+        self
+    }
+
+    /// The seed of the network filters' random choices.
+    pub fn network_seed(mut self, seed: u64) -> Self {
+        self.network_seed = seed;
+        self
+    }
+
+    /// The logger of the stores and the scheduler.
+    pub fn logger(mut self, logger: Logger) -> Self {
+        self.logger = logger;
+        self
+    }
+}
+
+/// N stores in one process. `Sync`: clients on many threads share it.
+pub struct Cluster {
+    rt: tokio::runtime::Runtime,
+    opts: ClusterOptions,
+    /// Every store's data: `store-{id}/db` (the engine) and
+    /// `store-{id}/snap` (snapshot files). Removed on drop, once the stores
+    /// have stopped.
+    dir: PathBuf,
+    /// Running stores. A `Mutex`: stores start and stop one at a time, and
+    /// readers only clone an engine handle out of it.
+    stores: Mutex<HashMap<u64, Store>>,
+    net: Arc<SimNetwork>,
+    /// The placement driver, in-process.
+    scheduler: Arc<MemoryScheduler>,
+    /// The newest region (by epoch) clients have seen for each region id.
+    /// An `RwLock`: every client attempt reads it; epoch errors write it.
+    regions: RwLock<HashMap<u64, metapb::Region>>,
+    /// The leader each region last answered from, which clients try first.
+    /// Same locking as `regions`: written only when the leader changes.
+    leaders: RwLock<HashMap<u64, metapb::Peer>>,
+}
+
+// Every lock above guards a map that each write leaves whole (one insert or
+// remove), so a lock poisoned by a panicking thread is still used.
+
+impl Cluster {
+    /// A cluster as `opts` says, not started: its runtime, temp dir and
+    /// scheduler exist, no store does.
+    pub fn new(opts: ClusterOptions) -> Result<Cluster, ClusterError> {
+        let io = |what: &'static str| move |source| ClusterError::Io { what, source };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.runtime_threads)
+            .thread_name("store-rt")
+            .enable_all()
+            .build()
+            .map_err(io("build the store runtime"))?;
+        std::fs::create_dir_all(&opts.data_parent).map_err(io("create the data directory"))?;
+        // Kept, not removed on drop: `Drop` removes it once the engines
+        // are closed.
+        let dir = tempfile::Builder::new()
+            .prefix("tinykv-cluster-")
+            .tempdir_in(&opts.data_parent)
+            .map_err(io("create the cluster's temp dir"))?
+            .keep();
+        Ok(Cluster {
+            rt,
+            dir,
+            stores: Mutex::new(HashMap::new()),
+            net: SimNetwork::new(opts.network_seed),
+            scheduler: Arc::new(MemoryScheduler::new(CLUSTER_ID, &opts.logger)),
+            regions: RwLock::new(HashMap::new()),
+            leaders: RwLock::new(HashMap::new()),
+            opts,
+        })
+    }
+
+    /// Store `store_id`'s directory: its engine in `db`, its snapshot files
+    /// in `snap`.
+    fn store_path(&self, store_id: u64) -> PathBuf {
+        self.dir.join(format!("store-{store_id}"))
+    }
+
+    fn engine_path(&self, store_id: u64) -> PathBuf {
+        self.store_path(store_id).join("db")
+    }
+
+    /// Where the stores keep their data.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bootstraps every store and the first region (a peer on each store,
+    /// peer id = store id) and the scheduler, then starts every store.
+    pub fn start(&self) -> Result<(), ClusterError> {
+        let peers: Vec<metapb::Peer> = self
+            .store_ids()
+            .into_iter()
+            .map(|id| metapb::Peer { id, store_id: id })
+            .collect();
+        let region = new_first_region(FIRST_REGION_ID, peers);
+        for store_id in self.store_ids() {
+            let engine = Engine::open(self.engine_path(store_id))?;
+            bootstrap_store(&engine, CLUSTER_ID, store_id)?;
+            write_initial_region(&engine, &region)?;
+        }
+        let store = |id| metapb::Store {
+            id,
+            ..Default::default()
+        };
+        self.scheduler.bootstrap(store(1), region.clone())?;
+        for store_id in self.store_ids() {
+            self.scheduler.put_store(store(store_id))?;
+            self.scheduler.set_region_heartbeat_response_handler(
+                store_id,
+                scheduler::operator_handler(Arc::clone(&self.net), store_id),
+            );
+        }
+        self.note_region(&region);
+        for store_id in self.store_ids() {
+            self.start_store(store_id)?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) store `store_id` from its data directory.
+    pub fn start_store(&self, store_id: u64) -> Result<(), ClusterError> {
+        let engine = Engine::open(self.engine_path(store_id))?;
+        let snap_mgr = SnapManager::open(self.store_path(store_id).join("snap"))?;
+        let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net), snap_mgr.clone()));
+        let store = {
+            let _guard = self.rt.enter();
+            Store::start(
+                store_id,
+                self.opts.cfg.clone(),
+                engine,
+                snap_mgr.clone(),
+                transport,
+                Arc::new(scheduler::Reporter(Arc::clone(&self.scheduler))),
+                &self.opts.logger,
+            )?
+        };
+        self.net.register(store_id, store.router(), snap_mgr);
+        self.lock_stores().insert(store_id, store);
+        Ok(())
+    }
+
+    /// Stops store `store_id`, keeping its data. Nothing happens if it is
+    /// not running.
+    pub fn stop_store(&self, store_id: u64) {
+        self.net.unregister(store_id);
+        let store = self.lock_stores().remove(&store_id);
+        if let Some(store) = store {
+            self.rt.block_on(store.stop());
+        }
+    }
+
+    /// Stops every store, keeping their data.
+    pub fn shutdown(&self) {
+        for store_id in self.store_ids() {
+            self.stop_store(store_id);
+        }
+    }
+
+    /// Stops every store and removes the cluster's data, saying whether the
+    /// removal failed (dropping the cluster does the same, and can only log
+    /// a failure).
+    pub fn destroy(self) -> Result<(), ClusterError> {
+        self.shutdown();
+        // `Drop` then finds nothing left to stop or remove.
+        remove_when_closed(&self.dir).map_err(|source| ClusterError::Io {
+            what: "remove the cluster's data",
+            source,
+        })
+    }
+
+    /// Whether store `store_id` is running.
+    pub fn is_running(&self, store_id: u64) -> bool {
+        self.lock_stores().contains_key(&store_id)
+    }
+
+    fn must_be_stopped(&self, store_id: u64) -> Result<(), ClusterError> {
+        if self.is_running(store_id) {
+            return Err(ClusterError::StoreRunning(store_id));
+        }
+        Ok(())
+    }
+
+    /// Replaces stopped store `store_id`'s data with an empty, freshly
+    /// bootstrapped store (a replaced disk): its peers come back only when
+    /// a leader sends them a snapshot.
+    pub fn wipe_store(&self, store_id: u64) -> Result<(), ClusterError> {
+        self.must_be_stopped(store_id)?;
+        remove_when_closed(&self.store_path(store_id)).map_err(|source| ClusterError::Io {
+            what: "remove the store's data",
+            source,
+        })?;
+        let engine = Engine::open(self.engine_path(store_id))?;
+        bootstrap_store(&engine, CLUSTER_ID, store_id)?;
+        Ok(())
+    }
+
+    /// Opens stopped store `store_id`'s engine, to look at or tamper with
+    /// its data as a crash could have left it. Drop the engine before the
+    /// store starts again.
+    pub fn open_stopped_engine(&self, store_id: u64) -> Result<Engine, ClusterError> {
+        self.must_be_stopped(store_id)?;
+        Ok(Engine::open(self.engine_path(store_id))?)
+    }
+
+    /// The engine of running store `store_id`.
+    pub fn store_engine(&self, store_id: u64) -> Option<Engine> {
+        self.lock_stores()
+            .get(&store_id)
+            .map(|s| s.engine().clone())
+    }
+
+    /// The router of running store `store_id`.
+    pub fn router(&self, store_id: u64) -> Option<Router> {
+        self.net.router(store_id)
+    }
+
+    /// The ids of the stores, running or not.
+    pub fn store_ids(&self) -> Vec<u64> {
+        (1..=self.opts.stores).collect()
+    }
+
+    /// The in-process placement driver.
+    pub fn scheduler(&self) -> &MemoryScheduler {
+        &self.scheduler
+    }
+
+    /// The leader of `region_id` as the scheduler last heard, if any.
+    pub fn reported_leader(&self, region_id: u64) -> Option<metapb::Peer> {
+        self.scheduler
+            .get_region_by_id(region_id)
+            .ok()
+            .flatten()
+            .and_then(|(_, leader)| leader)
+    }
+
+    /// Adds a network filter.
+    pub fn add_filter(&self, filter: Arc<dyn Filter>) {
+        self.net.add_filter(filter);
+    }
+
+    /// Removes every network filter.
+    pub fn clear_filters(&self) {
+        self.net.clear_filters();
+    }
+
+    /// Cuts the network into `groups` (a `PartitionFilter`): messages cross
+    /// no group boundary until the filters are cleared.
+    pub fn partition(&self, groups: Vec<Vec<u64>>) {
+        self.add_filter(Arc::new(PartitionFilter::new(groups)));
+    }
+
+    /// Makes the network filters' random choices follow `seed`.
+    pub fn reseed_network(&self, seed: u64) {
+        self.net.reseed(seed);
+    }
+
+    /// A client of this cluster.
+    pub fn client(&self) -> Client<'_> {
+        Client::new(self)
+    }
+
+    /// Puts a probe key until a put succeeds: a leader of the first region
+    /// is elected and its first entry of the term is committed. Returns the
+    /// time it took and the leader's store id, which clients try first.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<(Duration, u64), ClusterError> {
+        let start = Instant::now();
+        self.client()
+            .put(b"cluster-probe".to_vec(), b"ready".to_vec(), timeout)?;
+        let leader = self.leader(FIRST_REGION_ID).map_or(0, |p| p.store_id);
+        Ok((start.elapsed(), leader))
+    }
+
+    /// The region containing `key`, as clients last saw it.
+    pub fn region_for_key(&self, key: &[u8]) -> Option<metapb::Region> {
+        self.read_regions()
+            .values()
+            .find(|r| {
+                key >= r.start_key.as_slice()
+                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
+            })
+            .cloned()
+    }
+
+    /// Region `region_id` as clients last saw it.
+    pub fn region(&self, region_id: u64) -> Option<metapb::Region> {
+        self.read_regions().get(&region_id).cloned()
+    }
+
+    /// The ids of the stores holding a peer of `region_id`, as last seen.
+    pub fn store_ids_of_region(&self, region_id: u64) -> Vec<u64> {
+        self.region(region_id)
+            .map(|r| r.peers.iter().map(|p| p.store_id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The peer of `region_id` that last answered a client successfully.
+    pub fn leader(&self, region_id: u64) -> Option<metapb::Peer> {
+        self.leaders
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&region_id)
+            .copied()
+    }
+
+    /// Records `leader` as the peer of `region_id` to try first.
+    fn note_leader(&self, region_id: u64, leader: metapb::Peer) {
+        if self.leader(region_id) != Some(leader) {
+            self.leaders
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(region_id, leader);
+        }
+    }
+
+    /// Records `region` if its epoch is newer than the one known.
+    fn note_region(&self, region: &metapb::Region) {
+        let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
+        let newer = regions.get(&region.id).is_none_or(|known| {
+            let (a, b) = (
+                known.region_epoch.unwrap_or_default(),
+                region.region_epoch.unwrap_or_default(),
+            );
+            (b.version, b.conf_ver) > (a.version, a.conf_ver)
+        });
+        if newer {
+            regions.insert(region.id, region.clone());
+        }
+    }
+
+    fn read_regions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, metapb::Region>> {
+        self.regions.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_stores(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Store>> {
+        self.stores.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Store `store_id`'s `RaftApplyState` of `region_id`, read from its
+    /// engine; `None` while the store is down or has no such region.
+    pub fn apply_state(&self, store_id: u64, region_id: u64) -> Option<RaftApplyState> {
+        self.store_engine(store_id)?
+            .get_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id))
+            .ok()
+            .flatten()
+    }
+
+    /// Store `store_id`'s `RaftLocalState` of `region_id` (hard state, last
+    /// index and term), read from its engine; `None` while the store is down
+    /// or has no such region.
+    pub fn raft_local_state(&self, store_id: u64, region_id: u64) -> Option<RaftLocalState> {
+        self.store_engine(store_id)?
+            .get_msg_cf(CF_RAFT, &keys::raft_state_key(region_id))
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Err(e) = remove_when_closed(&self.dir) {
+            // Nothing to return to from a drop; the data is only left behind.
+            slog::warn!(self.opts.logger, "cannot remove the cluster's data";
+                "dir" => %self.dir.display(), "err" => %e);
+        }
+    }
+}
+
+/// Removes `dir`. `Store::stop` returns before its writer and log-GC
+/// threads have dropped their engine handles, so a RocksDB may still be
+/// closing (and writing its manifest) for a moment: a removal racing it
+/// fails, and is retried for a while.
+fn remove_when_closed(dir: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
