@@ -143,6 +143,36 @@ impl SchedulerService {
             .map_err(|e| Status::internal(format!("scheduler call failed: {e}")))
     }
 
+    /// The next request of a stream whose header names this cluster, or
+    /// `None` when the stream ends: the client closed it, it failed, the
+    /// server is shutting down, or the header is foreign (then the client
+    /// is told why first).
+    async fn next_request<Req, Resp>(
+        &self,
+        inbound: &mut Streaming<Req>,
+        closing: &mut watch::Receiver<bool>,
+        tx: &mpsc::Sender<std::result::Result<Resp, Status>>,
+        stream: &'static str,
+        header: impl Fn(&Req) -> Option<&RequestHeader>,
+    ) -> Option<Req> {
+        let request = tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => return None,
+            message = inbound.message() => match message {
+                Ok(Some(request)) => request,
+                Ok(None) => return None,
+                Err(status) => {
+                    debug!(self.inner.logger, "stream failed"; "stream" => stream, "status" => %status);
+                    return None;
+                }
+            },
+        };
+        if let Err(status) = self.check_header(header(&request)) {
+            let _ = tx.send(Err(status)).await;
+            return None;
+        }
+        Some(request)
+    }
+
     /// Serves one `RegionHeartbeat` stream until the client closes it, it
     /// fails, or the server shuts down.
     async fn run_heartbeat_stream(
@@ -152,21 +182,14 @@ impl SchedulerService {
     ) {
         let mut closing = self.inner.closing.subscribe();
         loop {
-            let request = tokio::select! {
-                _ = closing.wait_for(|closing| *closing) => break,
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => request,
-                    Ok(None) => break,
-                    Err(status) => {
-                        debug!(self.inner.logger, "region heartbeat stream failed"; "status" => %status);
-                        break;
-                    }
-                },
-            };
-            if let Err(status) = self.check_header(request.header.as_ref()) {
-                let _ = tx.send(Err(status)).await;
+            let Some(request) = self
+                .next_request(&mut inbound, &mut closing, &tx, "region heartbeat", |r| {
+                    r.header.as_ref()
+                })
+                .await
+            else {
                 break;
-            }
+            };
             let region_id = request.region.as_ref().map_or(0, |r| r.id);
             let result = match self.call(move |s| s.heartbeat_response(request)).await {
                 Ok(result) => result,
@@ -203,21 +226,14 @@ impl SchedulerService {
     ) {
         let mut closing = self.inner.closing.subscribe();
         loop {
-            let request = tokio::select! {
-                _ = closing.wait_for(|closing| *closing) => break,
-                message = inbound.message() => match message {
-                    Ok(Some(request)) => request,
-                    Ok(None) => break,
-                    Err(status) => {
-                        debug!(self.inner.logger, "tso stream failed"; "status" => %status);
-                        break;
-                    }
-                },
-            };
-            if let Err(status) = self.check_header(request.header.as_ref()) {
-                let _ = tx.send(Err(status)).await;
+            let Some(request) = self
+                .next_request(&mut inbound, &mut closing, &tx, "tso", |r| {
+                    r.header.as_ref()
+                })
+                .await
+            else {
                 break;
-            }
+            };
             let count = request.count;
             let result = match self.call(move |s| s.tso(count)).await {
                 Ok(result) => result,
