@@ -4,12 +4,15 @@
 //! async methods from request to response so they can be tested without gRPC;
 //! the tonic service wraps them. Handler families live in their own files:
 //! - [`raw_api`]: `RawGet`, `RawPut`, `RawDelete`, `RawScan`.
+//! - [`raft_storage`]: [`raft_storage::RaftStorage`], the `Storage` over a
+//!   store's Raft-replicated regions (commands through its router).
 //!
 //! Handlers never fail at the gRPC level and never panic on input: a bad
 //! request or a storage failure becomes the response's `error` string, and a
 //! refusal the client must route around (not leader, wrong region, ...)
 //! becomes its `region_error`, as TinyKV does.
 
+pub mod raft_storage;
 pub mod raw_api;
 
 #[cfg(test)]
