@@ -6,6 +6,8 @@
 //! - [`raw_api`]: `RawGet`, `RawPut`, `RawDelete`, `RawScan`.
 //! - [`raft_storage`]: [`raft_storage::RaftStorage`], the `Storage` over a
 //!   store's Raft-replicated regions (commands through its router).
+//! - [`service`]: [`service::TinyKvService`], the `TinyKv` gRPC service over
+//!   these handlers, with its limits ([`service::ServiceOptions`]).
 //!
 //! Handlers never fail at the gRPC level and never panic on input: a bad
 //! request or a storage failure becomes the response's `error` string, and a
@@ -14,6 +16,7 @@
 
 pub mod raft_storage;
 pub mod raw_api;
+pub mod service;
 
 #[cfg(test)]
 mod server_test;

@@ -1,0 +1,733 @@
+//! `TinyKvService`: the `tinykvpb.TinyKv` gRPC service over a [`Server`]'s
+//! handlers, with the limits a network-facing store needs.
+//!
+//! What each call does:
+//! - `RawGet`, `RawPut`, `RawDelete`: the [`Server`] handlers; `RawPut`
+//!   first refuses a value over [`ServiceOptions::max_value_size`] (in the
+//!   response's `error`, before anything is proposed).
+//! - `RawScan`: the handler's semantics (see [`super::raw_api`]) with two
+//!   bounds, and a range check the handler cannot make:
+//!   - `limit` is capped at [`ServiceOptions::max_scan_limit`];
+//!   - pairs are added while their bytes (key + value) stay within
+//!     [`ServiceOptions::max_scan_response_bytes`], and the scan stops before
+//!     the first pair that would cross it. The first pair is always
+//!     returned, however large, so a client paging through keys always makes
+//!     progress; a response is therefore at most one pair over the bound
+//!     (and a pair is bounded by the value size limit). A client that gets
+//!     fewer pairs than it asked for continues from after the last key.
+//!   - a start key outside the region the read was taken from answers
+//!     `KeyNotInRegion` (a region reader would otherwise start at the
+//!     region's first key, and the client would get keys it did not ask
+//!     for without knowing).
+//! - `Raft`, `Snapshot` (the store-to-store streams), every `Kv*` call and
+//!   `Coprocessor`: `UNIMPLEMENTED`, with a message naming what is missing.
+//!
+//! Every answer to a bad request is a response with `error` or
+//! `region_error` set (as the handlers do), never a gRPC failure or a panic;
+//! gRPC statuses are left for what the service does not serve at all and for
+//! messages over [`ServiceOptions::max_message_size`] (tonic refuses those,
+//! `RESOURCE_EXHAUSTED`, before they are decoded).
+
+use std::future::Future;
+
+use kvproto::coprocessor;
+use kvproto::kvrpcpb::{
+    BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
+    CommitRequest, CommitResponse, Context, GetRequest, GetResponse, KvPair, PrewriteRequest,
+    PrewriteResponse, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse,
+    RawPutRequest, RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest,
+    ResolveLockResponse, ScanRequest, ScanResponse,
+};
+use kvproto::metapb;
+use kvproto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use kvproto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
+use storage::{CF_DEFAULT, RegionReader, Storage, check_data_cf};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{ResponseError, Server};
+
+/// The limits of a [`TinyKvService`]. [`Default`] gives values that fit
+/// together: a largest value fits in a message, and so does a scan
+/// response at its byte bound plus one largest pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// The most pairs one `RawScan` returns, whatever `limit` asks for.
+    /// Default: 10,000.
+    pub max_scan_limit: u32,
+    /// The bytes (keys + values) after which a `RawScan` stops adding
+    /// pairs; see the module docs. Default: 4 MiB.
+    pub max_scan_response_bytes: usize,
+    /// The largest value a `RawPut` may carry. Default: 8 MiB, the
+    /// raftstore's own default limit.
+    pub max_value_size: usize,
+    /// The largest gRPC message decoded or encoded. Default: 16 MiB.
+    pub max_message_size: usize,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            max_scan_limit: 10_000,
+            max_scan_response_bytes: 4 * 1024 * 1024,
+            max_value_size: 8 * 1024 * 1024,
+            max_message_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The `TinyKv` service over the handlers of a [`Server`] on `S`.
+#[derive(Debug)]
+pub struct TinyKvService<S: Storage> {
+    server: Server<S>,
+    opts: ServiceOptions,
+}
+
+impl<S: Storage<Reader = RegionReader>> TinyKvService<S> {
+    /// The service answering from `storage` within `opts`.
+    pub fn new(storage: S, opts: ServiceOptions) -> Self {
+        TinyKvService {
+            server: Server::new(storage),
+            opts,
+        }
+    }
+
+    /// The handlers underneath.
+    pub fn server(&self) -> &Server<S> {
+        &self.server
+    }
+
+    /// The tonic service, with the message size limits set.
+    pub fn into_grpc(self) -> TinyKvServer<Self> {
+        let max = self.opts.max_message_size;
+        TinyKvServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// `RawScan` with the limits (see the module docs).
+    async fn scan(&self, req: RawScanRequest) -> RawScanResponse {
+        let ctx = req.context.unwrap_or_default();
+        let limit = req.limit.min(self.opts.max_scan_limit);
+        match self
+            .bounded_scan(&ctx, &req.cf, &req.start_key, limit)
+            .await
+        {
+            Ok(kvs) => RawScanResponse {
+                kvs,
+                ..Default::default()
+            },
+            Err(ResponseError::Region(e)) => RawScanResponse {
+                region_error: Some(*e),
+                ..Default::default()
+            },
+            Err(ResponseError::Other(error)) => RawScanResponse {
+                error,
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn bounded_scan(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        start: &[u8],
+        limit: u32,
+    ) -> Result<Vec<KvPair>, ResponseError> {
+        // The handlers' rule: an empty cf is `default`, others must hold data.
+        let cf = if cf.is_empty() { CF_DEFAULT } else { cf };
+        check_data_cf(cf).map_err(|e| ResponseError::Other(format!("invalid cf: {e}")))?;
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let reader = self.server.storage().reader(ctx).await?;
+        check_start_in_range(ctx.region_id, start, &reader)?;
+        let mut it = reader.iter_cf(cf)?;
+        let mut kvs = vec![];
+        let mut bytes = 0usize;
+        it.seek(start);
+        while let Some((key, value)) = it.item() {
+            let size = key.len() + value.len();
+            if !kvs.is_empty() && bytes + size > self.opts.max_scan_response_bytes {
+                break;
+            }
+            bytes += size;
+            kvs.push(KvPair {
+                error: None,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            });
+            if kvs.len() >= limit as usize {
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(kvs)
+    }
+}
+
+/// `KeyNotInRegion` unless `start` is in the reader's range.
+fn check_start_in_range(
+    region_id: u64,
+    start: &[u8],
+    reader: &RegionReader,
+) -> Result<(), ResponseError> {
+    let (first, end) = (reader.start_key(), reader.end_key());
+    if start >= first && (end.is_empty() || start < end) {
+        return Ok(());
+    }
+    let region = metapb::Region {
+        id: region_id,
+        start_key: first.to_vec(),
+        end_key: end.to_vec(),
+        ..Default::default()
+    };
+    let e = raftstore::Error::KeyNotInRegion {
+        key: start.to_vec(),
+        region: Box::new(region),
+    };
+    Err(ResponseError::Region(Box::new(e.to_region_error())))
+}
+
+fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(what.to_owned()))
+}
+
+const TXN_UNIMPLEMENTED: &str =
+    "the transactional API (Kv*) is not implemented by this store yet; use the Raw API";
+
+#[tonic::async_trait]
+impl<S: Storage<Reader = RegionReader>> TinyKv for TinyKvService<S> {
+    async fn kv_get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn kv_scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn kv_prewrite(
+        &self,
+        _: Request<PrewriteRequest>,
+    ) -> Result<Response<PrewriteResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn kv_commit(
+        &self,
+        _: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn kv_check_txn_status(
+        &self,
+        _: Request<CheckTxnStatusRequest>,
+    ) -> Result<Response<CheckTxnStatusResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn kv_batch_rollback(
+        &self,
+        _: Request<BatchRollbackRequest>,
+    ) -> Result<Response<BatchRollbackResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn kv_resolve_lock(
+        &self,
+        _: Request<ResolveLockRequest>,
+    ) -> Result<Response<ResolveLockResponse>, Status> {
+        unimplemented(TXN_UNIMPLEMENTED)
+    }
+
+    async fn raw_get(
+        &self,
+        req: Request<RawGetRequest>,
+    ) -> Result<Response<RawGetResponse>, Status> {
+        Ok(Response::new(self.server.raw_get(req.into_inner()).await))
+    }
+
+    async fn raw_put(
+        &self,
+        req: Request<RawPutRequest>,
+    ) -> Result<Response<RawPutResponse>, Status> {
+        let req = req.into_inner();
+        if req.value.len() > self.opts.max_value_size {
+            return Ok(Response::new(RawPutResponse {
+                error: format!(
+                    "value too large: {} bytes, the limit is {} bytes",
+                    req.value.len(),
+                    self.opts.max_value_size
+                ),
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(self.server.raw_put(req).await))
+    }
+
+    async fn raw_delete(
+        &self,
+        req: Request<RawDeleteRequest>,
+    ) -> Result<Response<RawDeleteResponse>, Status> {
+        Ok(Response::new(
+            self.server.raw_delete(req.into_inner()).await,
+        ))
+    }
+
+    async fn raw_scan(
+        &self,
+        req: Request<RawScanRequest>,
+    ) -> Result<Response<RawScanResponse>, Status> {
+        Ok(Response::new(self.scan(req.into_inner()).await))
+    }
+
+    async fn raft(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
+        unimplemented(
+            "the Raft message stream between stores is not implemented by this service yet",
+        )
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
+        unimplemented(
+            "the Snapshot chunk stream between stores is not implemented by this service yet",
+        )
+    }
+
+    async fn coprocessor(
+        &self,
+        _: Request<coprocessor::Request>,
+    ) -> Result<Response<coprocessor::Response>, Status> {
+        unimplemented("the Coprocessor API is not implemented by this store")
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then stops
+/// accepting and lets in-flight calls finish.
+pub async fn serve<S: Storage<Reader = RegionReader>>(
+    listener: TcpListener,
+    service: TinyKvService<S>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(service.into_grpc())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
+    use storage::{Modify, StandaloneStorage};
+    use tempfile::TempDir;
+    use tokio::sync::oneshot;
+    use tonic::Code;
+    use tonic::transport::Channel;
+
+    use super::*;
+
+    /// A service on a loopback port; dropping it stops the server.
+    struct TestService {
+        client: TinyKvClient<Channel>,
+        _stop: oneshot::Sender<()>,
+        _dir: TempDir,
+    }
+
+    async fn serve_on_loopback<S: Storage<Reader = RegionReader>>(
+        storage: S,
+        opts: ServiceOptions,
+        dir: TempDir,
+    ) -> TestService {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr: SocketAddr = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(listener, TinyKvService::new(storage, opts), async {
+            let _ = stopped.await;
+        }));
+        // The listener is bound already: the connection waits in its backlog
+        // until the server accepts it.
+        let client = TinyKvClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the service")
+            .max_decoding_message_size(opts.max_message_size)
+            .max_encoding_message_size(usize::MAX);
+        TestService {
+            client,
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+
+    async fn new_test_service(opts: ServiceOptions) -> TestService {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let storage = StandaloneStorage::open(dir.path()).expect("open standalone storage");
+        serve_on_loopback(storage, opts, dir).await
+    }
+
+    fn put_req(key: &[u8], value: &[u8]) -> RawPutRequest {
+        RawPutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn get_req(key: &[u8]) -> RawGetRequest {
+        RawGetRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn scan_req(start: &[u8], limit: u32) -> RawScanRequest {
+        RawScanRequest {
+            start_key: start.to_vec(),
+            limit,
+            ..Default::default()
+        }
+    }
+
+    async fn must_put(client: &mut TinyKvClient<Channel>, key: &[u8], value: &[u8]) {
+        let resp = client
+            .raw_put(put_req(key, value))
+            .await
+            .expect("RawPut answered")
+            .into_inner();
+        assert!(
+            resp.error.is_empty() && resp.region_error.is_none(),
+            "{resp:?}"
+        );
+    }
+
+    /// Keys `k00`, `k01`, ... each with a `value_len`-byte value.
+    async fn must_put_keys(client: &mut TinyKvClient<Channel>, n: usize, value_len: usize) {
+        for i in 0..n {
+            must_put(
+                client,
+                format!("k{i:02}").as_bytes(),
+                &vec![b'v'; value_len],
+            )
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_put_get_delete_round_trip() {
+        let mut svc = new_test_service(ServiceOptions::default()).await;
+        must_put(&mut svc.client, b"k", b"v").await;
+        let got = svc.client.raw_get(get_req(b"k")).await.expect("RawGet");
+        assert_eq!(got.into_inner().value, b"v");
+        let deleted = svc
+            .client
+            .raw_delete(RawDeleteRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("RawDelete")
+            .into_inner();
+        assert!(deleted.error.is_empty(), "{deleted:?}");
+        let got = svc.client.raw_get(get_req(b"k")).await.expect("RawGet");
+        assert!(got.into_inner().not_found);
+    }
+
+    #[tokio::test]
+    async fn raw_scan_limit_is_capped() {
+        let opts = ServiceOptions {
+            max_scan_limit: 5,
+            ..Default::default()
+        };
+        let mut svc = new_test_service(opts).await;
+        must_put_keys(&mut svc.client, 8, 4).await;
+        let resp = svc
+            .client
+            .raw_scan(scan_req(b"k", 1000))
+            .await
+            .expect("RawScan")
+            .into_inner();
+        let keys: Vec<_> = resp.kvs.iter().map(|kv| kv.key.clone()).collect();
+        let want: Vec<Vec<u8>> = (0..5).map(|i| format!("k{i:02}").into_bytes()).collect();
+        assert_eq!(keys, want, "{resp:?}");
+        // Below the cap, `limit` rules.
+        let resp = svc
+            .client
+            .raw_scan(scan_req(b"k", 2))
+            .await
+            .expect("RawScan");
+        assert_eq!(resp.into_inner().kvs.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn raw_scan_stops_at_the_byte_bound() {
+        let opts = ServiceOptions {
+            max_scan_response_bytes: 100,
+            ..Default::default()
+        };
+        let mut svc = new_test_service(opts).await;
+        // 3 + 30 = 33 bytes a pair: three fit in 100, a fourth would not.
+        must_put_keys(&mut svc.client, 8, 30).await;
+        let resp = svc
+            .client
+            .raw_scan(scan_req(b"k", 10))
+            .await
+            .expect("RawScan")
+            .into_inner();
+        let keys: Vec<_> = resp.kvs.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![b"k00".to_vec(), b"k01".to_vec(), b"k02".to_vec()]
+        );
+        // A pair over the bound alone still comes back, so paging progresses.
+        must_put(&mut svc.client, b"big", &[b'x'; 500]).await;
+        let resp = svc
+            .client
+            .raw_scan(scan_req(b"big", 10))
+            .await
+            .expect("RawScan")
+            .into_inner();
+        let keys: Vec<_> = resp.kvs.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(keys, vec![b"big".to_vec()], "{resp:?}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_value_is_refused_before_writing() {
+        let opts = ServiceOptions {
+            max_value_size: 16,
+            max_message_size: 1024,
+            ..Default::default()
+        };
+        let mut svc = new_test_service(opts).await;
+        let resp = svc
+            .client
+            .raw_put(put_req(b"k", &[0; 17]))
+            .await
+            .expect("RawPut answered")
+            .into_inner();
+        assert!(resp.error.contains("value too large"), "{resp:?}");
+        let got = svc.client.raw_get(get_req(b"k")).await.expect("RawGet");
+        assert!(got.into_inner().not_found, "the refused value was written");
+        must_put(&mut svc.client, b"k", &[0; 16]).await;
+        // Over the message size: refused by gRPC before decoding.
+        let status = svc
+            .client
+            .raw_put(put_req(b"k", &[0; 2048]))
+            .await
+            .expect_err("a message over the limit is refused");
+        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn unserved_calls_answer_unimplemented() {
+        let mut svc = new_test_service(ServiceOptions::default()).await;
+        let status = svc
+            .client
+            .kv_get(GetRequest::default())
+            .await
+            .expect_err("KvGet is not served");
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("not implemented"), "{status:?}");
+        let status = svc
+            .client
+            .coprocessor(coprocessor::Request::default())
+            .await
+            .expect_err("Coprocessor is not served");
+        assert_eq!(status.code(), Code::Unimplemented);
+        let status = svc
+            .client
+            .raft(tokio_stream::iter(vec![RaftMessage::default()]))
+            .await
+            .expect_err("Raft is not served yet");
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(
+            status.message().contains("Raft message stream"),
+            "{status:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_input_is_a_clear_error() {
+        let mut svc = new_test_service(ServiceOptions::default()).await;
+        let resp = svc
+            .client
+            .raw_put(put_req(b"", b"v"))
+            .await
+            .expect("answered")
+            .into_inner();
+        assert!(resp.error.contains("empty"), "{resp:?}");
+        for cf in ["nope", "raft"] {
+            let resp = svc
+                .client
+                .raw_get(RawGetRequest {
+                    cf: cf.into(),
+                    ..get_req(b"k")
+                })
+                .await
+                .expect("answered")
+                .into_inner();
+            assert!(resp.error.contains("invalid cf"), "{cf}: {resp:?}");
+            let resp = svc
+                .client
+                .raw_scan(RawScanRequest {
+                    cf: cf.into(),
+                    ..scan_req(b"", 10)
+                })
+                .await
+                .expect("answered")
+                .into_inner();
+            assert!(resp.error.contains("invalid cf"), "{cf}: {resp:?}");
+        }
+        // The service still serves.
+        must_put(&mut svc.client, b"k", b"v").await;
+    }
+
+    /// A standalone storage whose reads see only the keys `[b, y)`, as a
+    /// region's reader does.
+    struct NarrowStorage(StandaloneStorage);
+
+    impl Storage for NarrowStorage {
+        type Reader = RegionReader;
+
+        async fn write(&self, ctx: &Context, batch: Vec<Modify>) -> storage::Result<()> {
+            self.0.write(ctx, batch).await
+        }
+
+        async fn reader(&self, _: &Context) -> storage::Result<RegionReader> {
+            Ok(RegionReader::new(self.0.engine().snapshot(), b"b", b"y"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_starting_outside_the_region_is_key_not_in_region() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let storage = StandaloneStorage::open(dir.path()).expect("open standalone storage");
+        let mut svc =
+            serve_on_loopback(NarrowStorage(storage), ServiceOptions::default(), dir).await;
+        must_put(&mut svc.client, b"c", b"1").await;
+        let ctx = Context {
+            region_id: 4,
+            ..Default::default()
+        };
+        for start in [&b"a"[..], b"", b"y", b"z"] {
+            let resp = svc
+                .client
+                .raw_scan(RawScanRequest {
+                    context: Some(ctx),
+                    ..scan_req(start, 10)
+                })
+                .await
+                .expect("answered")
+                .into_inner();
+            let e = resp
+                .region_error
+                .as_ref()
+                .and_then(|e| e.key_not_in_region.as_ref())
+                .unwrap_or_else(|| panic!("expected KeyNotInRegion for {start:?}, got {resp:?}"));
+            assert_eq!(
+                (
+                    e.key.as_slice(),
+                    e.region_id,
+                    e.start_key.as_slice(),
+                    e.end_key.as_slice()
+                ),
+                (start, 4, &b"b"[..], &b"y"[..])
+            );
+            assert!(resp.kvs.is_empty());
+        }
+        let resp = svc
+            .client
+            .raw_scan(scan_req(b"b", 10))
+            .await
+            .expect("answered")
+            .into_inner();
+        assert_eq!(resp.kvs.len(), 1, "{resp:?}");
+    }
+
+    /// The service over `RaftStorage` on a cluster's leader store: a round
+    /// trip through Raft, and a request without a context refused plainly.
+    #[test]
+    fn over_raft_storage_on_the_leader() {
+        use std::time::Duration;
+
+        use raftstore::Config;
+
+        use crate::cluster::{Cluster, ClusterOptions, FIRST_REGION_ID};
+        use crate::server::raft_storage::{RaftStorage, RaftStorageOptions};
+
+        let cluster =
+            Cluster::new(ClusterOptions::new(3, Config::for_tests())).expect("build the cluster");
+        cluster.start().expect("start the cluster");
+        let (_, leader) = cluster
+            .wait_for_leader(Duration::from_secs(20))
+            .expect("a leader");
+        let region = cluster.region(FIRST_REGION_ID).expect("the first region");
+        let ctx = Context {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer: Some(metapb::Peer {
+                id: leader,
+                store_id: leader,
+            }),
+            ..Default::default()
+        };
+        let storage = RaftStorage::new(
+            cluster.router(leader).expect("the leader's store runs"),
+            leader,
+            RaftStorageOptions::default(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("build a test runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("create temp dir");
+            let mut svc = serve_on_loopback(storage, ServiceOptions::default(), dir).await;
+            let resp = svc
+                .client
+                .raw_put(RawPutRequest {
+                    context: Some(ctx),
+                    ..put_req(b"k", b"v")
+                })
+                .await
+                .expect("RawPut answered")
+                .into_inner();
+            assert!(
+                resp.error.is_empty() && resp.region_error.is_none(),
+                "{resp:?}"
+            );
+            let resp = svc
+                .client
+                .raw_get(RawGetRequest {
+                    context: Some(ctx),
+                    ..get_req(b"k")
+                })
+                .await
+                .expect("RawGet answered")
+                .into_inner();
+            assert_eq!(resp.value, b"v", "{resp:?}");
+            let resp = svc
+                .client
+                .raw_put(put_req(b"k", b"w"))
+                .await
+                .expect("RawPut answered")
+                .into_inner();
+            assert!(resp.error.contains("no region"), "{resp:?}");
+            let resp = svc
+                .client
+                .raw_scan(scan_req(b"k", 10))
+                .await
+                .expect("RawScan answered")
+                .into_inner();
+            assert!(resp.error.contains("no region"), "{resp:?}");
+        });
+    }
+}
