@@ -506,5 +506,47 @@ mod tests {
                 "{resp:?}"
             );
         }
+
+        /// A leader cut off from its followers cannot commit, and raft
+        /// without check-quorum keeps it leading: the command is never
+        /// answered, and the wait ends at the deadline with an error that
+        /// says the outcome is unknown, never a success.
+        #[test]
+        fn an_unanswered_command_times_out() {
+            let (cluster, leader, rt) = new_test_cluster();
+            let others = cluster
+                .store_ids()
+                .into_iter()
+                .filter(|&id| id != leader)
+                .collect();
+            cluster.partition(vec![vec![leader], others]);
+            let storage = RaftStorage::new(
+                cluster.router(leader).expect("the store runs"),
+                leader,
+                RaftStorageOptions {
+                    timeout: Duration::from_millis(300),
+                },
+            );
+            let ctx = ctx_on(&cluster, leader);
+            let put = vec![Modify::Put {
+                cf: "default".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }];
+            let result = rt.block_on(storage.write(&ctx, put));
+            match &result {
+                Err(e @ Error::Io { source, .. }) => {
+                    assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                    assert!(e.to_string().contains("outcome is unknown"), "{e}");
+                }
+                other => panic!("expected a timeout, got {other:?}"),
+            }
+            let server = Server::new(storage);
+            let resp = rt.block_on(server.raw_get(get(&ctx, b"k")));
+            assert!(
+                resp.region_error.is_none() && resp.error.contains("did not answer"),
+                "{resp:?}"
+            );
+        }
     }
 }
