@@ -413,7 +413,9 @@ mod tests {
                     if named || Instant::now() >= deadline {
                         break resp;
                     }
-                    tokio::task::yield_now().await;
+                    // A poll interval, not a wait for the condition: the loop ends
+                    // as soon as the follower names the leader.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             });
             let not_leader = last
