@@ -24,16 +24,30 @@ mod server_test;
 use kvproto::errorpb;
 use storage::Storage;
 
+pub use self::raw_api::ScanLimits;
+
 /// The `TinyKv` service's handlers over a storage `S`.
 #[derive(Debug)]
 pub struct Server<S: Storage> {
     storage: S,
+    scan_limits: ScanLimits,
 }
 
 impl<S: Storage> Server<S> {
     /// A server answering from `storage`.
     pub fn new(storage: S) -> Self {
-        Server { storage }
+        Server {
+            storage,
+            scan_limits: ScanLimits::default(),
+        }
+    }
+
+    /// The same server with other `RawScan` bounds.
+    pub fn with_scan_limits(self, scan_limits: ScanLimits) -> Self {
+        Server {
+            scan_limits,
+            ..self
+        }
     }
 
     /// The storage underneath.

@@ -5,7 +5,15 @@
 //! - `RawPut` / `RawDelete`: one durable write; deleting an absent key
 //!   succeeds.
 //! - `RawScan`: up to `limit` pairs from `start_key` (inclusive) in key order,
-//!   from one consistent snapshot; `limit = 0` returns none.
+//!   from one consistent snapshot; `limit = 0` returns none. Two bounds
+//!   ([`ScanLimits`]): `limit` is capped, and pairs are added while their
+//!   bytes (key + value) stay within a byte bound; the first pair is always
+//!   returned, however large, so a client paging through keys always makes
+//!   progress (a response is at most one pair over the bound). A client
+//!   that gets fewer pairs than it asked for continues after the last key.
+//!   A start key outside the reader's range (a region's) answers
+//!   `KeyNotInRegion`: the reader would otherwise start at the range's first
+//!   key, and the client would get keys it did not ask for without knowing.
 //!
 //! Input checks, before touching storage:
 //! - `cf` must be a data column family (`default`, `lock`, `write`). An empty
@@ -13,6 +21,7 @@
 //!   CF, is refused with an error naming it.
 //! - `RawPut` and `RawDelete` refuse an empty key: no such key can exist.
 
+use kvproto::errorpb;
 use kvproto::kvrpcpb::{
     Context, KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse,
     RawPutRequest, RawPutResponse, RawScanRequest, RawScanResponse,
@@ -22,6 +31,43 @@ use storage::{CF_DEFAULT, Modify, Storage, StorageReader, check_data_cf};
 use super::{ResponseError, Server};
 
 type Result<T> = std::result::Result<T, ResponseError>;
+
+/// The bounds of one `RawScan` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// The most pairs one scan returns, whatever `limit` asks for.
+    pub max_pairs: u32,
+    /// The bytes (keys + values) after which a scan stops adding pairs.
+    pub max_bytes: usize,
+}
+
+impl Default for ScanLimits {
+    /// 10,000 pairs, 4 MiB.
+    fn default() -> Self {
+        ScanLimits {
+            max_pairs: 10_000,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `KeyNotInRegion` unless `key` is in `range` (of region `region_id`).
+fn check_in_range(region_id: u64, key: &[u8], range: (&[u8], &[u8])) -> Result<()> {
+    let (start, end) = range;
+    if key >= start && (end.is_empty() || key < end) {
+        return Ok(());
+    }
+    Err(ResponseError::Region(Box::new(errorpb::Error {
+        message: format!("key {key:?} is not in region {region_id}"),
+        key_not_in_region: Some(errorpb::KeyNotInRegion {
+            key: key.to_vec(),
+            region_id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+        }),
+        ..Default::default()
+    })))
+}
 
 /// The column family a request names, checked: empty means `default`.
 fn request_cf(cf: &str) -> Result<&str> {
@@ -135,6 +181,8 @@ impl<S: Storage> Server<S> {
     async fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let cf = request_cf(cf)?;
         let reader = self.storage.reader(ctx).await?;
+        // Checked here to name the region: the reader knows only its range.
+        check_in_range(ctx.region_id, key, reader.key_range())?;
         Ok(reader.get_cf(cf, key)?)
     }
 
@@ -144,14 +192,22 @@ impl<S: Storage> Server<S> {
 
     async fn scan(&self, ctx: &Context, cf: &str, start: &[u8], limit: u32) -> Result<Vec<KvPair>> {
         let cf = request_cf(cf)?;
+        let limit = limit.min(self.scan_limits.max_pairs);
         if limit == 0 {
             return Ok(vec![]);
         }
         let reader = self.storage.reader(ctx).await?;
+        check_in_range(ctx.region_id, start, reader.key_range())?;
         let mut it = reader.iter_cf(cf)?;
         let mut kvs = vec![];
+        let mut bytes = 0usize;
         it.seek(start);
         while let Some((key, value)) = it.item() {
+            let size = key.len() + value.len();
+            if !kvs.is_empty() && bytes.saturating_add(size) > self.scan_limits.max_bytes {
+                break;
+            }
+            bytes += size;
             kvs.push(KvPair {
                 error: None,
                 key: key.to_vec(),

@@ -5,20 +5,11 @@
 //! - `RawGet`, `RawPut`, `RawDelete`: the [`Server`] handlers; `RawPut`
 //!   first refuses a value over [`ServiceOptions::max_value_size`] (in the
 //!   response's `error`, before anything is proposed).
-//! - `RawScan`: the handler's semantics (see [`super::raw_api`]) with two
-//!   bounds, and a range check the handler cannot make:
-//!   - `limit` is capped at [`ServiceOptions::max_scan_limit`];
-//!   - pairs are added while their bytes (key + value) stay within
-//!     [`ServiceOptions::max_scan_response_bytes`], and the scan stops before
-//!     the first pair that would cross it. The first pair is always
-//!     returned, however large, so a client paging through keys always makes
-//!     progress; a response is therefore at most one pair over the bound
-//!     (and a pair is bounded by the value size limit). A client that gets
-//!     fewer pairs than it asked for continues from after the last key.
-//!   - a start key outside the region the read was taken from answers
-//!     `KeyNotInRegion` (a region reader would otherwise start at the
-//!     region's first key, and the client would get keys it did not ask
-//!     for without knowing).
+//! - `RawScan`: the handler, with its bounds ([`super::ScanLimits`]) set
+//!   from [`ServiceOptions::max_scan_limit`] and
+//!   [`ServiceOptions::max_scan_response_bytes`] (see [`super::raw_api`]:
+//!   a capped `limit`, a byte bound the first pair may cross, and
+//!   `KeyNotInRegion` for a start key outside the region).
 //! - `Raft`, `Snapshot` (the store-to-store streams), every `Kv*` call and
 //!   `Coprocessor`: `UNIMPLEMENTED`, with a message naming what is missing.
 //!
@@ -33,20 +24,19 @@ use std::future::Future;
 use kvproto::coprocessor;
 use kvproto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
-    CommitRequest, CommitResponse, Context, GetRequest, GetResponse, KvPair, PrewriteRequest,
-    PrewriteResponse, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse,
-    RawPutRequest, RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest,
-    ResolveLockResponse, ScanRequest, ScanResponse,
+    CommitRequest, CommitResponse, GetRequest, GetResponse, PrewriteRequest, PrewriteResponse,
+    RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
+    RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest, ResolveLockResponse,
+    ScanRequest, ScanResponse,
 };
-use kvproto::metapb;
 use kvproto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use kvproto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
-use storage::{CF_DEFAULT, RegionReader, Storage, check_data_cf};
+use storage::Storage;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ResponseError, Server};
+use super::{ScanLimits, Server};
 
 /// The limits of a [`TinyKvService`]. [`Default`] gives values that fit
 /// together: a largest value fits in a message, and so does a scan
@@ -84,11 +74,15 @@ pub struct TinyKvService<S: Storage> {
     opts: ServiceOptions,
 }
 
-impl<S: Storage<Reader = RegionReader>> TinyKvService<S> {
+impl<S: Storage> TinyKvService<S> {
     /// The service answering from `storage` within `opts`.
     pub fn new(storage: S, opts: ServiceOptions) -> Self {
+        let scan_limits = ScanLimits {
+            max_pairs: opts.max_scan_limit,
+            max_bytes: opts.max_scan_response_bytes,
+        };
         TinyKvService {
-            server: Server::new(storage),
+            server: Server::new(storage).with_scan_limits(scan_limits),
             opts,
         }
     }
@@ -105,91 +99,6 @@ impl<S: Storage<Reader = RegionReader>> TinyKvService<S> {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max)
     }
-
-    /// `RawScan` with the limits (see the module docs).
-    async fn scan(&self, req: RawScanRequest) -> RawScanResponse {
-        let ctx = req.context.unwrap_or_default();
-        let limit = req.limit.min(self.opts.max_scan_limit);
-        match self
-            .bounded_scan(&ctx, &req.cf, &req.start_key, limit)
-            .await
-        {
-            Ok(kvs) => RawScanResponse {
-                kvs,
-                ..Default::default()
-            },
-            Err(ResponseError::Region(e)) => RawScanResponse {
-                region_error: Some(*e),
-                ..Default::default()
-            },
-            Err(ResponseError::Other(error)) => RawScanResponse {
-                error,
-                ..Default::default()
-            },
-        }
-    }
-
-    async fn bounded_scan(
-        &self,
-        ctx: &Context,
-        cf: &str,
-        start: &[u8],
-        limit: u32,
-    ) -> Result<Vec<KvPair>, ResponseError> {
-        // The handlers' rule: an empty cf is `default`, others must hold data.
-        let cf = if cf.is_empty() { CF_DEFAULT } else { cf };
-        check_data_cf(cf).map_err(|e| ResponseError::Other(format!("invalid cf: {e}")))?;
-        if limit == 0 {
-            return Ok(vec![]);
-        }
-        let reader = self.server.storage().reader(ctx).await?;
-        check_start_in_range(ctx.region_id, start, &reader)?;
-        let mut it = reader.iter_cf(cf)?;
-        let mut kvs = vec![];
-        let mut bytes = 0usize;
-        it.seek(start);
-        while let Some((key, value)) = it.item() {
-            let size = key.len() + value.len();
-            if !kvs.is_empty() && bytes + size > self.opts.max_scan_response_bytes {
-                break;
-            }
-            bytes += size;
-            kvs.push(KvPair {
-                error: None,
-                key: key.to_vec(),
-                value: value.to_vec(),
-            });
-            if kvs.len() >= limit as usize {
-                break;
-            }
-            it.next();
-        }
-        it.status()?;
-        Ok(kvs)
-    }
-}
-
-/// `KeyNotInRegion` unless `start` is in the reader's range.
-fn check_start_in_range(
-    region_id: u64,
-    start: &[u8],
-    reader: &RegionReader,
-) -> Result<(), ResponseError> {
-    let (first, end) = (reader.start_key(), reader.end_key());
-    if start >= first && (end.is_empty() || start < end) {
-        return Ok(());
-    }
-    let region = metapb::Region {
-        id: region_id,
-        start_key: first.to_vec(),
-        end_key: end.to_vec(),
-        ..Default::default()
-    };
-    let e = raftstore::Error::KeyNotInRegion {
-        key: start.to_vec(),
-        region: Box::new(region),
-    };
-    Err(ResponseError::Region(Box::new(e.to_region_error())))
 }
 
 fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
@@ -200,7 +109,7 @@ const TXN_UNIMPLEMENTED: &str =
     "the transactional API (Kv*) is not implemented by this store yet; use the Raw API";
 
 #[tonic::async_trait]
-impl<S: Storage<Reader = RegionReader>> TinyKv for TinyKvService<S> {
+impl<S: Storage> TinyKv for TinyKvService<S> {
     async fn kv_get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         unimplemented(TXN_UNIMPLEMENTED)
     }
@@ -282,7 +191,7 @@ impl<S: Storage<Reader = RegionReader>> TinyKv for TinyKvService<S> {
         &self,
         req: Request<RawScanRequest>,
     ) -> Result<Response<RawScanResponse>, Status> {
-        Ok(Response::new(self.scan(req.into_inner()).await))
+        Ok(Response::new(self.server.raw_scan(req.into_inner()).await))
     }
 
     async fn raft(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
@@ -310,7 +219,7 @@ impl<S: Storage<Reader = RegionReader>> TinyKv for TinyKvService<S> {
 
 /// Serves `service` on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight calls finish.
-pub async fn serve<S: Storage<Reader = RegionReader>>(
+pub async fn serve<S: Storage>(
     listener: TcpListener,
     service: TinyKvService<S>,
     shutdown: impl Future<Output = ()> + Send,
@@ -325,8 +234,10 @@ pub async fn serve<S: Storage<Reader = RegionReader>>(
 mod tests {
     use std::net::SocketAddr;
 
+    use kvproto::kvrpcpb::Context;
+    use kvproto::metapb;
     use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
-    use storage::{Modify, StandaloneStorage};
+    use storage::{Modify, RegionReader, StandaloneStorage};
     use tempfile::TempDir;
     use tokio::sync::oneshot;
     use tonic::Code;
@@ -341,7 +252,7 @@ mod tests {
         _dir: TempDir,
     }
 
-    async fn serve_on_loopback<S: Storage<Reader = RegionReader>>(
+    async fn serve_on_loopback<S: Storage>(
         storage: S,
         opts: ServiceOptions,
         dir: TempDir,
@@ -604,6 +515,35 @@ mod tests {
         async fn reader(&self, _: &Context) -> storage::Result<RegionReader> {
             Ok(RegionReader::new(self.0.engine().snapshot(), b"b", b"y"))
         }
+    }
+
+    /// A key outside the region names the region it was sent to (the
+    /// reader alone knows only its range).
+    #[tokio::test]
+    async fn a_get_outside_the_region_names_the_region() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let storage = StandaloneStorage::open(dir.path()).expect("open standalone storage");
+        let mut svc =
+            serve_on_loopback(NarrowStorage(storage), ServiceOptions::default(), dir).await;
+        let resp = svc
+            .client
+            .raw_get(RawGetRequest {
+                context: Some(Context {
+                    region_id: 4,
+                    ..Default::default()
+                }),
+                key: b"z".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("answered")
+            .into_inner();
+        let e = resp
+            .region_error
+            .as_ref()
+            .and_then(|e| e.key_not_in_region.as_ref())
+            .unwrap_or_else(|| panic!("expected KeyNotInRegion, got {resp:?}"));
+        assert_eq!((e.key.as_slice(), e.region_id), (&b"z"[..], 4));
     }
 
     #[tokio::test]

@@ -91,6 +91,10 @@ pub trait StorageReader {
 
     /// An iterator over `cf` in key order, seeking and yielding user keys.
     fn iter_cf(&self, cf: &str) -> Result<DbIterator<'_>>;
+
+    /// The user keys this reader covers: `[start, end)`, an empty `end`
+    /// unbounded.
+    fn key_range(&self) -> (&[u8], &[u8]);
 }
 
 impl<R: StorageReader + ?Sized> StorageReader for Box<R> {
@@ -101,6 +105,10 @@ impl<R: StorageReader + ?Sized> StorageReader for Box<R> {
     fn iter_cf(&self, cf: &str) -> Result<DbIterator<'_>> {
         (**self).iter_cf(cf)
     }
+
+    fn key_range(&self) -> (&[u8], &[u8]) {
+        (**self).key_range()
+    }
 }
 
 impl StorageReader for RegionReader {
@@ -110,6 +118,10 @@ impl StorageReader for RegionReader {
 
     fn iter_cf(&self, cf: &str) -> Result<DbIterator<'_>> {
         RegionReader::iter_cf(self, cf)
+    }
+
+    fn key_range(&self) -> (&[u8], &[u8]) {
+        (self.start_key(), self.end_key())
     }
 }
 
