@@ -1,12 +1,14 @@
 //! tinykv: a TinyKV-compatible, actor-based, multi-raft key-value store.
 //!
-//! This root package holds the store server (`tinykv-server`), the
-//! benchmark `tinykv-bench` and, to come, the client library ("Clerk") and
-//! `tinykv-ctl`.
+//! This root package holds the store server's parts (the `TinyKv` gRPC
+//! service over the replicated store; the `tinykv-server` binary that starts
+//! it is to come), the benchmark `tinykv-bench` and, to come, the client
+//! library ("Clerk") and `tinykv-ctl`.
 //!
 //! Modules:
-//! - [`server`]: the `TinyKv` request handlers over a `Storage` (so far the
-//!   Raw API).
+//! - [`server`]: the `TinyKv` request handlers over a `Storage` (the Raw
+//!   API), the `Storage` over the replicated store (`RaftStorage`) and the
+//!   tonic service with its limits.
 //! - [`command`]: handing a command to a local peer; the one place a
 //!   command the router refuses becomes a region error (`ServerIsBusy`,
 //!   `RegionNotFound`).
