@@ -36,3 +36,4 @@ pub mod cluster;
 pub mod command;
 pub mod rng;
 pub mod server;
+pub mod transport;
