@@ -768,3 +768,94 @@ async fn test_concurrent_snapshot_receives_are_bounded() {
     assert!(!b.mgr.exists(SnapKind::Received, &key));
     assert!(tmp_files(&b.mgr).is_empty());
 }
+
+/// Sends raw bytes as the messages of a streaming call and decodes the
+/// answer as `Done`: what a hostile or broken peer puts on the wire.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Done;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Done;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Done>, Status> {
+        use prost::Message as _;
+        Done::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_garbage_on_the_raft_stream_is_refused_and_the_server_still_serves() {
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let server = TestServer::start(router_b, snap_b).await;
+
+    let channel = connect_addr(&server.addr.to_string(), &fast_options())
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    // A valid message, then bytes that are no RaftMessage (an overlong
+    // varint tag).
+    let stream = tokio_stream::iter(vec![raft_message(11, 2).encode_to_vec(), vec![0xff; 11]]);
+    let call = grpc.client_streaming(
+        Request::new(stream),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tinykvpb.TinyKv/Raft"),
+        RawCodec,
+    );
+    let answer = tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("the server answers the stream");
+    assert!(answer.is_err(), "garbage accepted: {answer:?}");
+    match must_see(&mut seen_b, "the valid message").await {
+        Seen::StoreRaft(m) => assert_eq!(m.region_id, 11),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // The server still takes raft traffic.
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, server.addr.to_string());
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let snap_a = SnapManager::open(dir.path().join("a")).expect("snap dir");
+    let transport = new_test_transport(resolver, router_a, snap_a, fast_options());
+    transport.send(raft_message(12, 2)).expect("queued");
+    match must_see(&mut seen_b, "a message after the garbage").await {
+        Seen::StoreRaft(m) => assert_eq!(m.region_id, 12),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop().await;
+}
