@@ -9,6 +9,9 @@
 //! - [`server`]: the `TinyKv` request handlers over a `Storage` (the Raw
 //!   API), the `Storage` over the replicated store (`RaftStorage`) and the
 //!   tonic service with its limits.
+//! - [`transport`]: raft messages and snapshots between stores over gRPC
+//!   (`GrpcTransport`), and the receiving side of the `Raft` and `Snapshot`
+//!   streams.
 //! - [`command`]: handing a command to a local peer; the one place a
 //!   command the router refuses becomes a region error (`ServerIsBusy`,
 //!   `RegionNotFound`).
@@ -38,3 +41,4 @@ pub mod cluster;
 pub mod command;
 pub mod rng;
 pub mod server;
+pub mod transport;

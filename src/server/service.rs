@@ -10,8 +10,12 @@
 //!   [`ServiceOptions::max_scan_response_bytes`] (see [`super::raw_api`]:
 //!   a capped `limit`, a byte bound the first pair may cross, and
 //!   `KeyNotInRegion` for a start key outside the region).
-//! - `Raft`, `Snapshot` (the store-to-store streams), every `Kv*` call and
-//!   `Coprocessor`: `UNIMPLEMENTED`, with a message naming what is missing.
+//! - `Raft`, `Snapshot` (the store-to-store streams): on a store
+//!   ([`TinyKvService::with_store_streams`]), handed to the store's router
+//!   and snapshot manager (`crate::transport::service`), and ended when the
+//!   server shuts down; on a standalone server `UNIMPLEMENTED`.
+//! - Every `Kv*` call and `Coprocessor`: `UNIMPLEMENTED`, with a message
+//!   naming what is missing.
 //!
 //! Every answer to a bad request is a response with `error` or
 //! `region_error` set (as the handlers do), never a gRPC failure or a panic;
@@ -36,7 +40,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use raftstore::SnapManager;
+use router::Router;
+use slog::Logger;
+use tokio::sync::watch;
+
 use super::{ScanLimits, Server};
+use crate::transport::service::{SnapshotReceiveLimit, handle_raft_stream, handle_snapshot_stream};
 
 /// The limits of a [`TinyKvService`]. [`Default`] gives values that fit
 /// together: a largest value fits in a message, and so does a scan
@@ -72,6 +82,25 @@ impl Default for ServiceOptions {
 pub struct TinyKvService<S: Storage> {
     server: Server<S>,
     opts: ServiceOptions,
+    /// Set on a store; a standalone server takes no raft traffic.
+    streams: Option<StoreStreams>,
+}
+
+/// What a store's service needs to take the `Raft` and `Snapshot` streams
+/// of other stores (`crate::transport::service`).
+#[derive(Debug, Clone)]
+pub struct StoreStreams {
+    /// Where raft messages go.
+    pub router: Router,
+    /// Where received snapshot files go.
+    pub snap_mgr: SnapManager,
+    /// The bound on concurrent snapshot receives.
+    pub receive_limit: SnapshotReceiveLimit,
+    /// Turns `true` when the server shuts down: a `Raft` stream never ends
+    /// by itself, and a graceful shutdown waits for every open call.
+    pub closing: watch::Receiver<bool>,
+    /// For the streams' logs.
+    pub logger: Logger,
 }
 
 impl<S: Storage> TinyKvService<S> {
@@ -84,6 +113,15 @@ impl<S: Storage> TinyKvService<S> {
         TinyKvService {
             server: Server::new(storage).with_scan_limits(scan_limits),
             opts,
+            streams: None,
+        }
+    }
+
+    /// The same service taking other stores' raft traffic into `streams`.
+    pub fn with_store_streams(self, streams: StoreStreams) -> Self {
+        TinyKvService {
+            streams: Some(streams),
+            ..self
         }
     }
 
@@ -104,6 +142,9 @@ impl<S: Storage> TinyKvService<S> {
 fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
     Err(Status::unimplemented(what.to_owned()))
 }
+
+const NO_RAFT_STORE: &str =
+    "this server has no raft store (standalone storage): it takes no raft traffic";
 
 const TXN_UNIMPLEMENTED: &str =
     "the transactional API (Kv*) is not implemented by this store yet; use the Raw API";
@@ -194,19 +235,41 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         Ok(Response::new(self.server.raw_scan(req.into_inner()).await))
     }
 
-    async fn raft(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Done>, Status> {
-        unimplemented(
-            "the Raft message stream between stores is not implemented by this service yet",
-        )
+    async fn raft(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        let Some(streams) = &self.streams else {
+            return unimplemented(NO_RAFT_STORE);
+        };
+        let mut closing = streams.closing.clone();
+        tokio::select! {
+            done = handle_raft_stream(&streams.router, request.into_inner(), &streams.logger) => {
+                done.map(Response::new)
+            }
+            _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
+        }
     }
 
     async fn snapshot(
         &self,
-        _: Request<Streaming<SnapshotChunk>>,
+        request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Done>, Status> {
-        unimplemented(
-            "the Snapshot chunk stream between stores is not implemented by this service yet",
-        )
+        let Some(streams) = &self.streams else {
+            return unimplemented(NO_RAFT_STORE);
+        };
+        let mut closing = streams.closing.clone();
+        let receive = handle_snapshot_stream(
+            &streams.snap_mgr,
+            &streams.router,
+            &streams.receive_limit,
+            request.into_inner(),
+            &streams.logger,
+        );
+        tokio::select! {
+            done = receive => done.map(Response::new),
+            _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
+        }
     }
 
     async fn coprocessor(
@@ -457,12 +520,9 @@ mod tests {
             .client
             .raft(tokio_stream::iter(vec![RaftMessage::default()]))
             .await
-            .expect_err("Raft is not served yet");
+            .expect_err("a standalone server takes no raft traffic");
         assert_eq!(status.code(), Code::Unimplemented);
-        assert!(
-            status.message().contains("Raft message stream"),
-            "{status:?}"
-        );
+        assert!(status.message().contains("no raft store"), "{status:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,519 @@
+//! The inter-store raft transport over gRPC (`tinykvpb.TinyKv`'s `Raft` and
+//! `Snapshot` streams): [`GrpcTransport`] sends, [`service`] receives.
+//!
+//! Sending raft messages, per target store:
+//!
+//! ```text
+//!   send ──try_send──▶ bounded queue ──▶ store worker ──▶ one `Raft` client stream
+//!                       (full: Dropped)    │   resolve (cached) → connect → stream
+//!                                          │   stream broke: re-resolve, reconnect
+//!                                          │   connect failed: Unreachable, back off
+//! ```
+//!
+//! Invariants:
+//! - `send` and `send_snapshot` never block and never await: they only push
+//!   into a bounded queue or spawn a task.
+//! - one worker, hence at most one `Raft` stream, per target store; messages
+//!   leave in the order they were queued, as they come (never one RPC per
+//!   message).
+//! - a store whose address cannot be resolved or connected to is marked
+//!   unreachable: `send` answers `Unreachable` (the peer reports it to raft)
+//!   and the messages queued meanwhile are dropped, until a later connection
+//!   succeeds. Reconnects back off exponentially between
+//!   `reconnect_backoff_min` and `reconnect_backoff_max`.
+//! - the address of a store is cached by its worker and forgotten after any
+//!   connection or stream failure, so a store that moved is found again.
+//! - a snapshot transfer runs on its own task and its own `Snapshot` stream,
+//!   at most `max_concurrent_snapshot_sends` at a time; every transfer that
+//!   `send_snapshot` accepted reports exactly one `PeerMsg::SnapshotStatus`
+//!   (`Finish` once the receiver answered `Done`, `Failure` otherwise) to
+//!   the sending peer through this store's router.
+//!
+//! Messages lost in a stream that breaks are not reported: raft tolerates
+//! loss, and the next `send` to a store that stays down answers
+//! `Unreachable`.
+
+pub mod service;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use kvproto::raft_serverpb::{RaftMessage, SnapshotChunk};
+use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
+use raftstore::snap::ChunkEncoder;
+use raftstore::{SnapManager, Transport, TransportError};
+use router::{PeerMsg, Router, SnapshotStatus};
+use slog::{Logger, debug, info, warn};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+pub use self::service::{SnapshotReceiveLimit, handle_raft_stream, handle_snapshot_stream};
+
+/// The knobs of the transport, with defaults for a small cluster.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Raft messages queued per target store before `send` drops them.
+    pub queue_capacity: usize,
+    /// Snapshot transfers sent at once; later ones wait their turn.
+    pub max_concurrent_snapshot_sends: usize,
+    /// Snapshot streams received at once; more are refused
+    /// (`RESOURCE_EXHAUSTED`) and the sender retries through raft.
+    pub max_concurrent_snapshot_receives: usize,
+    /// The first wait before reconnecting to a store.
+    pub reconnect_backoff_min: Duration,
+    /// The longest wait between reconnects (the doubling stops there).
+    pub reconnect_backoff_max: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            queue_capacity: 4096,
+            max_concurrent_snapshot_sends: 4,
+            max_concurrent_snapshot_receives: 4,
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a store's address is not known.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    /// No such store (yet).
+    #[error("store {0} not found")]
+    NotFound(u64),
+    /// The lookup itself failed (e.g. the scheduler is not reachable).
+    #[error("resolving store {0}: {1}")]
+    Failed(u64, String),
+}
+
+/// The future a [`StoreResolver`] answers with.
+pub type ResolveFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, ResolveError>> + Send + 'a>>;
+
+/// Store id → the address (`host:port`) its `TinyKv` service listens on.
+pub trait StoreResolver: Send + Sync + 'static {
+    /// Looks up the address of `store_id`. Called again after a failure
+    /// with the previous address, so it should not cache failures itself.
+    fn resolve(&self, store_id: u64) -> ResolveFuture<'_>;
+}
+
+/// A resolver over a map the owner fills in (tests, static configs).
+#[derive(Debug, Default)]
+pub struct StaticResolver {
+    /// A `RwLock`: lookups read it, only `insert`/`remove` write, and every
+    /// write is one map operation.
+    addrs: RwLock<HashMap<u64, String>>,
+}
+
+impl StaticResolver {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the address of `store_id`.
+    pub fn insert(&self, store_id: u64, addr: impl Into<String>) {
+        self.addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(store_id, addr.into());
+    }
+
+    /// Forgets `store_id`.
+    pub fn remove(&self, store_id: u64) {
+        self.addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&store_id);
+    }
+}
+
+impl StoreResolver for StaticResolver {
+    fn resolve(&self, store_id: u64) -> ResolveFuture<'_> {
+        let addr = self
+            .addrs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&store_id)
+            .cloned();
+        Box::pin(async move { addr.ok_or(ResolveError::NotFound(store_id)) })
+    }
+}
+
+/// Why connecting to a store failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("bad address {addr:?}: {source}")]
+    BadAddress {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// The sending side of one target store's worker.
+struct StoreConn {
+    queue: mpsc::Sender<RaftMessage>,
+    /// Set by the worker: true while the store cannot be connected to.
+    unreachable: watch::Receiver<bool>,
+    worker: tokio::task::AbortHandle,
+}
+
+struct Inner {
+    resolver: Arc<dyn StoreResolver>,
+    /// This store's router, where snapshot outcomes are reported.
+    router: Router,
+    /// This store's snapshot files, to send from.
+    snap_mgr: SnapManager,
+    opts: TransportOptions,
+    runtime: Handle,
+    /// One entry per target store ever sent to. A `Mutex`: `send` looks up
+    /// and inserts as one step, so two callers never start two workers for
+    /// one store; it is held for a map operation, never across an await.
+    conns: Mutex<HashMap<u64, StoreConn>>,
+    snapshot_sends: Arc<Semaphore>,
+    logger: Logger,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for conn in self
+            .conns
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            conn.worker.abort();
+        }
+    }
+}
+
+/// A store's [`Transport`] over gRPC. Cheap to clone; clones share the
+/// streams. Dropping the last clone stops every store worker (snapshot
+/// transfers already started finish and report).
+#[derive(Clone)]
+pub struct GrpcTransport {
+    inner: Arc<Inner>,
+}
+
+impl GrpcTransport {
+    /// A transport that resolves stores through `resolver`, sends snapshots
+    /// from `snap_mgr`, reports snapshot outcomes to `router`, and runs its
+    /// tasks on `runtime`.
+    pub fn new(
+        resolver: Arc<dyn StoreResolver>,
+        router: Router,
+        snap_mgr: SnapManager,
+        opts: TransportOptions,
+        runtime: Handle,
+        logger: Logger,
+    ) -> GrpcTransport {
+        let snapshot_sends = Arc::new(Semaphore::new(opts.max_concurrent_snapshot_sends.max(1)));
+        GrpcTransport {
+            inner: Arc::new(Inner {
+                resolver,
+                router,
+                snap_mgr,
+                opts,
+                runtime,
+                conns: Mutex::new(HashMap::new()),
+                snapshot_sends,
+                logger,
+            }),
+        }
+    }
+
+    fn start_worker(&self, store_id: u64) -> StoreConn {
+        let inner = &self.inner;
+        let (queue, rx) = mpsc::channel(inner.opts.queue_capacity.max(1));
+        let (unreachable_tx, unreachable) = watch::channel(false);
+        let worker = StoreWorker {
+            store_id,
+            resolver: Arc::clone(&inner.resolver),
+            opts: inner.opts.clone(),
+            queue: rx,
+            unreachable: unreachable_tx,
+            logger: inner.logger.new(slog::o!("to_store" => store_id)),
+        };
+        let handle = inner.runtime.spawn(worker.run());
+        StoreConn {
+            queue,
+            unreachable,
+            worker: handle.abort_handle(),
+        }
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, msg: RaftMessage) -> Result<(), TransportError> {
+        let store_id = msg.to_peer.map_or(0, |p| p.store_id);
+        if store_id == 0 {
+            return Err(TransportError::Unreachable(0));
+        }
+        let mut conns = self
+            .inner
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let conn = conns
+            .entry(store_id)
+            .or_insert_with(|| self.start_worker(store_id));
+        if *conn.unreachable.borrow() {
+            return Err(TransportError::Unreachable(store_id));
+        }
+        match conn.queue.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(TransportError::Dropped),
+            // The worker is gone (it panicked): start over next time.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                conns.remove(&store_id);
+                Err(TransportError::Unreachable(store_id))
+            }
+        }
+    }
+
+    fn send_snapshot(&self, msg: RaftMessage) -> Result<(), TransportError> {
+        let store_id = msg.to_peer.map_or(0, |p| p.store_id);
+        if store_id == 0 {
+            return Err(TransportError::Unreachable(0));
+        }
+        let inner = Arc::clone(&self.inner);
+        self.inner.runtime.spawn(async move {
+            let region_id = msg.region_id;
+            let to_peer_id = msg.to_peer.map_or(0, |p| p.id);
+            let logger = inner.logger.new(slog::o!(
+                "region_id" => region_id,
+                "to_store" => store_id,
+                "to_peer" => to_peer_id,
+            ));
+            let status = match inner.transfer_snapshot(store_id, msg).await {
+                Ok(()) => {
+                    info!(logger, "snapshot sent");
+                    SnapshotStatus::Finish
+                }
+                Err(e) => {
+                    warn!(logger, "snapshot transfer failed"; "err" => %e);
+                    SnapshotStatus::Failure
+                }
+            };
+            let _ = inner
+                .router
+                .send(region_id, PeerMsg::SnapshotStatus { to_peer_id, status });
+        });
+        Ok(())
+    }
+}
+
+/// Why a snapshot transfer failed.
+#[derive(Debug, thiserror::Error)]
+enum SnapshotSendError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("reading the snapshot: {0}")]
+    Encode(#[from] raftstore::Error),
+    #[error("the receiver refused: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("the transfer stopped: {0}")]
+    Closed(&'static str),
+}
+
+impl Inner {
+    async fn transfer_snapshot(
+        &self,
+        store_id: u64,
+        msg: RaftMessage,
+    ) -> Result<(), SnapshotSendError> {
+        let _permit = Arc::clone(&self.snapshot_sends)
+            .acquire_owned()
+            .await
+            .map_err(|_| SnapshotSendError::Closed("the send limit was closed"))?;
+        let channel = connect(self.resolver.as_ref(), store_id, &self.opts).await?;
+        // The files are read on a blocking thread, a few chunks ahead of
+        // the stream: memory stays bounded by the channel's capacity.
+        let mut chunks = ChunkEncoder::new(&self.snap_mgr, msg)?;
+        let (tx, rx) = mpsc::channel::<SnapshotChunk>(2);
+        let reader = tokio::task::spawn_blocking(move || -> raftstore::Result<()> {
+            for chunk in chunks.by_ref() {
+                if tx.blocking_send(chunk?).is_err() {
+                    // The RPC ended early; its status tells why.
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let answer = TinyKvClient::new(channel)
+            .snapshot(ReceiverStream::new(rx))
+            .await;
+        // A read error ends the stream early; the receiver then refuses it,
+        // but the read error is the cause worth reporting.
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(SnapshotSendError::Closed("the snapshot reader panicked")),
+        }
+        answer?;
+        Ok(())
+    }
+}
+
+/// Resolves `store_id` and opens a channel to it.
+async fn connect(
+    resolver: &dyn StoreResolver,
+    store_id: u64,
+    opts: &TransportOptions,
+) -> Result<Channel, ConnectError> {
+    let addr = resolver.resolve(store_id).await?;
+    connect_addr(&addr, opts).await
+}
+
+async fn connect_addr(addr: &str, opts: &TransportOptions) -> Result<Channel, ConnectError> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map_err(|source| ConnectError::BadAddress {
+            addr: addr.to_string(),
+            source,
+        })?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|source| ConnectError::Connect {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Owns the `Raft` stream to one store; see the module doc.
+struct StoreWorker {
+    store_id: u64,
+    resolver: Arc<dyn StoreResolver>,
+    opts: TransportOptions,
+    queue: mpsc::Receiver<RaftMessage>,
+    /// Invariant: true exactly while the last connection attempt failed.
+    unreachable: watch::Sender<bool>,
+    logger: Logger,
+}
+
+/// How a stream ended.
+enum StreamEnd {
+    /// Every sender is gone: the transport was dropped.
+    Shutdown,
+    /// The connection or the RPC failed; reconnect.
+    Broken(String),
+}
+
+impl StoreWorker {
+    async fn run(mut self) {
+        let mut backoff = self.opts.reconnect_backoff_min;
+        let mut addr: Option<String> = None;
+        loop {
+            // Wait for traffic before connecting: a store nobody sends to
+            // costs no connection.
+            let Some(first) = self.queue.recv().await else {
+                return;
+            };
+            let channel = match self.open(&mut addr).await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    addr = None;
+                    debug!(self.logger, "store unreachable"; "err" => %e, "retry_in" => ?backoff);
+                    self.unreachable.send_replace(true);
+                    // What was queued for a store we cannot reach is lost;
+                    // raft resends.
+                    drop(first);
+                    while self.queue.try_recv().is_ok() {}
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.opts.reconnect_backoff_max);
+                    // Let senders queue again: the next message tries the
+                    // connection anew.
+                    self.unreachable.send_replace(false);
+                    continue;
+                }
+            };
+            backoff = self.opts.reconnect_backoff_min;
+            match self.stream(channel, first).await {
+                StreamEnd::Shutdown => return,
+                StreamEnd::Broken(why) => {
+                    info!(self.logger, "raft stream broke, reconnecting"; "why" => why);
+                    addr = None;
+                }
+            }
+        }
+    }
+
+    /// The cached address, or a fresh one, connected.
+    async fn open(&self, addr: &mut Option<String>) -> Result<Channel, ConnectError> {
+        let target = match addr {
+            Some(a) => a.clone(),
+            None => {
+                let a = self.resolver.resolve(self.store_id).await?;
+                *addr = Some(a.clone());
+                a
+            }
+        };
+        connect_addr(&target, &self.opts).await
+    }
+
+    /// Runs one `Raft` stream until it breaks or the transport is dropped.
+    async fn stream(&mut self, channel: Channel, first: RaftMessage) -> StreamEnd {
+        // A small buffer between the queue and the HTTP/2 stream: what it
+        // holds when the stream breaks is lost, like any in-flight message.
+        let (tx, rx) = mpsc::channel::<RaftMessage>(64);
+        let mut client = TinyKvClient::new(channel);
+        let call = client.raft(ReceiverStream::new(rx));
+        tokio::pin!(call);
+        let mut next = Some(first);
+        loop {
+            let msg = match next.take() {
+                Some(msg) => msg,
+                None => tokio::select! {
+                    biased;
+                    end = &mut call => return broken(end),
+                    msg = self.queue.recv() => match msg {
+                        Some(msg) => msg,
+                        None => return StreamEnd::Shutdown,
+                    },
+                },
+            };
+            tokio::select! {
+                biased;
+                end = &mut call => return broken(end),
+                sent = tx.send(msg) => {
+                    if sent.is_err() {
+                        return StreamEnd::Broken("the request stream closed".into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn broken(end: Result<tonic::Response<kvproto::raft_serverpb::Done>, tonic::Status>) -> StreamEnd {
+    StreamEnd::Broken(match end {
+        Ok(_) => "the receiver ended the stream".into(),
+        Err(status) => status.to_string(),
+    })
+}

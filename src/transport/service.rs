@@ -1,0 +1,119 @@
+//! The receiving side of the `Raft` and `Snapshot` streams, as plain async
+//! functions a `TinyKv` service delegates to.
+//!
+//! Invariants:
+//! - nothing a peer store sends can panic here: a message that does not
+//!   decode ends its stream with tonic's error status, a raft message the
+//!   router cannot take (full mailbox, stopped store) is dropped, as raft
+//!   tolerates.
+//! - a snapshot message reaches the router only after every byte of its
+//!   files arrived, was checked and is durable (`SnapshotReceiver::finish`);
+//!   a stream that is truncated, corrupt or broken answers an error status,
+//!   and the receiver, dropped, removes what it wrote, so no half snapshot
+//!   can be applied.
+//! - at most `SnapshotReceiveLimit`'s count of snapshot streams are
+//!   received at once; more are refused with `RESOURCE_EXHAUSTED` (the
+//!   sender reports `Failure` and raft sends the snapshot again later),
+//!   so disk and memory use stays bounded however many stores send.
+
+use std::sync::Arc;
+
+use kvproto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use raftstore::SnapManager;
+use raftstore::snap::SnapshotReceiver;
+use router::Router;
+use slog::{Logger, debug, info, warn};
+use tokio::sync::Semaphore;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+/// The bound on snapshot streams received at once. Cheap to clone; clones
+/// share the bound.
+#[derive(Debug, Clone)]
+pub struct SnapshotReceiveLimit {
+    permits: Arc<Semaphore>,
+}
+
+impl SnapshotReceiveLimit {
+    /// Allows `max` concurrent receives (at least one).
+    pub fn new(max: usize) -> Self {
+        SnapshotReceiveLimit {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+}
+
+/// Feeds every raft message of a `Raft` stream to `router`, until the
+/// sender ends the stream (`Done`) or it fails (its status).
+pub async fn handle_raft_stream<S>(
+    router: &Router,
+    stream: S,
+    logger: &Logger,
+) -> Result<Done, Status>
+where
+    S: Stream<Item = Result<RaftMessage, Status>>,
+{
+    tokio::pin!(stream);
+    while let Some(msg) = stream.next().await {
+        let msg = msg?;
+        let region_id = msg.region_id;
+        if let Err(e) = router.send_raft_message(Box::new(msg)) {
+            // Dropped, as a lost message: raft retries.
+            debug!(logger, "raft message dropped"; "region_id" => region_id, "err" => %e);
+        }
+    }
+    Ok(Done {})
+}
+
+/// Receives one snapshot from a `Snapshot` stream into `snap_mgr` and, once
+/// it is complete, delivers its message to `router`.
+pub async fn handle_snapshot_stream<S>(
+    snap_mgr: &SnapManager,
+    router: &Router,
+    limit: &SnapshotReceiveLimit,
+    stream: S,
+    logger: &Logger,
+) -> Result<Done, Status>
+where
+    S: Stream<Item = Result<SnapshotChunk, Status>>,
+{
+    let _permit = Arc::clone(&limit.permits)
+        .try_acquire_owned()
+        .map_err(|_| Status::resource_exhausted("too many snapshots being received"))?;
+    tokio::pin!(stream);
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+    let mgr = snap_mgr.clone();
+    let mut receiver = blocking(move || SnapshotReceiver::new(&mgr, first)).await?;
+    let key = receiver.key();
+    while let Some(chunk) = stream.next().await {
+        // A broken stream drops `receiver`, which removes its files.
+        let chunk = chunk?;
+        receiver = blocking(move || receiver.feed(chunk).map(|()| receiver)).await?;
+    }
+    let msg = blocking(move || receiver.finish()).await?;
+    let region_id = msg.region_id;
+    router.send_raft_message(Box::new(msg)).map_err(|e| {
+        warn!(logger, "received snapshot not delivered"; "region_id" => region_id, "snap" => %key, "err" => %e);
+        Status::unavailable(format!("snapshot {key} received but not delivered: {e}"))
+    })?;
+    info!(logger, "snapshot received"; "region_id" => region_id, "snap" => %key);
+    Ok(Done {})
+}
+
+/// Runs snapshot file work off the async threads; its error becomes the
+/// stream's answer.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> raftstore::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(match e {
+            raftstore::Error::InvalidSnapshot(_) => Status::invalid_argument(e.to_string()),
+            _ => Status::internal(e.to_string()),
+        }),
+        Err(_) => Err(Status::internal("snapshot receive task panicked")),
+    }
+}

@@ -1,0 +1,743 @@
+//! The transport between two stores over loopback gRPC: the store's own
+//! `TinyKv` service (`server::service`, with its store streams) on the
+//! receiving side, routers whose mailboxes are recording actors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kameo::Actor;
+use kameo::actor::{ActorRef, Spawn};
+use kameo::error::Infallible;
+use kameo::mailbox;
+use kameo::message::{Context, Message};
+use kvproto::eraftpb::{Entry, Message as EraftMessage, MessageType, Snapshot};
+use kvproto::metapb;
+use kvproto::raft_serverpb::{
+    Done, PeerState, RaftApplyState, RaftMessage, RaftTruncatedState, RegionLocalState,
+    SnapshotChunk,
+};
+use raftstore::snap::{ChunkEncoder, SnapKey, SnapKind, generate_snapshot};
+use raftstore::{SnapManager, Transport, TransportError};
+use router::{MailboxHandle, MailboxLoad, PeerMailbox, PeerMsg, Router, SnapshotStatus, StoreMsg};
+use slog::Logger;
+use storage::{CF_DEFAULT, CF_RAFT, CF_WRITE, Engine, keys};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Status};
+
+use super::*;
+use crate::server::service::{ServiceOptions, StoreStreams, TinyKvService, serve};
+use crate::transport::service::SnapshotReceiveLimit;
+use storage::StandaloneStorage;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn logger() -> Logger {
+    Logger::root(slog::Discard, slog::o!())
+}
+
+/// What the recording actors saw.
+#[derive(Debug)]
+enum Seen {
+    /// A raft message that reached the store actor.
+    StoreRaft(Box<RaftMessage>),
+    /// A raft message that reached a registered peer.
+    PeerRaft(Box<RaftMessage>),
+    /// A snapshot outcome reported to a peer.
+    SnapshotStatus(u64, SnapshotStatus),
+}
+
+/// Stands in for both the store actor and the peers of one store.
+struct Recorder {
+    store_load: MailboxLoad,
+    peer_handle: MailboxHandle,
+    seen: mpsc::UnboundedSender<Seen>,
+}
+
+impl Actor for Recorder {
+    type Args = Self;
+    type Error = Infallible;
+
+    async fn on_start(state: Self, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+        Ok(state)
+    }
+}
+
+impl Message<StoreMsg> for Recorder {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: StoreMsg, _: &mut Context<Self, ()>) {
+        if msg.is_load() {
+            self.store_load.received();
+        }
+        if let StoreMsg::RaftMessage(m) = msg {
+            let _ = self.seen.send(Seen::StoreRaft(m));
+        }
+    }
+}
+
+impl Message<PeerMsg> for Recorder {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: PeerMsg, _: &mut Context<Self, ()>) {
+        if msg.is_load() {
+            self.peer_handle.received();
+        }
+        match msg {
+            PeerMsg::RaftMessage(m) => {
+                let _ = self.seen.send(Seen::PeerRaft(m));
+            }
+            PeerMsg::SnapshotStatus { to_peer_id, status } => {
+                let _ = self.seen.send(Seen::SnapshotStatus(to_peer_id, status));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A router whose store mailbox, and the peer of each of `regions`, record
+/// into the returned receiver.
+fn new_test_router(regions: &[u64]) -> (Router, mpsc::UnboundedReceiver<Seen>) {
+    let router = Router::new(1 << 16);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let store_load = MailboxLoad::new();
+    let peer_handle = MailboxHandle::new();
+    let actor = Recorder::spawn_with_mailbox(
+        Recorder {
+            store_load: store_load.clone(),
+            peer_handle: peer_handle.clone(),
+            seen: tx,
+        },
+        mailbox::unbounded(),
+    );
+    router.register_store(actor.clone().recipient(), store_load);
+    for &region_id in regions {
+        router.register(
+            region_id,
+            PeerMailbox::new(actor.clone().recipient(), peer_handle.clone()),
+        );
+    }
+    (router, rx)
+}
+
+/// Waits for the next thing seen, failing the test after `DEADLINE`.
+async fn must_see(rx: &mut mpsc::UnboundedReceiver<Seen>, what: &str) -> Seen {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("nothing seen within {DEADLINE:?} while waiting for {what}"))
+        .expect("the recorder lives as long as the router")
+}
+
+/// A running test server.
+struct TestServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start(router: Router, snap_mgr: SnapManager) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stop_rx) = watch::channel(false);
+        // The real service, over a standalone storage nothing reads here:
+        // only its store-to-store streams are under test.
+        let data = tempfile::tempdir().expect("temp dir");
+        let storage = StandaloneStorage::open(data.path()).expect("open standalone storage");
+        let service = TinyKvService::new(storage, ServiceOptions::default()).with_store_streams(
+            StoreStreams {
+                router,
+                snap_mgr,
+                receive_limit: SnapshotReceiveLimit::new(2),
+                closing: stop_rx.clone(),
+                logger: logger(),
+            },
+        );
+        let mut shutdown = stop_rx;
+        let task = tokio::spawn(async move {
+            let _data = data;
+            serve(listener, service, async move {
+                let _ = shutdown.wait_for(|stopped| *stopped).await;
+            })
+            .await
+            .expect("test server runs");
+        });
+        TestServer { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the server stops in time")
+            .expect("the server task does not panic");
+    }
+}
+
+fn fast_options() -> TransportOptions {
+    TransportOptions {
+        reconnect_backoff_min: Duration::from_millis(10),
+        reconnect_backoff_max: Duration::from_millis(200),
+        connect_timeout: Duration::from_secs(2),
+        ..TransportOptions::default()
+    }
+}
+
+fn new_test_transport(
+    resolver: Arc<dyn StoreResolver>,
+    router: Router,
+    snap_mgr: SnapManager,
+    opts: TransportOptions,
+) -> GrpcTransport {
+    GrpcTransport::new(
+        resolver,
+        router,
+        snap_mgr,
+        opts,
+        Handle::current(),
+        logger(),
+    )
+}
+
+fn raft_message(region_id: u64, to_store: u64) -> RaftMessage {
+    RaftMessage {
+        region_id,
+        from_peer: Some(metapb::Peer { id: 1, store_id: 1 }),
+        to_peer: Some(metapb::Peer {
+            id: to_store,
+            store_id: to_store,
+        }),
+        message: Some(EraftMessage {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sends `make(i)` for i = 0, 1, … until `pred` accepts something seen,
+/// polling the receiver between sends (a condition wait, not a sleep: the
+/// sends are what make progress possible).
+async fn send_until_seen(
+    transport: &GrpcTransport,
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    make: impl Fn(u64) -> RaftMessage,
+    pred: impl Fn(&Seen) -> bool,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut i = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing accepted within {DEADLINE:?}"
+        );
+        let _ = transport.send(make(i));
+        i += 1;
+        if let Ok(Some(seen)) = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await
+            && pred(&seen)
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_raft_messages_arrive_in_order_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    let (router_b, mut seen_b) = new_test_router(&[7]);
+    let server = TestServer::start(router_b.clone(), snap_b.clone()).await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, server.addr.to_string());
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let snap_a = SnapManager::open(dir.path().join("a")).expect("snap dir");
+    let transport = new_test_transport(resolver.clone(), router_a, snap_a, fast_options());
+
+    // Region 7 has a peer on store 2; the others go to its store actor.
+    for i in 0..200u64 {
+        let region_id = if i % 2 == 0 { 7 } else { 1000 + i };
+        transport.send(raft_message(region_id, 2)).expect("queued");
+    }
+    let mut peer = Vec::new();
+    let mut store = Vec::new();
+    while peer.len() + store.len() < 200 {
+        match must_see(&mut seen_b, "the 200 messages").await {
+            Seen::PeerRaft(m) => peer.push(m.region_id),
+            Seen::StoreRaft(m) => store.push(m.region_id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(peer, vec![7; 100]);
+    assert_eq!(
+        store,
+        (0..200)
+            .filter(|i| i % 2 == 1)
+            .map(|i| 1000 + i)
+            .collect::<Vec<_>>()
+    );
+
+    // The store restarts on another port; the transport finds it again
+    // through the resolver once its old address fails.
+    server.stop().await;
+    let server = TestServer::start(router_b, snap_b).await;
+    resolver.insert(2, server.addr.to_string());
+    send_until_seen(
+        &transport,
+        &mut seen_b,
+        |i| raft_message(5000 + i, 2),
+        |seen| matches!(seen, Seen::StoreRaft(m) if m.region_id >= 5000),
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_unknown_store_is_unreachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router, _seen) = new_test_router(&[]);
+    let snap = SnapManager::open(dir.path()).expect("snap dir");
+    let transport = new_test_transport(
+        Arc::new(StaticResolver::new()),
+        router,
+        snap,
+        TransportOptions {
+            reconnect_backoff_min: Duration::from_secs(30),
+            ..fast_options()
+        },
+    );
+    assert!(matches!(
+        transport.send(RaftMessage::default()),
+        Err(TransportError::Unreachable(0))
+    ));
+    // The first message goes to the worker; once it failed to resolve the
+    // store, sends are refused (for the 30 s of back-off).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match transport.send(raft_message(1, 9)) {
+            Err(TransportError::Unreachable(9)) => break,
+            // Queued (or, on a slow machine, the queue filled first).
+            Ok(()) | Err(TransportError::Dropped) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store 9 never reported unreachable"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Never answers: the worker stays stuck resolving.
+struct PendingResolver;
+
+impl StoreResolver for PendingResolver {
+    fn resolve(&self, _: u64) -> ResolveFuture<'_> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_full_queue_drops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router, _seen) = new_test_router(&[]);
+    let snap = SnapManager::open(dir.path()).expect("snap dir");
+    let transport = new_test_transport(
+        Arc::new(PendingResolver),
+        router,
+        snap,
+        TransportOptions {
+            queue_capacity: 1,
+            ..fast_options()
+        },
+    );
+    // The worker takes at most one message before it blocks resolving, and
+    // the queue holds one: of three sends, at least one is dropped, without
+    // blocking.
+    let results: Vec<_> = (0..3).map(|_| transport.send(raft_message(1, 2))).collect();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(TransportError::Dropped)),
+        "{results:?}"
+    );
+}
+
+/// A store with a region's data, to generate a snapshot from.
+struct SnapStore {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    mgr: SnapManager,
+}
+
+fn new_snap_store() -> SnapStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Engine::open(dir.path().join("db")).expect("open engine");
+    let mgr = SnapManager::open(dir.path().join("snap")).expect("open snap manager");
+    SnapStore {
+        _dir: dir,
+        engine,
+        mgr,
+    }
+}
+
+/// Writes region 1 (stores 1 and 2), applied at 10, with ~2.5 MiB of data
+/// (several chunks), and generates its snapshot; returns its message from
+/// peer 1 to peer 2.
+fn must_generate_snapshot(store: &SnapStore) -> (SnapKey, RaftMessage) {
+    let region = metapb::Region {
+        id: 1,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![
+            metapb::Peer { id: 1, store_id: 1 },
+            metapb::Peer { id: 2, store_id: 2 },
+        ],
+    };
+    let mut wb = store.engine.write_batch();
+    wb.put_msg_cf(
+        CF_DEFAULT,
+        &keys::region_state_key(1),
+        &RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(region),
+        },
+    )
+    .expect("put region state");
+    wb.put_msg_cf(
+        CF_DEFAULT,
+        &keys::apply_state_key(1),
+        &RaftApplyState {
+            applied_index: 10,
+            truncated_state: Some(RaftTruncatedState { index: 5, term: 5 }),
+        },
+    )
+    .expect("put apply state");
+    wb.put_msg_cf(
+        CF_RAFT,
+        &keys::raft_log_key(1, 10),
+        &Entry {
+            index: 10,
+            term: 6,
+            ..Default::default()
+        },
+    )
+    .expect("put entry");
+    store.engine.write(wb, true).expect("write region");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..1200u32 {
+        // Incompressible values, so the files span several chunks.
+        let value: Vec<u8> = (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for cf in [CF_DEFAULT, CF_WRITE] {
+            store
+                .engine
+                .put_cf(cf, &keys::data_key(&i.to_be_bytes()), &value)
+                .expect("put data");
+        }
+    }
+    let snapshot: Snapshot =
+        generate_snapshot(&store.mgr, &store.engine.snapshot(), 1).expect("generate snapshot");
+    let (key, _) = SnapKey::from_snapshot(&snapshot).expect("snapshot key");
+    let msg = RaftMessage {
+        region_id: 1,
+        from_peer: Some(metapb::Peer { id: 1, store_id: 1 }),
+        to_peer: Some(metapb::Peer { id: 2, store_id: 2 }),
+        message: Some(EraftMessage {
+            msg_type: MessageType::MsgSnapshot as i32,
+            from: 1,
+            to: 2,
+            snapshot: Some(snapshot),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (key, msg)
+}
+
+fn tmp_files(mgr: &SnapManager) -> Vec<String> {
+    std::fs::read_dir(mgr.dir())
+        .expect("read snap dir")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_snapshot_arrives_complete_and_reports_finish() {
+    let a = new_snap_store();
+    let b = new_snap_store();
+    let (key, msg) = must_generate_snapshot(&a);
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let server = TestServer::start(router_b, b.mgr.clone()).await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, server.addr.to_string());
+    let (router_a, mut seen_a) = new_test_router(&[1]);
+    let transport = new_test_transport(resolver, router_a, a.mgr.clone(), fast_options());
+
+    transport.send_snapshot(msg.clone()).expect("queued");
+    match must_see(&mut seen_a, "the snapshot status").await {
+        Seen::SnapshotStatus(2, SnapshotStatus::Finish) => {}
+        other => panic!("expected Finish for peer 2, got {other:?}"),
+    }
+    match must_see(&mut seen_b, "the snapshot message").await {
+        Seen::StoreRaft(m) => assert_eq!(*m, msg),
+        other => panic!("expected the snapshot message, got {other:?}"),
+    }
+    assert!(b.mgr.exists(SnapKind::Received, &key));
+    let (_, data) = SnapKey::from_snapshot(
+        msg.message
+            .as_ref()
+            .and_then(|m| m.snapshot.as_ref())
+            .expect("a snapshot"),
+    )
+    .expect("snapshot data");
+    b.mgr
+        .verify(SnapKind::Received, &key, &data)
+        .expect("the received files check");
+    assert!(tmp_files(&b.mgr).is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_snapshot_to_a_dead_address_reports_failure() {
+    let a = new_snap_store();
+    let (_, msg) = must_generate_snapshot(&a);
+    // A port that was just free: nothing listens there.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("local addr")
+    };
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, dead.to_string());
+    let (router_a, mut seen_a) = new_test_router(&[1]);
+    let transport = new_test_transport(resolver, router_a, a.mgr.clone(), fast_options());
+    transport.send_snapshot(msg).expect("queued");
+    match must_see(&mut seen_a, "the snapshot status").await {
+        Seen::SnapshotStatus(2, SnapshotStatus::Failure) => {}
+        other => panic!("expected Failure for peer 2, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_truncated_or_corrupt_snapshot_stream_is_refused() {
+    let a = new_snap_store();
+    let b = new_snap_store();
+    let (key, msg) = must_generate_snapshot(&a);
+    let chunks: Vec<SnapshotChunk> = ChunkEncoder::new(&a.mgr, msg)
+        .expect("encoder")
+        .map(|c| c.expect("chunk"))
+        .collect();
+    assert!(chunks.len() > 2, "several data chunks");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let limit = SnapshotReceiveLimit::new(1);
+
+    let truncated = chunks[..chunks.len() - 1].to_vec();
+    let mut corrupt = chunks.clone();
+    let last = corrupt.last_mut().expect("a chunk");
+    last.data[0] ^= 0xff;
+    let broken = chunks[..2]
+        .iter()
+        .cloned()
+        .map(Ok)
+        .chain(std::iter::once(Err(Status::cancelled("sender went away"))));
+    let cases: Vec<(&str, Vec<Result<SnapshotChunk, Status>>)> = vec![
+        ("truncated", truncated.into_iter().map(Ok).collect()),
+        ("corrupt", corrupt.into_iter().map(Ok).collect()),
+        ("broken", broken.collect()),
+        ("empty", Vec::new()),
+        ("data first", chunks[1..].iter().cloned().map(Ok).collect()),
+    ];
+    for (name, stream) in cases {
+        let answer = handle_snapshot_stream(
+            &b.mgr,
+            &router_b,
+            &limit,
+            tokio_stream::iter(stream),
+            &logger(),
+        )
+        .await;
+        assert!(answer.is_err(), "{name}: accepted");
+        assert!(
+            !b.mgr.exists(SnapKind::Received, &key),
+            "{name}: a snapshot was left"
+        );
+        assert!(
+            tmp_files(&b.mgr).is_empty(),
+            "{name}: {:?}",
+            tmp_files(&b.mgr)
+        );
+    }
+    assert!(seen_b.try_recv().is_err(), "nothing was delivered");
+
+    // The limit was released each time: a whole stream still goes through.
+    handle_snapshot_stream(
+        &b.mgr,
+        &router_b,
+        &limit,
+        tokio_stream::iter(chunks.into_iter().map(Ok)),
+        &logger(),
+    )
+    .await
+    .expect("a whole stream is accepted");
+    assert!(b.mgr.exists(SnapKind::Received, &key));
+    assert!(matches!(
+        must_see(&mut seen_b, "the snapshot message").await,
+        Seen::StoreRaft(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_concurrent_snapshot_receives_are_bounded() {
+    let a = new_snap_store();
+    let b = new_snap_store();
+    let (key, msg) = must_generate_snapshot(&a);
+    let mut chunks = ChunkEncoder::new(&a.mgr, msg).expect("encoder");
+    let first = chunks.next().expect("a first chunk").expect("chunk");
+    let (router_b, _seen_b) = new_test_router(&[]);
+    let limit = SnapshotReceiveLimit::new(1);
+
+    // A receive that holds the only permit: it took its first chunk and
+    // waits for more.
+    let (tx, rx) = mpsc::channel::<Result<SnapshotChunk, Status>>(1);
+    tx.send(Ok(first)).await.expect("the receive is running");
+    let held = tokio::spawn({
+        let (mgr, router, limit) = (b.mgr.clone(), router_b.clone(), limit.clone());
+        async move {
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+            handle_snapshot_stream(&mgr, &router, &limit, stream, &logger()).await
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    while tx.capacity() == 0 {
+        assert!(Instant::now() < deadline, "the first chunk was never taken");
+        tokio::task::yield_now().await;
+    }
+
+    let refused = handle_snapshot_stream(
+        &b.mgr,
+        &router_b,
+        &limit,
+        tokio_stream::iter(Vec::<Result<SnapshotChunk, Status>>::new()),
+        &logger(),
+    )
+    .await
+    .expect_err("over the limit");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+
+    // The held receive ends truncated and leaves nothing behind.
+    drop(tx);
+    let answer = tokio::time::timeout(DEADLINE, held)
+        .await
+        .expect("the held receive ends")
+        .expect("no panic");
+    assert!(answer.is_err());
+    assert!(!b.mgr.exists(SnapKind::Received, &key));
+    assert!(tmp_files(&b.mgr).is_empty());
+}
+
+/// Sends raw bytes as the messages of a streaming call and decodes the
+/// answer as `Done`: what a hostile or broken peer puts on the wire.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Done;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Done;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Done>, Status> {
+        use prost::Message as _;
+        Done::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_garbage_on_the_raft_stream_is_refused_and_the_server_still_serves() {
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let server = TestServer::start(router_b, snap_b).await;
+
+    let channel = connect_addr(&server.addr.to_string(), &fast_options())
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    // A valid message, then bytes that are no RaftMessage (an overlong
+    // varint tag).
+    let stream = tokio_stream::iter(vec![raft_message(11, 2).encode_to_vec(), vec![0xff; 11]]);
+    let call = grpc.client_streaming(
+        Request::new(stream),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tinykvpb.TinyKv/Raft"),
+        RawCodec,
+    );
+    let answer = tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("the server answers the stream");
+    assert!(answer.is_err(), "garbage accepted: {answer:?}");
+    match must_see(&mut seen_b, "the valid message").await {
+        Seen::StoreRaft(m) => assert_eq!(m.region_id, 11),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // The server still takes raft traffic.
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, server.addr.to_string());
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let snap_a = SnapManager::open(dir.path().join("a")).expect("snap dir");
+    let transport = new_test_transport(resolver, router_a, snap_a, fast_options());
+    transport.send(raft_message(12, 2)).expect("queued");
+    match must_see(&mut seen_b, "a message after the garbage").await {
+        Seen::StoreRaft(m) => assert_eq!(m.region_id, 12),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop().await;
+}
