@@ -1,5 +1,6 @@
 //! The inter-store raft transport over gRPC (`tinykvpb.TinyKv`'s `Raft` and
-//! `Snapshot` streams): [`GrpcTransport`] sends, [`service`] receives.
+//! `Snapshot` streams): [`GrpcTransport`] sends, [`service`] receives, and
+//! [`resolver`] finds a store's address through the scheduler.
 //!
 //! Sending raft messages, per target store:
 //!
@@ -33,6 +34,7 @@
 //! loss, and the next `send` to a store that stays down answers
 //! `Unreachable`.
 
+pub mod resolver;
 pub mod service;
 
 #[cfg(test)]
@@ -55,6 +57,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+pub use self::resolver::SchedulerResolver;
 pub use self::service::{SnapshotReceiveLimit, handle_raft_stream, handle_snapshot_stream};
 
 /// The knobs of the transport, with defaults for a small cluster.
