@@ -9,7 +9,7 @@ use kvproto::kvrpcpb::{Context, RawGetRequest, RawPutRequest};
 use kvproto::metapb;
 use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
 use scheduler_stub::{MemoryScheduler, SchedulerClient, SchedulerService};
-use slog::{Logger, o};
+use slog::{Drain as _, Logger, o};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -32,9 +32,13 @@ struct TestScheduler {
 }
 
 async fn start_scheduler() -> TestScheduler {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_scheduler_on(listener)
+}
+
+fn start_scheduler_on(listener: TcpListener) -> TestScheduler {
     let dir = TempDir::new().expect("temp dir");
     let inner = Arc::new(MemoryScheduler::open(dir.path(), &logger()).expect("open scheduler"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("bound address");
     let service = SchedulerService::new(Arc::clone(&inner), format!("http://{addr}"), &logger());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -166,6 +170,57 @@ async fn test_node_serves_and_restarts_as_the_same_store() {
         Some(b"v1".to_vec()),
         "a restart keeps the data"
     );
+    node.stop().await;
+}
+
+/// A drain passing each record's message on, to wait for a log line.
+struct MessageDrain(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl slog::Drain for MessageDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        let _ = self.0.send(record.msg().to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_node_waits_for_the_scheduler_to_come_up() {
+    // A loopback port held by a socket that does not listen yet: connections
+    // to it are refused until it does.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("bound address");
+    let data = TempDir::new().expect("temp dir");
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let node_logger = Logger::root(
+        std::sync::Mutex::new(MessageDrain(messages_tx)).fuse(),
+        o!(),
+    );
+    let cfg = node_config(addr, data.path());
+    let starting = tokio::spawn(async move { Node::start(cfg, &node_logger).await });
+    // Only once an attempt has failed does the scheduler come up.
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(message) = messages.recv().await {
+            if message.contains("not reachable yet") {
+                return;
+            }
+        }
+        panic!("the node's log ended without a failed connection attempt");
+    })
+    .await
+    .expect("a failed connection attempt is logged");
+    let scheduler = start_scheduler_on(socket.listen(64).expect("listen"));
+    let node = tokio::time::timeout(DEADLINE, starting)
+        .await
+        .expect("the node starts once the scheduler is up")
+        .expect("start-up task")
+        .expect("node starts");
+    assert!(scheduler.inner.is_bootstrapped().expect("IsBootstrapped"));
     node.stop().await;
 }
 
