@@ -39,6 +39,8 @@ use super::NodeError;
 
 /// Region heartbeats queued for the stream before more are dropped.
 const REGION_HEARTBEAT_QUEUE: usize = 1024;
+/// Region heartbeats handed to the open stream but not yet sent.
+const REGION_HEARTBEAT_STREAM_QUEUE: usize = 64;
 /// The shortest and longest wait before re-opening the heartbeat stream.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(3);
@@ -324,7 +326,7 @@ async fn region_heartbeat_loop(
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        let (stream_tx, stream_rx) = mpsc::channel(16);
+        let (stream_tx, stream_rx) = mpsc::channel(REGION_HEARTBEAT_STREAM_QUEUE);
         let opened = scheduler
             .client
             .clone()
@@ -346,8 +348,15 @@ async fn region_heartbeat_loop(
                 request = queue.recv() => {
                     let Some(mut request) = request else { return };
                     request.header = scheduler.header();
-                    if stream_tx.send(request).await.is_err() {
-                        break;
+                    // Not awaited: a stream slow to take heartbeats must not
+                    // stop this loop from reading the responses. A dropped
+                    // heartbeat is repeated by the next one.
+                    match stream_tx.try_send(request) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            debug!(logger, "region heartbeat stream busy, heartbeat dropped");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
                 response = responses.message() => match response {
