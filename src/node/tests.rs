@@ -313,3 +313,80 @@ async fn test_prepared_region_is_removed_when_another_store_bootstrapped() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_operators_reach_the_store_and_replicate_over_grpc() {
+    let scheduler = start_scheduler().await;
+    let (dir_a, dir_b) = (
+        TempDir::new().expect("temp dir"),
+        TempDir::new().expect("temp dir"),
+    );
+    let a = Node::start(node_config(scheduler.addr, dir_a.path()), &logger())
+        .await
+        .expect("node a starts");
+    let ctx = first_region_context(&a).await;
+    let mut kv_a = client(&a).await;
+    let put = kv_a
+        .raw_put(RawPutRequest {
+            context: Some(ctx),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            cf: String::new(),
+        })
+        .await
+        .expect("RawPut answers")
+        .into_inner();
+    assert!(
+        put.region_error.is_none() && put.error.is_empty(),
+        "{put:?}"
+    );
+
+    let b = Node::start(node_config(scheduler.addr, dir_b.path()), &logger())
+        .await
+        .expect("node b starts");
+    assert_ne!(b.store_id(), a.store_id());
+    assert!(
+        b.router().region_ids().is_empty(),
+        "a store joining a bootstrapped cluster starts with no region"
+    );
+    // The operator travels in a's heartbeat responses; a's peer adds b's,
+    // which gets the region by snapshot over gRPC.
+    let peer_b = metapb::Peer {
+        id: scheduler.inner.alloc_id().expect("alloc"),
+        store_id: b.store_id(),
+    };
+    scheduler.inner.add_peer(ctx.region_id, peer_b);
+    let deadline = Instant::now() + DEADLINE;
+    while !b.router().has_region(ctx.region_id) || scheduler.inner.operator(ctx.region_id).is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the peer was not added to store b"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then b's peer leads, and serves the value written before it joined.
+    scheduler.inner.transfer_leader(ctx.region_id, peer_b);
+    let mut kv_b = client(&b).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (region, leader) = scheduler.inner.get_region(b"").expect("GetRegion");
+        if leader == Some(peer_b) {
+            let ctx_b = Context {
+                region_id: region.id,
+                region_epoch: region.region_epoch,
+                peer: Some(peer_b),
+                ..Default::default()
+            };
+            assert_eq!(raw_get(&mut kv_b, &ctx_b, b"k").await, Some(b"v".to_vec()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not move to store b"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.stop().await;
+    a.stop().await;
+}
