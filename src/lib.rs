@@ -39,6 +39,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod command;
+pub mod node;
 pub mod rng;
 pub mod server;
 pub mod transport;
