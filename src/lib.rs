@@ -1,14 +1,17 @@
 //! tinykv: a TinyKV-compatible, actor-based, multi-raft key-value store.
 //!
-//! This root package holds the store server's parts (the `TinyKv` gRPC
-//! service over the replicated store; the `tinykv-server` binary that starts
-//! it is to come), the benchmark `tinykv-bench` and, to come, the client
-//! library ("Clerk") and `tinykv-ctl`.
+//! This root package holds the store node (`tinykv-server`: the `TinyKv`
+//! gRPC service over the replicated store, started against a scheduler),
+//! the benchmark `tinykv-bench` and, to come, the client library ("Clerk")
+//! and `tinykv-ctl`.
 //!
 //! Modules:
 //! - [`server`]: the `TinyKv` request handlers over a `Storage` (the Raw
 //!   API), the `Storage` over the replicated store (`RaftStorage`) and the
 //!   tonic service with its limits.
+//! - [`node`]: a store node's start-up against a remote scheduler (store id,
+//!   cluster bootstrap, `PutStore`), its heartbeats and operators over gRPC,
+//!   and its graceful stop; `tinykv-server` runs one.
 //! - [`transport`]: raft messages and snapshots between stores over gRPC
 //!   (`GrpcTransport`), and the receiving side of the `Raft` and `Snapshot`
 //!   streams.
