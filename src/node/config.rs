@@ -28,6 +28,11 @@
 //! raft-log-gc-count-limit = 10000
 //! raft-log-gc-size-limit = 67108864
 //! max-value-size = 8388608
+//!
+//! [server]
+//! max-message-size = 16777216        # largest gRPC message, bytes
+//! max-scan-limit = 10000             # most pairs one RawScan returns
+//! max-scan-response-bytes = 4194304  # a RawScan stops adding pairs past it
 //! ```
 //!
 //! Every error names the flag or key (`raftstore.raft-heartbeat-ticks`) and
@@ -107,7 +112,9 @@ pub struct Flags {
     /// `format`) and a `[raftstore]` table (`raft-base-tick-interval-ms`,
     /// `raft-heartbeat-ticks`, `raft-election-timeout-ticks`,
     /// `raft-log-gc-tick-ticks`, `raft-log-gc-count-limit`,
-    /// `raft-log-gc-size-limit`, `max-value-size`). Flags win over it.
+    /// `raft-log-gc-size-limit`, `max-value-size`) and a `[server]` table
+    /// (`max-message-size`, `max-scan-limit`, `max-scan-response-bytes`).
+    /// Flags win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -157,6 +164,15 @@ struct FileConfig {
     log_level: Option<String>,
     log_format: Option<String>,
     raftstore: RaftstoreKeys,
+    server: ServerKeys,
+}
+
+/// The `[server]` table: the gRPC service's limits.
+#[derive(Debug, Default)]
+struct ServerKeys {
+    max_message_size: Option<u64>,
+    max_scan_limit: Option<u64>,
+    max_scan_response_bytes: Option<u64>,
 }
 
 /// The `[raftstore]` table.
@@ -262,10 +278,30 @@ impl FileConfig {
                         *slot = Some(positive(&full, value)?);
                     }
                 }
+                "server" => {
+                    let sv = &mut config.server;
+                    for (sub, value) in table(&key, value)? {
+                        let full = format!("server.{sub}");
+                        let slot = match sub.as_str() {
+                            "max-message-size" => &mut sv.max_message_size,
+                            "max-scan-limit" => &mut sv.max_scan_limit,
+                            "max-scan-response-bytes" => &mut sv.max_scan_response_bytes,
+                            _ => {
+                                return Err(config_error(
+                                    &full,
+                                    "unknown key (known: max-message-size, max-scan-limit, \
+                                     max-scan-response-bytes)",
+                                ));
+                            }
+                        };
+                        *slot = Some(positive(&full, value)?);
+                    }
+                }
                 _ => {
                     return Err(config_error(
                         &key,
-                        "unknown key (known: scheduler, addr, advertise-addr, path, [log], [raftstore])",
+                        "unknown key (known: scheduler, addr, advertise-addr, path, [log], \
+                         [raftstore], [server])",
                     ));
                 }
             }
@@ -407,6 +443,21 @@ impl ServerConfig {
         if let Some(n) = rs.log_gc_size_limit {
             cfg.raft_log_gc_size_limit = n;
         }
+        let sv = &file.server;
+        if let Some(n) = sv.max_message_size {
+            node.service.max_message_size = to_usize("server.max-message-size", n)?;
+        }
+        if let Some(n) = sv.max_scan_limit {
+            node.service.max_scan_limit = u32::try_from(n).map_err(|_| {
+                config_error(
+                    "server.max-scan-limit",
+                    format!("{n}: at most {}", u32::MAX),
+                )
+            })?;
+        }
+        if let Some(n) = sv.max_scan_response_bytes {
+            node.service.max_scan_response_bytes = to_usize("server.max-scan-response-bytes", n)?;
+        }
         if let Some(n) = rs.max_value_size {
             let key = "raftstore.max-value-size";
             let n = to_usize(key, n)?;
@@ -422,6 +473,17 @@ impl ServerConfig {
             }
             cfg.max_value_size = n;
             node.service.max_value_size = n;
+        }
+        if rs.max_value_size.is_none()
+            && node.service.max_value_size >= node.service.max_message_size
+        {
+            return Err(config_error(
+                "server.max-message-size",
+                format!(
+                    "{} must exceed the largest value ({}; lower raftstore.max-value-size too)",
+                    node.service.max_message_size, node.service.max_value_size
+                ),
+            ));
         }
         Ok(ServerConfig {
             node,
@@ -507,6 +569,19 @@ mod tests {
     }
 
     #[test]
+    fn test_server_limits_come_from_the_file() {
+        let file = FileConfig::parse(
+            "[server]\nmax-message-size = 65536\nmax-scan-limit = 50\n\
+             max-scan-response-bytes = 4096\n[raftstore]\nmax-value-size = 1024\n",
+        )
+        .expect("valid");
+        let config = ServerConfig::resolve(Flags::default(), file).expect("resolves");
+        assert_eq!(config.node.service.max_message_size, 65536);
+        assert_eq!(config.node.service.max_scan_limit, 50);
+        assert_eq!(config.node.service.max_scan_response_bytes, 4096);
+    }
+
+    #[test]
     fn test_errors_name_the_key_and_reason() {
         must_config_error(FileConfig::parse("adr = \"x\""), "adr", "unknown key");
         must_config_error(FileConfig::parse("path = 5"), "path", "string");
@@ -534,6 +609,17 @@ mod tests {
             ServerConfig::resolve(flags(&["--loglevel", "loud"]), FileConfig::default()),
             "--loglevel",
             "expected",
+        );
+        must_config_error(
+            FileConfig::parse("[server]\nmax-scan-limt = 5"),
+            "server.max-scan-limt",
+            "unknown key",
+        );
+        let small = FileConfig::parse("[server]\nmax-message-size = 1024").expect("valid");
+        must_config_error(
+            ServerConfig::resolve(Flags::default(), small),
+            "server.max-message-size",
+            "largest value",
         );
         let file =
             FileConfig::parse("[raftstore]\nraft-election-timeout-ticks = 2").expect("valid");
