@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::errors::{Error, Result};
+pub use crate::logging::LogFormat;
+use crate::logging::{parse_format, parse_level};
 
 /// The listen URL when neither flag nor file gives one (TinyKV's default).
 pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
@@ -78,15 +80,6 @@ pub struct Flags {
     /// line). File key `log.format`. [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (slog-term).
-    Human,
-    /// One JSON object per line (slog-json).
-    Json,
 }
 
 /// The resolved, checked settings.
@@ -231,32 +224,6 @@ fn resolve(key: &str, url: &str) -> Result<SocketAddr> {
         .ok_or_else(|| config_error(key, format!("{url:?}: resolves to no address")))
 }
 
-fn parse_level(key: &str, level: &str) -> Result<slog::Level> {
-    match level.to_ascii_lowercase().as_str() {
-        "trace" => Ok(slog::Level::Trace),
-        "debug" => Ok(slog::Level::Debug),
-        "info" => Ok(slog::Level::Info),
-        "warn" | "warning" => Ok(slog::Level::Warning),
-        "error" => Ok(slog::Level::Error),
-        "fatal" | "critical" => Ok(slog::Level::Critical),
-        _ => Err(config_error(
-            key,
-            format!("{level:?}: expected trace, debug, info, warn, error or fatal"),
-        )),
-    }
-}
-
-fn parse_format(key: &str, format: &str) -> Result<LogFormat> {
-    match format.to_ascii_lowercase().as_str() {
-        "human" | "text" => Ok(LogFormat::Human),
-        "json" => Ok(LogFormat::Json),
-        _ => Err(config_error(
-            key,
-            format!("{format:?}: expected human or json"),
-        )),
-    }
-}
-
 impl Config {
     /// Resolves flags over the config file (if `--config` names one) over
     /// defaults, and checks every value.
@@ -314,11 +281,11 @@ impl Config {
         }
 
         let log_level = match pick(flags.log_level, "--log-level", log.level, "log.level") {
-            Some((level, key)) => parse_level(key, &level)?,
+            Some((level, key)) => parse_level(&level).map_err(|e| config_error(key, e))?,
             None => slog::Level::Info,
         };
         let log_format = match pick(flags.log_format, "--log-format", log.format, "log.format") {
-            Some((format, key)) => parse_format(key, &format)?,
+            Some((format, key)) => parse_format(&format).map_err(|e| config_error(key, e))?,
             None => LogFormat::Human,
         };
 

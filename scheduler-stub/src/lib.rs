@@ -21,6 +21,8 @@
 //! - `service`: [`SchedulerService`], the tonic service over a
 //!   `MemoryScheduler`, and [`serve`].
 //! - `config`: [`Config`], the binary's settings from flags and a TOML file.
+//! - `logging`: log level and format names, and the binaries' root logger
+//!   (`tinykv-server` uses it too).
 //! - `errors`: [`Error`] and its wire form.
 
 #![deny(missing_docs)]
@@ -29,6 +31,7 @@ mod client;
 pub mod config;
 mod errors;
 mod ids;
+pub mod logging;
 mod memory;
 mod operator;
 mod persist;

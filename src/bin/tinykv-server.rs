@@ -14,9 +14,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use slog::{Drain, Logger, error, info, o, warn};
+use scheduler_stub::logging::new_logger;
+use slog::{Logger, error, info, warn};
 use tinykv::node::Node;
-use tinykv::node::config::{Flags, LogFormat, ServerConfig};
+use tinykv::node::config::{Flags, ServerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> ExitCode {
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (logger, _flush_on_exit) = new_logger(&config);
+    let (logger, _flush_on_exit) = new_logger(config.log_level, config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,26 +46,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The root logger, to stderr, with the configured level and format. The
-/// guard flushes buffered lines when dropped.
-fn new_logger(config: &ServerConfig) -> (Logger, slog_async::AsyncGuard) {
-    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match config.log_format {
-        LogFormat::Human => {
-            let decorator = slog_term::PlainDecorator::new(std::io::stderr());
-            Box::new(slog_term::FullFormat::new(decorator).build().fuse())
-        }
-        LogFormat::Json => Box::new(
-            slog_json::Json::new(std::io::stderr())
-                .add_default_keys()
-                .build()
-                .fuse(),
-        ),
-    };
-    let drain = slog::LevelFilter::new(drain, config.log_level).fuse();
-    let (drain, guard) = slog_async::Async::new(drain).build_with_guard();
-    (Logger::root(drain.fuse(), o!()), guard)
 }
 
 async fn run(config: ServerConfig, logger: &Logger) -> Result<(), tinykv::node::NodeError> {

@@ -43,6 +43,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub use scheduler_stub::logging::LogFormat;
+use scheduler_stub::logging::{parse_format, parse_level};
+
 use super::NodeConfig;
 
 /// The scheduler when neither flag nor file names one (TinyKV's default).
@@ -132,15 +135,6 @@ pub struct Flags {
     /// line). File key `log.format`. [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (slog-term).
-    Human,
-    /// One JSON object per line (slog-json).
-    Json,
 }
 
 /// The resolved, checked settings.
@@ -310,32 +304,6 @@ impl FileConfig {
     }
 }
 
-fn parse_level(key: &str, level: &str) -> Result<slog::Level, ConfigError> {
-    match level.to_ascii_lowercase().as_str() {
-        "trace" => Ok(slog::Level::Trace),
-        "debug" => Ok(slog::Level::Debug),
-        "info" => Ok(slog::Level::Info),
-        "warn" | "warning" => Ok(slog::Level::Warning),
-        "error" => Ok(slog::Level::Error),
-        "fatal" | "critical" => Ok(slog::Level::Critical),
-        _ => Err(config_error(
-            key,
-            format!("{level:?}: expected trace, debug, info, warn, error or fatal"),
-        )),
-    }
-}
-
-fn parse_format(key: &str, format: &str) -> Result<LogFormat, ConfigError> {
-    match format.to_ascii_lowercase().as_str() {
-        "human" | "text" => Ok(LogFormat::Human),
-        "json" => Ok(LogFormat::Json),
-        _ => Err(config_error(
-            key,
-            format!("{format:?}: expected human or json"),
-        )),
-    }
-}
-
 /// Checks `HOST:PORT` (an `http://` prefix allowed for the scheduler).
 fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
     let authority = addr.strip_prefix("http://").unwrap_or(addr);
@@ -399,7 +367,7 @@ impl ServerConfig {
             return Err(config_error(key, "must not be empty"));
         }
         let log_level = match pick(flags.log_level, "--loglevel", file.log_level, "log.level") {
-            Some((level, key)) => parse_level(key, &level)?,
+            Some((level, key)) => parse_level(&level).map_err(|e| config_error(key, e))?,
             None => slog::Level::Info,
         };
         let log_format = match pick(
@@ -408,7 +376,7 @@ impl ServerConfig {
             file.log_format,
             "log.format",
         ) {
-            Some((format, key)) => parse_format(key, &format)?,
+            Some((format, key)) => parse_format(&format).map_err(|e| config_error(key, e))?,
             None => LogFormat::Human,
         };
 

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use slog::{Drain, Logger, error, info, o, warn};
-use tinykv_scheduler_stub::config::{Config, Flags, LogFormat};
+use slog::{Logger, error, info, warn};
+use tinykv_scheduler_stub::config::{Config, Flags};
+use tinykv_scheduler_stub::logging::new_logger;
 use tinykv_scheduler_stub::{Error, MemoryScheduler, SchedulerClient, SchedulerService, serve};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (logger, _flush_on_exit) = new_logger(&config);
+    let (logger, _flush_on_exit) = new_logger(config.log_level, config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,26 +55,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The root logger, to stderr, with the configured level and format. The
-/// guard flushes buffered lines when dropped.
-fn new_logger(config: &Config) -> (Logger, slog_async::AsyncGuard) {
-    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match config.log_format {
-        LogFormat::Human => {
-            let decorator = slog_term::PlainDecorator::new(std::io::stderr());
-            Box::new(slog_term::FullFormat::new(decorator).build().fuse())
-        }
-        LogFormat::Json => Box::new(
-            slog_json::Json::new(std::io::stderr())
-                .add_default_keys()
-                .build()
-                .fuse(),
-        ),
-    };
-    let drain = slog::LevelFilter::new(drain, config.log_level).fuse();
-    let (drain, guard) = slog_async::Async::new(drain).build_with_guard();
-    (Logger::root(drain.fuse(), o!()), guard)
 }
 
 async fn run(config: Config, logger: &Logger) -> Result<(), Error> {
