@@ -21,11 +21,12 @@
 //!   CF, is refused with an error naming it.
 //! - `RawPut` and `RawDelete` refuse an empty key: no such key can exist.
 
-use kvproto::errorpb;
 use kvproto::kvrpcpb::{
     Context, KvPair, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse,
     RawPutRequest, RawPutResponse, RawScanRequest, RawScanResponse,
 };
+use kvproto::metapb;
+use raftstore::operation::command::check_key_in_region;
 use storage::{CF_DEFAULT, Modify, Storage, StorageReader, check_data_cf};
 
 use super::{ResponseError, Server};
@@ -51,22 +52,18 @@ impl Default for ScanLimits {
     }
 }
 
-/// `KeyNotInRegion` unless `key` is in `range` (of region `region_id`).
+/// `KeyNotInRegion` unless `key` is in `range` (of region `region_id`):
+/// the raftstore's own check and error, over the reader's range.
 fn check_in_range(region_id: u64, key: &[u8], range: (&[u8], &[u8])) -> Result<()> {
-    let (start, end) = range;
-    if key >= start && (end.is_empty() || key < end) {
-        return Ok(());
-    }
-    Err(ResponseError::Region(Box::new(errorpb::Error {
-        message: format!("key {key:?} is not in region {region_id}"),
-        key_not_in_region: Some(errorpb::KeyNotInRegion {
-            key: key.to_vec(),
-            region_id,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-        }),
+    let (start_key, end_key) = range;
+    let region = metapb::Region {
+        id: region_id,
+        start_key: start_key.to_vec(),
+        end_key: end_key.to_vec(),
         ..Default::default()
-    })))
+    };
+    check_key_in_region(key, &region)
+        .map_err(|e| ResponseError::Region(Box::new(e.to_region_error())))
 }
 
 /// The column family a request names, checked: empty means `default`.
