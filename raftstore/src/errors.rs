@@ -45,6 +45,16 @@ pub enum Error {
         /// This store.
         actual: u64,
     },
+    /// The request names another peer of the region than this store's
+    /// (TinyKV's "mismatch peer id"): the client's view of the region is
+    /// stale, e.g. the peer was removed and added again under a new id.
+    #[error("peer not match: request for peer {request}, this is peer {actual}")]
+    PeerNotMatch {
+        /// The peer the request names.
+        request: u64,
+        /// This store's peer of the region.
+        actual: u64,
+    },
     /// The peer's mailbox is full; retry later.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),

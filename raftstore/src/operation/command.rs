@@ -223,6 +223,13 @@ impl Peer {
                 leader: self.leader(),
             });
         }
+        let peer_id = header.peer.map_or(0, |p| p.id);
+        if peer_id != self.meta.id {
+            return Err(Error::PeerNotMatch {
+                request: peer_id,
+                actual: self.meta.id,
+            });
+        }
         check_command_kind(req)?;
         check_client_admin(req)?;
         check_region_epoch(req, self.region())?;
