@@ -18,6 +18,10 @@
 //! - [`command`]: handing a command to a local peer; the one place a
 //!   command the router refuses becomes a region error (`ServerIsBusy`,
 //!   `RegionNotFound`).
+//! - [`playground`]: a local cluster of real processes (the scheduler and
+//!   N stores on loopback, data under one folder) with start, stop,
+//!   `kill -9` and pause of each; `tinykv-playground` and the black-box
+//!   tests run it.
 //! - [`cluster`]: the in-process cluster — N stores over RocksDB in temp
 //!   dirs, a simulated network with filters, the scheduler in-process, and
 //!   a client that follows `NotLeader` and retries. The test cluster of
@@ -43,6 +47,7 @@ pub mod bench;
 pub mod cluster;
 pub mod command;
 pub mod node;
+pub mod playground;
 pub mod rng;
 pub mod server;
 pub mod transport;
