@@ -33,6 +33,14 @@
 //! max-message-size = 16777216        # largest gRPC message, bytes
 //! max-scan-limit = 10000             # most pairs one RawScan returns
 //! max-scan-response-bytes = 4194304  # a RawScan stops adding pairs past it
+//!
+//! [transport]
+//! queue-capacity = 4096                  # raft messages queued per store
+//! max-concurrent-snapshot-sends = 4
+//! max-concurrent-snapshot-receives = 4   # more are refused; raft retries
+//! reconnect-backoff-min-ms = 100
+//! reconnect-backoff-max-ms = 5000
+//! connect-timeout-ms = 3000
 //! ```
 //!
 //! Every error names the flag or key (`raftstore.raft-heartbeat-ticks`) and
@@ -47,6 +55,7 @@ pub use scheduler_stub::logging::LogFormat;
 use scheduler_stub::logging::{parse_format, parse_level};
 
 use super::NodeConfig;
+use crate::transport::TransportOptions;
 
 /// The scheduler when neither flag nor file names one (TinyKV's default).
 pub const DEFAULT_SCHEDULER: &str = "127.0.0.1:2379";
@@ -159,6 +168,18 @@ struct FileConfig {
     log_format: Option<String>,
     raftstore: RaftstoreKeys,
     server: ServerKeys,
+    transport: TransportKeys,
+}
+
+/// The `[transport]` table: the streams to other stores.
+#[derive(Debug, Default)]
+struct TransportKeys {
+    queue_capacity: Option<u64>,
+    max_concurrent_snapshot_sends: Option<u64>,
+    max_concurrent_snapshot_receives: Option<u64>,
+    reconnect_backoff_min_ms: Option<u64>,
+    reconnect_backoff_max_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
 }
 
 /// The `[server]` table: the gRPC service's limits.
@@ -291,11 +312,39 @@ impl FileConfig {
                         *slot = Some(positive(&full, value)?);
                     }
                 }
+                "transport" => {
+                    let tp = &mut config.transport;
+                    for (sub, value) in table(&key, value)? {
+                        let full = format!("transport.{sub}");
+                        let slot = match sub.as_str() {
+                            "queue-capacity" => &mut tp.queue_capacity,
+                            "max-concurrent-snapshot-sends" => {
+                                &mut tp.max_concurrent_snapshot_sends
+                            }
+                            "max-concurrent-snapshot-receives" => {
+                                &mut tp.max_concurrent_snapshot_receives
+                            }
+                            "reconnect-backoff-min-ms" => &mut tp.reconnect_backoff_min_ms,
+                            "reconnect-backoff-max-ms" => &mut tp.reconnect_backoff_max_ms,
+                            "connect-timeout-ms" => &mut tp.connect_timeout_ms,
+                            _ => {
+                                return Err(config_error(
+                                    &full,
+                                    "unknown key (known: queue-capacity, \
+                                     max-concurrent-snapshot-sends, \
+                                     max-concurrent-snapshot-receives, reconnect-backoff-min-ms, \
+                                     reconnect-backoff-max-ms, connect-timeout-ms)",
+                                ));
+                            }
+                        };
+                        *slot = Some(positive(&full, value)?);
+                    }
+                }
                 _ => {
                     return Err(config_error(
                         &key,
                         "unknown key (known: scheduler, addr, advertise-addr, path, [log], \
-                         [raftstore], [server])",
+                         [raftstore], [server], [transport])",
                     ));
                 }
             }
@@ -453,12 +502,50 @@ impl ServerConfig {
                 ),
             ));
         }
+        apply_transport_keys(&file.transport, &mut node.transport)?;
         Ok(ServerConfig {
             node,
             log_level,
             log_format,
         })
     }
+}
+
+/// The `[transport]` table over the transport's defaults.
+fn apply_transport_keys(
+    keys: &TransportKeys,
+    opts: &mut TransportOptions,
+) -> Result<(), ConfigError> {
+    if let Some(n) = keys.queue_capacity {
+        opts.queue_capacity = to_usize("transport.queue-capacity", n)?;
+    }
+    if let Some(n) = keys.max_concurrent_snapshot_sends {
+        opts.max_concurrent_snapshot_sends =
+            to_usize("transport.max-concurrent-snapshot-sends", n)?;
+    }
+    if let Some(n) = keys.max_concurrent_snapshot_receives {
+        opts.max_concurrent_snapshot_receives =
+            to_usize("transport.max-concurrent-snapshot-receives", n)?;
+    }
+    if let Some(ms) = keys.reconnect_backoff_min_ms {
+        opts.reconnect_backoff_min = Duration::from_millis(ms);
+    }
+    if let Some(ms) = keys.reconnect_backoff_max_ms {
+        opts.reconnect_backoff_max = Duration::from_millis(ms);
+    }
+    if opts.reconnect_backoff_max < opts.reconnect_backoff_min {
+        return Err(config_error(
+            "transport.reconnect-backoff-max-ms",
+            format!(
+                "{:?} is below reconnect-backoff-min-ms ({:?})",
+                opts.reconnect_backoff_max, opts.reconnect_backoff_min
+            ),
+        ));
+    }
+    if let Some(ms) = keys.connect_timeout_ms {
+        opts.connect_timeout = Duration::from_millis(ms);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -547,6 +634,40 @@ mod tests {
         assert_eq!(config.node.service.max_message_size, 65536);
         assert_eq!(config.node.service.max_scan_limit, 50);
         assert_eq!(config.node.service.max_scan_response_bytes, 4096);
+    }
+
+    #[test]
+    fn test_transport_settings_come_from_the_file() {
+        let file = FileConfig::parse(
+            "[transport]\nqueue-capacity = 10\nmax-concurrent-snapshot-receives = 2\n\
+             reconnect-backoff-min-ms = 50\nreconnect-backoff-max-ms = 800\n",
+        )
+        .expect("parse");
+        let cfg = ServerConfig::resolve(flags(&[]), file).expect("resolve");
+        let t = &cfg.node.transport;
+        assert_eq!(t.queue_capacity, 10);
+        assert_eq!(t.max_concurrent_snapshot_receives, 2);
+        assert_eq!(t.reconnect_backoff_min, Duration::from_millis(50));
+        assert_eq!(t.reconnect_backoff_max, Duration::from_millis(800));
+        assert_eq!(
+            t.max_concurrent_snapshot_sends,
+            TransportOptions::default().max_concurrent_snapshot_sends
+        );
+
+        let file = FileConfig::parse("[transport]\nreconnect-backoff-max-ms = 1\n").expect("parse");
+        let err = ServerConfig::resolve(flags(&[]), file).expect_err("max below min");
+        assert!(
+            err.to_string()
+                .contains("transport.reconnect-backoff-max-ms"),
+            "{err}"
+        );
+        let err = FileConfig::parse("[transport]\nqueue-capacity = 0\n").expect_err("zero");
+        assert!(
+            err.to_string().contains("transport.queue-capacity"),
+            "{err}"
+        );
+        let err = FileConfig::parse("[transport]\nspeed = 1\n").expect_err("unknown");
+        assert!(err.to_string().contains("transport.speed"), "{err}");
     }
 
     #[test]
