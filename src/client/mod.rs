@@ -31,6 +31,9 @@ mod route;
 mod scheduler;
 mod stores;
 
+#[cfg(test)]
+mod tests;
+
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
