@@ -34,7 +34,6 @@ mod stores;
 #[cfg(test)]
 mod tests;
 
-
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ use slog::{Logger, debug, o};
 use tokio::time::Instant;
 
 use self::cache::RegionCache;
-use self::retry::{Backoff, Failure, attempt_timeout};
+use self::retry::{Backoff, Failure, Failures, attempt_timeout};
 use self::scheduler::{SchedulerConn, endpoint};
 use self::stores::StorePool;
 
@@ -137,22 +136,20 @@ impl Client {
         let channel = endpoint(scheduler_addr, opts.attempt_timeout)?.connect_lazy();
         let deadline = Instant::now() + opts.timeout;
         let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
+        let mut failures = Failures::default();
         let scheduler = loop {
             let timeout = attempt_timeout(deadline, opts.attempt_timeout);
-            let last = match SchedulerConn::connect(channel.clone(), opts.max_message_size, timeout)
-                .await
-            {
+            let connected =
+                SchedulerConn::connect(channel.clone(), opts.max_message_size, timeout).await;
+            let reason = match connected {
                 Ok(scheduler) => break scheduler,
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(reason)) => reason,
             };
-            debug!(opts.logger, "scheduler not reachable yet"; "addr" => scheduler_addr, "err" => &last);
+            debug!(opts.logger, "scheduler not reachable yet"; "addr" => scheduler_addr, "err" => &reason);
+            failures.record(&reason, deadline);
             if !backoff.wait(deadline, Duration::ZERO).await {
-                return Err(Error::Timeout {
-                    op: "connect",
-                    timeout: opts.timeout,
-                    last,
-                });
+                return Err(failures.timeout("connect", opts.timeout));
             }
         };
         let logger = opts.logger.new(o!("cluster_id" => scheduler.cluster_id()));
@@ -223,19 +220,17 @@ impl Client {
         let opts = &self.inner.opts;
         let deadline = self.deadline();
         let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
+        let mut failures = Failures::default();
         loop {
-            let last = match call(attempt_timeout(deadline, opts.attempt_timeout)).await {
+            let reason = match call(attempt_timeout(deadline, opts.attempt_timeout)).await {
                 Ok(found) => return Ok(found),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry(reason)) => reason,
             };
-            debug!(self.inner.logger, "retrying"; "op" => op, "reason" => &last);
+            debug!(self.inner.logger, "retrying"; "op" => op, "reason" => &reason);
+            failures.record(&reason, deadline);
             if !backoff.wait(deadline, Duration::ZERO).await {
-                return Err(Error::Timeout {
-                    op,
-                    timeout: opts.timeout,
-                    last,
-                });
+                return Err(failures.timeout(op, opts.timeout));
             }
         }
     }

@@ -74,6 +74,39 @@ impl Backoff {
     }
 }
 
+/// What an operation's attempts have failed with, for its
+/// [`Error::Timeout`].
+#[derive(Debug, Default)]
+pub(crate) struct Failures {
+    last: Option<String>,
+}
+
+impl Failures {
+    /// Records the failure of an attempt. An attempt that ends after the
+    /// deadline may have been cut short by it, and its failure ("no
+    /// answer within 2ms") says less than the one before; both are kept.
+    pub(crate) fn record(&mut self, reason: &str, deadline: Instant) {
+        self.last = Some(match self.last.take() {
+            Some(previous) if Instant::now() >= deadline && previous != reason => {
+                format!("{previous}; then {reason}")
+            }
+            _ => reason.to_owned(),
+        });
+    }
+
+    /// The operation's timeout error.
+    pub(crate) fn timeout(&self, op: &'static str, timeout: Duration) -> Error {
+        Error::Timeout {
+            op,
+            timeout,
+            last: self
+                .last
+                .clone()
+                .unwrap_or_else(|| "no attempt was made".to_owned()),
+        }
+    }
+}
+
 /// The time left until `deadline`, capped at `attempt`: how long one
 /// attempt may take.
 pub(crate) fn attempt_timeout(deadline: Instant, attempt: Duration) -> Duration {
@@ -111,6 +144,24 @@ mod tests {
         let start = Instant::now();
         assert!(!backoff.wait(start + ms(1000), ms(2000)).await);
         assert!(start.elapsed() < ms(1000), "refused without sleeping");
+    }
+
+    #[test]
+    fn test_failures_keep_the_one_before_a_cut_attempt() {
+        let mut failures = Failures::default();
+        let later = Instant::now() + Duration::from_secs(60);
+        failures.record("busy", later);
+        failures.record("stale", later);
+        let Error::Timeout { last, .. } = failures.timeout("RawGet", Duration::ZERO) else {
+            panic!("a timeout");
+        };
+        assert_eq!(last, "stale", "before the deadline the last one counts");
+        let passed = Instant::now();
+        failures.record("no answer within 1ms", passed);
+        let Error::Timeout { last, .. } = failures.timeout("RawGet", Duration::ZERO) else {
+            panic!("a timeout");
+        };
+        assert_eq!(last, "stale; then no answer within 1ms");
     }
 
     #[test]

@@ -44,7 +44,7 @@ use tokio::time::Instant;
 
 use super::Client;
 use super::errors::{Error, Result};
-use super::retry::{Backoff, Failure, attempt_timeout, is_transport_error};
+use super::retry::{Backoff, Failure, Failures, attempt_timeout, is_transport_error};
 use super::stores::KvClient;
 
 /// A boxed response future: the requests' `send`s differ only in the
@@ -164,6 +164,7 @@ impl Client {
         let opts = &self.inner.opts;
         let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
         let mut went_at_once = false;
+        let mut failures = Failures::default();
         loop {
             let (reason, wait) = match self.attempt(key, request, deadline).await {
                 Ok(answered) => return Ok(answered),
@@ -172,30 +173,23 @@ impl Client {
             };
             debug!(self.inner.logger, "retrying"; "op" => Q::OP, "key" => show_key(key),
                 "reason" => &reason, "wait" => ?wait);
-            let timed_out = || Error::Timeout {
-                op: Q::OP,
-                timeout: opts.timeout,
-                last: reason.clone(),
-            };
-            match wait {
+            failures.record(&reason, deadline);
+            let waited = match wait {
                 Wait::Now if !went_at_once => {
                     went_at_once = true;
-                    if Instant::now() >= deadline {
-                        return Err(timed_out());
-                    }
+                    Instant::now() < deadline
                 }
                 Wait::Now => {
                     went_at_once = false;
-                    if !backoff.wait(deadline, Duration::ZERO).await {
-                        return Err(timed_out());
-                    }
+                    backoff.wait(deadline, Duration::ZERO).await
                 }
                 Wait::Backoff(at_least) => {
                     went_at_once = false;
-                    if !backoff.wait(deadline, at_least).await {
-                        return Err(timed_out());
-                    }
+                    backoff.wait(deadline, at_least).await
                 }
+            };
+            if !waited {
+                return Err(failures.timeout(Q::OP, opts.timeout));
             }
         }
     }
