@@ -121,6 +121,7 @@ fn test_help_explains_every_command() {
             "--help does not mention {word}:\n{help}"
         );
     }
+    assert!(help.contains("Exit status"), "{help}");
     let output = Command::new(BIN)
         .args(["get", "--help"])
         .output()

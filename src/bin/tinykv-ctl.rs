@@ -27,7 +27,12 @@ use tinykv::client::{Client, ClientOptions, KvPair, RegionInfo};
 /// Requests are routed to each key's region leader through the scheduler,
 /// and retried (following the stores' hints) until --timeout.
 #[derive(Debug, Parser)]
-#[command(name = "tinykv-ctl", version)]
+#[command(
+    name = "tinykv-ctl",
+    version,
+    after_help = "Exit status: 0 on success (a missing key is an answer, not a failure), \
+                  1 when the operation fails (the error is on stderr), 2 for bad usage."
+)]
 struct Cli {
     /// The scheduler's address, HOST:PORT.
     #[arg(

@@ -117,6 +117,31 @@ async fn test_not_leader_without_hint_tries_the_other_peers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_stores_naming_each_other_leader_do_not_spin_the_client() {
+    // Stores 1 and 2 each name the other leader, for ever.
+    let env = FakeEnv::start(one_region_setup(&[])).await;
+    env.set_hook(|_, request| {
+        let other = if request.store_id == 1 { 2 } else { 1 };
+        Some(Answer::RegionError(Box::new(region_error(|e| {
+            e.not_leader = Some(errorpb::NotLeader {
+                region_id: 1,
+                leader: Some(peer(1, other)),
+            })
+        }))))
+    });
+    let timeout = Duration::from_millis(600);
+    let client = env.client(timeout).await;
+    match client.raw_get("", b"k").await {
+        Err(Error::Timeout { last, .. }) => assert!(last.contains("not the leader"), "{last}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // At most one hint is followed at once; then a backoff (5 ms doubling
+    // to 50 ms) comes between: about two requests per backoff, not a spin.
+    let sent = env.with_world(|w| w.requests.len());
+    assert!((4..=80).contains(&sent), "{sent} requests in {timeout:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_epoch_not_match_refreshes_the_cache() {
     let env = FakeEnv::start(one_region_setup(&[])).await;
     env.with_world(|w| {
