@@ -21,6 +21,9 @@
 //! | transport failure, no answer in time | the next peer; on a transport failure the store's address is dropped too | at once |
 //! | another region error | — | none: returned |
 //!
+//! Resending a request whose answer was lost (a broken connection, no
+//! answer in time) is safe: Raw writes are idempotent.
+//!
 //! "At once" is at most one attempt in a row: an attempt that would go at
 //! once right after one that did waits a backoff instead, so two stores
 //! pointing at each other, or every peer down, cannot spin the client.
@@ -147,9 +150,17 @@ pub(crate) struct Answered<R> {
     pub(crate) response: R,
 }
 
-/// A key as text for messages: UTF-8 as is, other bytes escaped.
+/// A key as text for messages: printable ASCII as is, other bytes escaped.
 pub(crate) fn show_key(key: &[u8]) -> String {
     key.escape_ascii().to_string()
+}
+
+/// The peer tried next, for messages.
+fn show_next(peer: Option<Peer>) -> String {
+    match peer {
+        Some(peer) => format!("next: peer {} on store {}", peer.id, peer.store_id),
+        None => "the region is no longer cached".to_owned(),
+    }
 }
 
 impl Client {
@@ -217,10 +228,11 @@ impl Client {
                 self.inner.stores.forget(peer.store_id);
                 let next = self.lock_cache().switch_peer(region.id, peer);
                 return Err(Step::now(format!(
-                    "store {} at {addr} unreachable ({:?}: {}); next peer {next:?}",
+                    "store {} at {addr} unreachable ({:?}: {}); {}",
                     peer.store_id,
                     status.code(),
-                    status.message()
+                    status.message(),
+                    show_next(next)
                 )));
             }
             Ok(Err(status)) => {
@@ -233,8 +245,9 @@ impl Client {
             Err(_) => {
                 let next = self.lock_cache().switch_peer(region.id, peer);
                 return Err(Step::now(format!(
-                    "no answer from store {} at {addr} within {timeout:?}; next peer {next:?}",
-                    peer.store_id
+                    "no answer from store {} at {addr} within {timeout:?}; {}",
+                    peer.store_id,
+                    show_next(next)
                 )));
             }
         };
@@ -339,7 +352,7 @@ impl Client {
             Err(Failure::Fatal(e)) => return Err(Step::Fatal(e)),
         };
         let next = self.lock_cache().switch_peer(region.id, peer);
-        Err(Step::now(format!("{unusable}; next peer {next:?}")))
+        Err(Step::now(format!("{unusable}; {}", show_next(next))))
     }
 
     /// What a region error means for the cache and the next attempt; see
@@ -375,8 +388,9 @@ impl Client {
                 None => {
                     let next = cache.switch_peer(id, peer);
                     Step::backoff(format!(
-                        "region {id}: peer {} is not the leader and knows none; next peer {next:?}",
-                        peer.id
+                        "region {id}: peer {} is not the leader and knows none; {}",
+                        peer.id,
+                        show_next(next)
                     ))
                 }
             };
