@@ -2,8 +2,8 @@
 //!
 //! This root package holds the store node (`tinykv-server`: the `TinyKv`
 //! gRPC service over the replicated store, started against a scheduler),
-//! the benchmark `tinykv-bench` and, to come, the client library ("Clerk")
-//! and `tinykv-ctl`.
+//! the client library ("Clerk") behind `tinykv-ctl`, and the benchmark
+//! `tinykv-bench`.
 //!
 //! Modules:
 //! - [`server`]: the `TinyKv` request handlers over a `Storage` (the Raw
@@ -12,6 +12,10 @@
 //! - [`node`]: a store node's start-up against a remote scheduler (store id,
 //!   cluster bootstrap, `PutStore`), its heartbeats and operators over gRPC,
 //!   and its graceful stop; `tinykv-server` runs one.
+//! - [`client`]: the client library over gRPC — the Raw API routed by
+//!   region through a region/leader cache, following the stores' region
+//!   errors with backoff under a deadline, and the scheduler's view of
+//!   stores and regions; `tinykv-ctl` is its command line.
 //! - [`transport`]: raft messages and snapshots between stores over gRPC
 //!   (`GrpcTransport`), and the receiving side of the `Raft` and `Snapshot`
 //!   streams.
@@ -44,6 +48,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod node;
