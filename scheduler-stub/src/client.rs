@@ -16,8 +16,10 @@ use crate::errors::Result;
 /// Receives the responses to one store's region heartbeats.
 ///
 /// Contract: it may run on the thread that sent the heartbeat (the in-memory
-/// scheduler calls it there, after releasing its locks, so it may call back
-/// into the client) or on a background thread (a remote client). It should
+/// scheduler calls it there, after releasing its state locks, so it may call
+/// back into the client -- but not send a region heartbeat from inside: the
+/// in-memory scheduler delivers one answer at a time, to keep each region's
+/// answers in order) or on a background thread (a remote client). It should
 /// hand the response on (a channel, a mailbox) rather than block. A response
 /// may repeat an operator that is already under way, or arrive after the
 /// region moved on; the store treats those as no-ops (the epoch in the
