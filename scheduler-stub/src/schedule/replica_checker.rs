@@ -2,10 +2,11 @@
 //!
 //! For one region, in this order:
 //! 1. An unhealthy peer (its store is down, offline, tombstone or unknown,
-//!    or its leader reports it down) is replaced: a peer is added on the best
-//!    healthy store (least region size, then fewest regions), then the bad
-//!    one is removed (`Plan::MovePeer`). With no store to move to and more
-//!    peers than `max_replicas`, the bad peer is just removed.
+//!    or its leader reports it down) goes first. With more peers than
+//!    `max_replicas` it is just removed; otherwise it is replaced: a peer is
+//!    added on the best healthy store (least region size, then fewest
+//!    regions), then the bad one is removed (`Plan::MovePeer`). With no
+//!    store to move to, it stays (removing it would leave fewer replicas).
 //! 2. Fewer than `max_replicas` peers: add one on the best healthy store.
 //! 3. More than `max_replicas`: remove one, preferring a pending peer, then
 //!    the one on the store with the most region size. The leader is never
@@ -34,14 +35,15 @@ pub(crate) fn check(view: &ClusterView, region: &RegionView) -> Option<Plan> {
     // Never "replace" the leader: it just reported, so it is alive; a
     // store-down verdict on it is stale.
     if let Some(bad) = unhealthy.iter().find(|p| p.id != leader.id) {
+        // With a surplus the bad peer just goes; otherwise it is replaced.
+        if peers.len() > max {
+            return Some(Plan::RemovePeer(*bad));
+        }
         if let Some(to_store) = target {
             return Some(Plan::MovePeer {
                 from: *bad,
                 to_store,
             });
-        }
-        if peers.len() > max {
-            return Some(Plan::RemovePeer(*bad));
         }
     }
     if peers.len() < max {
@@ -183,6 +185,13 @@ mod tests {
         assert_eq!(check(&view, &view.regions[&1]), None);
 
         let mut view = new_test_view(&[1, 2, 3, 4], vec![new_test_region(1, &[1, 2, 3, 4], 1)]);
+        view.stores.get_mut(&2).unwrap().is_down = true;
+        assert_eq!(
+            check(&view, &view.regions[&1]),
+            Some(Plan::RemovePeer(peer(1, 2)))
+        );
+        // A surplus with a spare store: still just removed, not moved.
+        let mut view = new_test_view(&[1, 2, 3, 4, 5], vec![new_test_region(1, &[1, 2, 3, 4], 1)]);
         view.stores.get_mut(&2).unwrap().is_down = true;
         assert_eq!(
             check(&view, &view.regions[&1]),
