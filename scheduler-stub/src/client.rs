@@ -85,8 +85,10 @@ pub trait SchedulerClient: Send + Sync {
     /// region with an epoch newer in `version` or `conf_ver`, or an
     /// overlapping region whose `version` is not older. An accepted report
     /// replaces the stored region and drops the overlapping ones, records the
-    /// leader and pending peers, and its response (possibly carrying an
-    /// operator) goes to the handler registered for the leader's store.
+    /// leader and pending and down peers (unless it carries a lower term than
+    /// the leader report on record: a deposed leader's), and its response
+    /// (possibly carrying an operator) goes to the handler registered for
+    /// the leader's store.
     fn region_heartbeat(&self, request: RegionHeartbeatRequest) -> Result<()>;
 
     /// Registers where the responses to `store_id`'s region heartbeats go,

@@ -379,8 +379,9 @@ pub struct MemoryScheduler {
     /// Fixed at creation (or read from the state file), so read without a lock.
     cluster_id: u64,
     /// The cluster's metadata. One lock over all of it because a heartbeat's
-    /// check-then-update spans the region map, leaders, pending peers,
-    /// operators and the id allocator and must be atomic, and because the
+    /// check-then-update spans the region map, leader reports, operators,
+    /// the id allocator and the stores' liveness and must be atomic, and
+    /// because the
     /// state file is written under it; a `RwLock` because lookups (routing,
     /// tests polling for a leader) far outnumber updates.
     state: RwLock<ClusterState>,
