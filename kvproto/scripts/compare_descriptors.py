@@ -10,8 +10,9 @@ streaming). Imports, comments, json names and other options are ignored: they
 do not change the bytes on the wire. A file only in THEIRS_DIR is reported as
 missing.
 
-Fields only in ours numbered 100 or more are our extensions, which the
-compatibility contract allows: they are listed but are not differences.
+Fields only in ours numbered 100 or more, and messages only in ours, are our
+extensions, which the compatibility contract allows: they are listed but are
+not differences.
 Exits 1 if there is any difference.
 
 protoc is taken from $PROTOC, else from the protoc-bin-vendored crate in the
@@ -154,7 +155,12 @@ def diff(path, ours, theirs, out):
                 out.append(f"{path}/{key}: missing in ours (theirs: {theirs[key]})")
             elif key not in theirs:
                 kind = "extra in ours"
-                if path.split("/")[-1] == "fields" and int(ours[key][0]) >= 100:
+                parent = path.split("/")[-1]
+                if parent == "fields" and int(ours[key][0]) >= 100:
+                    kind = "extension"
+                elif parent in ("messages", "nested"):
+                    # A whole new message changes no existing bytes on the
+                    # wire; it is reachable only through an extension field.
                     kind = "extension"
                 out.append(f"{path}/{key}: {kind} ({ours[key]})")
             else:

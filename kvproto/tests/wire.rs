@@ -187,6 +187,49 @@ fn golden_message_without_extension() {
     assert_eq!(msg.reject_hint, 0);
 }
 
+/// The region heartbeat's extensions (term, down peers, key count) travel in
+/// fields 100 to 102, after TinyKV's own fields.
+#[test]
+fn golden_region_heartbeat_extensions() {
+    let req = schedulerpb::RegionHeartbeatRequest {
+        leader: Some(peer(1, 1)),
+        term: 7,
+        down_peers: vec![schedulerpb::DownPeer {
+            peer: Some(peer(2, 2)),
+            down_seconds: 300,
+        }],
+        approximate_keys: 5,
+        ..Default::default()
+    };
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        0x1a, 0x04,             // 3 leader, len 4
+            0x08, 0x01,         //   1 id: 1
+            0x10, 0x01,         //   2 store_id: 1
+        0xa0, 0x06, 0x07,       // 100 term: key 800 -> 0xa0 0x06; value 7
+        0xaa, 0x06, 0x09,       // 101 down_peers: key 810 -> 0xaa 0x06; len 9
+            0x0a, 0x04,         //   1 peer, len 4
+                0x08, 0x02,     //     1 id: 2
+                0x10, 0x02,     //     2 store_id: 2
+            0x10, 0xac, 0x02,   //   2 down_seconds: 300
+        0xb0, 0x06, 0x05,       // 102 approximate_keys: key 816 -> 0xb0 0x06; value 5
+    ];
+    must_encode_to(&req, expected);
+}
+
+/// A store built from TinyKV's files sends no extensions: its heartbeat
+/// decodes with term 0 and no down peers ("not reported").
+#[test]
+fn golden_region_heartbeat_without_extensions() {
+    let plain = [0x1a, 0x04, 0x08, 0x01, 0x10, 0x01, 0x50, 0x40];
+    let req = schedulerpb::RegionHeartbeatRequest::decode(&plain[..]).unwrap();
+    assert_eq!(req.leader, Some(peer(1, 1)));
+    assert_eq!(req.approximate_size, 64);
+    assert_eq!(req.term, 0);
+    assert!(req.down_peers.is_empty());
+    assert_eq!(req.approximate_keys, 0);
+}
+
 #[test]
 fn golden_raft_cmd_request_put() {
     let req = raft_cmdpb::RaftCmdRequest {
@@ -561,6 +604,12 @@ fn round_trip_schedulerpb() {
         leader: Some(peer(1, 1)),
         pending_peers: vec![peer(2, 2)],
         approximate_size: 96 << 20,
+        term: 9,
+        down_peers: vec![schedulerpb::DownPeer {
+            peer: Some(peer(3, 3)),
+            down_seconds: 1 << 20,
+        }],
+        approximate_keys: 1 << 33,
     });
     must_round_trip(schedulerpb::StoreStats {
         store_id: 1,

@@ -28,6 +28,9 @@ pub struct Config {
     pub max_value_size: usize,
     /// Interval of the store's sweep for snapshot files nobody needs.
     pub snap_gc_interval: Duration,
+    /// A leader reports a follower it has not heard from for longer than
+    /// this as down in its region heartbeats (the scheduler replaces it).
+    pub max_peer_down_duration: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             mailbox_limit: 4096,
             max_value_size: 8 * 1024 * 1024,
             snap_gc_interval: Duration::from_secs(60),
+            max_peer_down_duration: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -57,6 +61,7 @@ impl Config {
             raft_log_gc_size_limit: 8 * 1024 * 1024,
             store_heartbeat_interval: Duration::from_millis(200),
             snap_gc_interval: Duration::from_millis(500),
+            max_peer_down_duration: Duration::from_secs(2),
             ..Default::default()
         }
     }

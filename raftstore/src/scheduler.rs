@@ -10,7 +10,7 @@ use kvproto::raft_cmdpb::{
     AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftRequestHeader,
     TransferLeaderRequest,
 };
-use kvproto::schedulerpb::{RegionHeartbeatRequest, RegionHeartbeatResponse, StoreStats};
+use kvproto::schedulerpb::{DownPeer, RegionHeartbeatRequest, RegionHeartbeatResponse, StoreStats};
 
 /// Receives a store's reports for the placement driver.
 ///
@@ -67,11 +67,15 @@ pub fn operator_command(resp: &RegionHeartbeatResponse) -> Option<RaftCmdRequest
     })
 }
 
-/// The heartbeat a leader sends for `region`.
+/// The heartbeat a leader of `term` sends for `region`. The term lets the
+/// scheduler ignore a deposed leader's late report; `down_peers` are the
+/// followers it has not heard from for a while.
 pub fn region_heartbeat_request(
     region: &metapb::Region,
     leader: metapb::Peer,
+    term: u64,
     pending_peers: Vec<metapb::Peer>,
+    down_peers: Vec<DownPeer>,
     approximate_size: u64,
 ) -> RegionHeartbeatRequest {
     RegionHeartbeatRequest {
@@ -80,5 +84,35 @@ pub fn region_heartbeat_request(
         leader: Some(leader),
         pending_peers,
         approximate_size,
+        term,
+        down_peers,
+        approximate_keys: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_heartbeat_request_carries_term_and_down_peers() {
+        let leader = metapb::Peer { id: 1, store_id: 1 };
+        let follower = metapb::Peer { id: 2, store_id: 2 };
+        let region = metapb::Region {
+            id: 7,
+            peers: vec![leader, follower],
+            ..Default::default()
+        };
+        let down = vec![DownPeer {
+            peer: Some(follower),
+            down_seconds: 400,
+        }];
+        let req = region_heartbeat_request(&region, leader, 9, vec![follower], down.clone(), 64);
+        assert_eq!(req.region.as_ref(), Some(&region));
+        assert_eq!(req.leader, Some(leader));
+        assert_eq!(req.term, 9);
+        assert_eq!(req.pending_peers, vec![follower]);
+        assert_eq!(req.down_peers, down);
+        assert_eq!(req.approximate_size, 64);
     }
 }

@@ -16,8 +16,10 @@ use crate::errors::Result;
 /// Receives the responses to one store's region heartbeats.
 ///
 /// Contract: it may run on the thread that sent the heartbeat (the in-memory
-/// scheduler calls it there, after releasing its locks, so it may call back
-/// into the client) or on a background thread (a remote client). It should
+/// scheduler calls it there, after releasing its state locks, so it may call
+/// back into the client -- but not send a region heartbeat from inside: the
+/// in-memory scheduler delivers one answer at a time, to keep each region's
+/// answers in order) or on a background thread (a remote client). It should
 /// hand the response on (a channel, a mailbox) rather than block. A response
 /// may repeat an operator that is already under way, or arrive after the
 /// region moved on; the store treats those as no-ops (the epoch in the
@@ -83,8 +85,10 @@ pub trait SchedulerClient: Send + Sync {
     /// region with an epoch newer in `version` or `conf_ver`, or an
     /// overlapping region whose `version` is not older. An accepted report
     /// replaces the stored region and drops the overlapping ones, records the
-    /// leader and pending peers, and its response (possibly carrying an
-    /// operator) goes to the handler registered for the leader's store.
+    /// leader and pending and down peers (unless it carries a lower term than
+    /// the leader report on record: a deposed leader's), and its response
+    /// (possibly carrying an operator) goes to the handler registered for
+    /// the leader's store.
     fn region_heartbeat(&self, request: RegionHeartbeatRequest) -> Result<()>;
 
     /// Registers where the responses to `store_id`'s region heartbeats go,

@@ -17,7 +17,18 @@
 //! [log]
 //! level = "info"      # trace, debug, info, warn, error, fatal
 //! format = "human"    # human, json
+//!
+//! [schedule]
+//! enable = true                    # make operators by itself (replica checker, balancers)
+//! max-store-down-time = "30m"      # a store silent this long is down: its peers are replaced
+//! balance-interval = "10s"         # how often the balancers run
+//! region-operator-timeout = "10m"  # an add/remove/move peer operator is dropped after this
+//! leader-operator-timeout = "30s"  # a leader transfer is dropped after this
+//! leader-tolerance = 1             # move a leader only if counts differ by more
+//! region-tolerance-factor = 2      # move a region only if sizes differ by more than this x its size
 //! ```
+//!
+//! Durations are a whole number with a unit: `ms`, `s`, `m` or `h`.
 //!
 //! Every error names the flag or key (`log.level`) and the reason.
 
@@ -26,9 +37,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+use std::time::Duration;
+
 use crate::errors::{Error, Result};
 pub use crate::logging::LogFormat;
 use crate::logging::{parse_format, parse_level};
+use crate::schedule::ScheduleConfig;
 
 /// The listen URL when neither flag nor file gives one (TinyKV's default).
 pub const DEFAULT_CLIENT_URL: &str = "http://127.0.0.1:2379";
@@ -80,6 +94,22 @@ pub struct Flags {
     /// line). File key `log.format`. [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+
+    /// How long a store may stay silent (no store heartbeat) before it is
+    /// down and its peers are replaced, e.g. `30m`, `90s`.
+    /// File key `schedule.max-store-down-time`. [default: 30m]
+    #[arg(long, value_name = "DURATION")]
+    pub max_store_down_time: Option<String>,
+
+    /// How often the balancers run, e.g. `10s`.
+    /// File key `schedule.balance-interval`. [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub balance_interval: Option<String>,
+
+    /// Make no operators by itself (no replica checker, no balancing).
+    /// File key `schedule.enable = false`.
+    #[arg(long)]
+    pub disable_schedule: bool,
 }
 
 /// The resolved, checked settings.
@@ -98,6 +128,8 @@ pub struct Config {
     pub log_level: slog::Level,
     /// How log lines look.
     pub log_format: LogFormat,
+    /// Scheduling: on by default in the binary.
+    pub schedule: ScheduleConfig,
 }
 
 /// The file's keys, each optional. Read key by key (each value through
@@ -108,6 +140,46 @@ struct FileConfig {
     advertise_client_urls: Option<String>,
     data_dir: Option<PathBuf>,
     log: Option<FileLogConfig>,
+    schedule: FileScheduleConfig,
+}
+
+/// The `[schedule]` table, each key optional.
+#[derive(Debug, Default)]
+struct FileScheduleConfig {
+    enable: Option<bool>,
+    max_store_down_time: Option<Duration>,
+    balance_interval: Option<Duration>,
+    region_operator_timeout: Option<Duration>,
+    leader_operator_timeout: Option<Duration>,
+    leader_tolerance: Option<u64>,
+    region_tolerance_factor: Option<u64>,
+}
+
+/// Parses a duration: a whole number and a unit, `ms`, `s`, `m` or `h`
+/// (`500ms`, `30s`, `30m`, `1h`).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: no unit (use ms, s, m or h, e.g. \"30s\")"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number and a unit, e.g. \"30s\""))?;
+    let secs = |factor: u64| {
+        n.checked_mul(factor)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?}: too long"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -179,10 +251,66 @@ impl FileConfig {
                     }
                     config.log = Some(section);
                 }
+                "schedule" => {
+                    let toml::Value::Table(table) = value else {
+                        return Err(config_error("schedule", "expected a table ([schedule])"));
+                    };
+                    config.schedule = FileScheduleConfig::parse(table)?;
+                }
                 _ => {
                     return Err(config_error(
                         &key,
-                        "unknown key (known: client-urls, advertise-client-urls, data-dir, [log] level, format)",
+                        "unknown key (known: client-urls, advertise-client-urls, data-dir, \
+                         [log] level, format, [schedule] ...)",
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl FileScheduleConfig {
+    /// Reads the `[schedule]` table; errors name `schedule.<key>`.
+    fn parse(table: toml::Table) -> Result<FileScheduleConfig> {
+        let mut config = FileScheduleConfig::default();
+        for (key, value) in table {
+            let full_key = format!("schedule.{key}");
+            let duration = |value: toml::Value| {
+                let text = value.try_into::<String>().map_err(|_| {
+                    config_error(&full_key, "expected a duration string such as \"30s\"")
+                })?;
+                parse_duration(&text).map_err(|e| config_error(&full_key, e))
+            };
+            let count = |value: toml::Value| {
+                value
+                    .try_into::<u64>()
+                    .map_err(|_| config_error(&full_key, "expected a whole number >= 0"))
+            };
+            match key.as_str() {
+                "enable" => {
+                    config.enable = Some(
+                        value
+                            .try_into::<bool>()
+                            .map_err(|_| config_error(&full_key, "expected true or false"))?,
+                    );
+                }
+                "max-store-down-time" => config.max_store_down_time = Some(duration(value)?),
+                "balance-interval" => config.balance_interval = Some(duration(value)?),
+                "region-operator-timeout" => {
+                    config.region_operator_timeout = Some(duration(value)?);
+                }
+                "leader-operator-timeout" => {
+                    config.leader_operator_timeout = Some(duration(value)?);
+                }
+                "leader-tolerance" => config.leader_tolerance = Some(count(value)?),
+                "region-tolerance-factor" => config.region_tolerance_factor = Some(count(value)?),
+                _ => {
+                    return Err(config_error(
+                        &full_key,
+                        "unknown key (known: enable, max-store-down-time, balance-interval, \
+                         region-operator-timeout, leader-operator-timeout, leader-tolerance, \
+                         region-tolerance-factor)",
                     ));
                 }
             }
@@ -237,6 +365,11 @@ impl Config {
 
     fn resolve(flags: Flags, file: FileConfig) -> Result<Config> {
         let log = file.log.unwrap_or_default();
+        let flags_schedule = (
+            flags.max_store_down_time.clone(),
+            flags.balance_interval.clone(),
+            flags.disable_schedule,
+        );
         // Each setting: the flag's value and name, else the file's and its key.
         let pick = |flag: Option<String>,
                     flag_name: &'static str,
@@ -289,6 +422,8 @@ impl Config {
             None => LogFormat::Human,
         };
 
+        let schedule = resolve_schedule(&flags_schedule, file.schedule)?;
+
         Ok(Config {
             client_url,
             listen_addr,
@@ -296,8 +431,57 @@ impl Config {
             data_dir: data_dir.0,
             log_level,
             log_format,
+            schedule,
         })
     }
+}
+
+/// The schedule settings: flags (`--max-store-down-time`,
+/// `--balance-interval`, `--disable-schedule`) over the `[schedule]` table
+/// over the defaults (scheduling on).
+fn resolve_schedule(
+    flags: &(Option<String>, Option<String>, bool),
+    file: FileScheduleConfig,
+) -> Result<ScheduleConfig> {
+    let (down_flag, interval_flag, disable) = flags;
+    let mut config = ScheduleConfig::enabled_default();
+    if let Some(enable) = file.enable {
+        config.enabled = enable;
+    }
+    if *disable {
+        config.enabled = false;
+    }
+    let flag_duration = |flag: &Option<String>, name: &str| {
+        flag.as_deref()
+            .map(|text| parse_duration(text).map_err(|e| config_error(name, e)))
+            .transpose()
+    };
+    config.max_store_down_time = flag_duration(down_flag, "--max-store-down-time")?
+        .or(file.max_store_down_time)
+        .unwrap_or(config.max_store_down_time);
+    let (interval, interval_key) = match flag_duration(interval_flag, "--balance-interval")? {
+        Some(d) => (Some(d), "--balance-interval"),
+        None => (file.balance_interval, "schedule.balance-interval"),
+    };
+    if let Some(interval) = interval {
+        if interval.is_zero() {
+            return Err(config_error(interval_key, "must be more than 0"));
+        }
+        config.balance_interval = interval;
+    }
+    if let Some(timeout) = file.region_operator_timeout {
+        config.region_operator_timeout = timeout;
+    }
+    if let Some(timeout) = file.leader_operator_timeout {
+        config.leader_operator_timeout = timeout;
+    }
+    if let Some(tolerance) = file.leader_tolerance {
+        config.leader_tolerance = tolerance;
+    }
+    if let Some(factor) = file.region_tolerance_factor {
+        config.region_tolerance_factor = factor;
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -405,6 +589,107 @@ mod tests {
             "--log-format",
             "human or json",
         );
+    }
+
+    #[test]
+    fn test_schedule_table_and_flags() {
+        let config = Config::from_flags(Flags::default()).unwrap();
+        assert_eq!(
+            config.schedule,
+            ScheduleConfig::enabled_default(),
+            "on by default"
+        );
+
+        let file = FileConfig::parse(
+            "[schedule]\nenable = true\nmax-store-down-time = \"2m\"\n\
+             balance-interval = \"500ms\"\nregion-operator-timeout = \"1h\"\n\
+             leader-operator-timeout = \"5s\"\nleader-tolerance = 3\n\
+             region-tolerance-factor = 4\n",
+        )
+        .unwrap();
+        let config = Config::resolve(flags(&["--max-store-down-time", "90s"]), file).unwrap();
+        let schedule = config.schedule;
+        assert!(schedule.enabled);
+        assert_eq!(
+            schedule.max_store_down_time,
+            Duration::from_secs(90),
+            "flag over file"
+        );
+        assert_eq!(schedule.balance_interval, Duration::from_millis(500));
+        assert_eq!(schedule.region_operator_timeout, Duration::from_secs(3600));
+        assert_eq!(schedule.leader_operator_timeout, Duration::from_secs(5));
+        assert_eq!(schedule.leader_tolerance, 3);
+        assert_eq!(schedule.region_tolerance_factor, 4);
+
+        let file = FileConfig::parse("[schedule]\nenable = false\n").unwrap();
+        assert!(
+            !Config::resolve(Flags::default(), file)
+                .unwrap()
+                .schedule
+                .enabled
+        );
+        let off = Config::resolve(flags(&["--disable-schedule"]), FileConfig::default()).unwrap();
+        assert!(!off.schedule.enabled);
+    }
+
+    #[test]
+    fn test_schedule_errors_name_the_key() {
+        must_config_error(
+            FileConfig::parse("[schedule]\nmax-store-down-time = \"30\"\n"),
+            "schedule.max-store-down-time",
+            "no unit",
+        );
+        must_config_error(
+            FileConfig::parse("[schedule]\nmax-store-down-time = 30\n"),
+            "schedule.max-store-down-time",
+            "duration string",
+        );
+        must_config_error(
+            FileConfig::parse("[schedule]\nbalance-interval = \"3d\"\n"),
+            "schedule.balance-interval",
+            "unknown unit",
+        );
+        must_config_error(
+            FileConfig::parse("[schedule]\nenable = \"yes\"\n"),
+            "schedule.enable",
+            "true or false",
+        );
+        must_config_error(
+            FileConfig::parse("[schedule]\nleader-tolerance = -1\n"),
+            "schedule.leader-tolerance",
+            "whole number",
+        );
+        must_config_error(
+            FileConfig::parse("[schedule]\nmax-down = \"1s\"\n"),
+            "schedule.max-down",
+            "unknown key",
+        );
+        must_config_error(FileConfig::parse("schedule = 1"), "schedule", "table");
+        let file = FileConfig::parse("[schedule]\nbalance-interval = \"0s\"\n").unwrap();
+        must_config_error(
+            Config::resolve(Flags::default(), file),
+            "schedule.balance-interval",
+            "more than 0",
+        );
+        must_config_error(
+            Config::resolve(
+                flags(&["--max-store-down-time", "x"]),
+                FileConfig::default(),
+            ),
+            "--max-store-down-time",
+            "whole number",
+        );
+    }
+
+    #[test]
+    fn test_parse_duration() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An operator failed validation when it was scheduled (a target store
+    /// that is down or already holds a peer, removing the leader, ...).
+    #[error("operator for region {region_id} refused: {reason}")]
+    OperatorRefused {
+        /// The region the operator was for.
+        region_id: u64,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A configuration value (flag or config file key) is invalid.
     #[error("config `{key}`: {reason}")]
     Config {
@@ -95,6 +104,7 @@ impl Error {
             Error::StoreNotFound(_)
             | Error::StaleRegion { .. }
             | Error::InvalidRequest(_)
+            | Error::OperatorRefused { .. }
             | Error::State { .. }
             | Error::Config { .. }
             | Error::Other(_) => ErrorType::Unknown,

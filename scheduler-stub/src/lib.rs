@@ -17,7 +17,11 @@
 //! - `tso`: the timestamp oracle.
 //! - `region_map`: the region map by start key and by id, and the epoch rules
 //!   heartbeats must pass.
-//! - `operator`: [`Operator`] and the steps it asks of a region's leader.
+//! - `operator`: [`Operator`], the steps it asks of a region's leader, and
+//!   its validation.
+//! - `schedule`: [`ScheduleConfig`] and the checkers and balancers that make
+//!   operators when scheduling is on (replica checker, balance-region,
+//!   balance-leader, store liveness); [`ScheduleLoop`] runs them periodically.
 //! - `service`: [`SchedulerService`], the tonic service over a
 //!   `MemoryScheduler`, and [`serve`].
 //! - `config`: [`Config`], the binary's settings from flags and a TOML file.
@@ -36,12 +40,14 @@ mod memory;
 mod operator;
 mod persist;
 mod region_map;
+mod schedule;
 mod service;
 mod tso;
 
 pub use crate::client::{RegionHeartbeatResponseHandler, SchedulerClient};
 pub use crate::config::Config;
 pub use crate::errors::{Error, Result};
-pub use crate::memory::MemoryScheduler;
+pub use crate::memory::{MemoryScheduler, ScheduleLoop};
 pub use crate::operator::Operator;
+pub use crate::schedule::ScheduleConfig;
 pub use crate::service::{SchedulerService, serve};

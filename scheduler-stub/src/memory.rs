@@ -1,13 +1,17 @@
 //! `MemoryScheduler`: the placement driver's state in memory, behind
 //! [`SchedulerClient`], optionally written through to a state file.
 //!
-//! It owns the cluster id, the id allocator (`ids`), the stores, the region
-//! map (kept fresh by heartbeats; `region_map` has the epoch rules), each
-//! region's last reported leader and pending peers, the cluster config, the
-//! timestamp oracle (`tso`) and the operators tests schedule. The test cluster
-//! shares one `Arc<MemoryScheduler>` (made with [`MemoryScheduler::new`],
-//! nothing on disk) between its stores; the `tinykv-scheduler` binary serves
-//! one made with [`MemoryScheduler::open`] over gRPC (`service`).
+//! It owns the cluster id, the id allocator (`ids`), the stores (with when
+//! each was last heard from), the region map (kept fresh by heartbeats;
+//! `region_map` has the epoch rules), each region's last leader report
+//! (leader, term, pending and down peers, size), the cluster config, the
+//! timestamp oracle (`tso`), the operators (scripted by tests, or made by
+//! the checkers in `schedule` when scheduling is on; the glue is in
+//! `memory_schedule.rs`) and the [`ScheduleConfig`]. The test cluster shares
+//! one `Arc<MemoryScheduler>` (made with [`MemoryScheduler::new`], nothing on
+//! disk, scheduling off) between its stores; the `tinykv-scheduler` binary
+//! serves one made with [`MemoryScheduler::open`] and
+//! [`MemoryScheduler::with_schedule_config`] over gRPC (`service`).
 //!
 //! Persistence (`open`): every change to what the state file keeps (see
 //! `persist`) is written there, fsynced, before it is applied in memory and
@@ -23,23 +27,38 @@
 //!    heartbeat changes nothing;
 //! 2. if the region's range, peers or epoch changed, or its ids move the
 //!    allocator's reservation, write the new state file;
-//! 3. store the region, drop the older regions it replaces, reserve its ids,
-//!    record its leader and pending peers;
-//! 4. ask the region's operator for its next step; drop it if done;
+//! 3. store the region, drop the older regions it replaces (with their
+//!    reports and operators), reserve its ids, record its leader report --
+//!    unless the report carries a lower term than the one recorded (a deposed
+//!    leader's late report): then the leader and operator are left as they are;
+//! 4. drop the region's operator if its deadline passed; otherwise ask it for
+//!    its next step and drop it if done or impossible; with scheduling on and
+//!    no operator, run the replica checker on the region;
 //! 5. release the lock, then hand the response to the handler registered for
-//!    the leader's store.
+//!    the leader's store, unless an answer computed later for the same region
+//!    was already handed over (answers for a region go out in the order of
+//!    its updates; an overtaken one is dropped, which is harmless since
+//!    operators are repeated).
 //!
 //! Locks: `state` and `handlers` are never held together, and no handler runs
-//! under either, so a handler may call back into the scheduler. `tso` may be
-//! taken before `state`, never after. State file writes happen only under the
+//! under either, so a handler may call back into the scheduler (but must not
+//! send a region heartbeat from inside: handlers run under `delivered`).
+//! `tso` may be taken before `state`, never after; `delivered` is taken
+//! after `state` is released. State file writes happen only under the
 //! `state` write lock, so they are ordered like the changes they record.
+//!
+//! Poisoned locks: a panic under a lock (a bug) must not take the scheduler
+//! down. Every lock is taken through a helper that recovers the guard; for
+//! `state`, it first repairs what a half-done update can leave behind
+//! (`ClusterState::repair`) and logs it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kvproto::metapb::{Cluster, Peer, Region, Store, StoreState};
 use kvproto::schedulerpb::{
@@ -50,10 +69,17 @@ use slog::{Logger, debug, error, info, o};
 use crate::client::{RegionHeartbeatResponseHandler, SchedulerClient};
 use crate::errors::{Error, Result};
 use crate::ids::IdAllocator;
-use crate::operator::{Operator, OperatorStep};
+use crate::operator::Operator;
 use crate::persist::{PersistedState, StateFile};
 use crate::region_map::{RegionMap, check_region_shape, is_epoch_stale};
+use crate::schedule::ScheduleConfig;
+use crate::schedule::store_liveness::Liveness;
 use crate::tso::TsoOracle;
+
+#[path = "memory_schedule.rs"]
+mod scheduling;
+
+pub use self::scheduling::ScheduleLoop;
 
 /// The replica count of a new cluster's config, as TinyKV's scheduler.
 const DEFAULT_MAX_PEER_COUNT: u32 = 3;
@@ -67,6 +93,43 @@ struct StoreRecord {
     meta: Store,
     /// The last `store_heartbeat`, if any.
     stats: Option<StoreStats>,
+    /// When it was last heard from (`schedule::store_liveness`).
+    liveness: Liveness,
+}
+
+impl StoreRecord {
+    fn new(meta: Store, now: Instant) -> Self {
+        StoreRecord {
+            meta,
+            stats: None,
+            liveness: Liveness::new(now),
+        }
+    }
+}
+
+/// What a region's leader last reported about it.
+#[derive(Debug, Clone, PartialEq)]
+struct LeaderReport {
+    /// Invariant: a member of the region as stored.
+    leader: Peer,
+    /// The leader's Raft term; 0 if its store does not report terms.
+    term: u64,
+    /// Peers the leader does not count as caught up.
+    pending: Vec<Peer>,
+    /// Peers the leader has not heard from for a while.
+    down: Vec<Peer>,
+    /// Bytes, as reported (0: unknown).
+    approximate_size: u64,
+}
+
+/// An operator with its bookkeeping.
+#[derive(Debug, Clone)]
+struct ScheduledOperator {
+    operator: Operator,
+    /// When it is dropped if still unfinished.
+    deadline: Instant,
+    /// Who made it, for the logs.
+    source: &'static str,
 }
 
 fn is_tombstone(store: &Store) -> bool {
@@ -94,19 +157,24 @@ struct ClusterState {
     /// Store id -> store; ordered so `get_all_stores` lists by id.
     stores: BTreeMap<u64, StoreRecord>,
     regions: RegionMap,
-    /// Region id -> the leader of the last accepted heartbeat.
-    /// Invariant: keys are ids in `regions`; an entry goes when its region is
-    /// dropped. Last writer wins: heartbeats carry no term, so a deposed
-    /// leader's late report can name it until the new leader reports.
-    leaders: HashMap<u64, Peer>,
-    /// Region id -> pending peers of the last accepted heartbeat (peers the
-    /// leader does not count as caught up); no entry when none.
-    /// Invariant: keys are ids in `regions`, as for `leaders`.
-    pending_peers: HashMap<u64, Vec<Peer>>,
+    /// Region id -> the last accepted leader report.
+    /// Invariant: keys are ids in `regions`, and the leader is a member of
+    /// the stored region; an entry goes when its region is dropped. A report
+    /// with a lower term than the recorded one does not replace it (a
+    /// deposed leader's late report); term 0 (a store that does not send
+    /// terms) always does.
+    reports: HashMap<u64, LeaderReport>,
     /// Region id -> the operator scheduled for it. Not tied to `regions`: a
-    /// test may schedule before the region reports, and a region dropped for a
-    /// newer overlapping one keeps its operator until it reports again.
-    operators: HashMap<u64, Operator>,
+    /// test may schedule before the region reports. Dropped with its region
+    /// when a newer overlapping region replaces it, when its deadline
+    /// passes, and when the region's state makes it impossible.
+    operators: HashMap<u64, ScheduledOperator>,
+    /// The scheduling settings; nothing is scheduled while not `enabled`.
+    schedule: ScheduleConfig,
+    /// Numbers heartbeat answers in the order they were computed, so that
+    /// an answer overtaken by a later one for the same region is not
+    /// delivered after it.
+    answer_seq: u64,
     /// The id allocator.
     /// Invariant: above every id handed out and every store, region and peer
     /// id in `stores` and `regions`; with a state file, its `end` is the one
@@ -124,9 +192,10 @@ impl ClusterState {
             bootstrapped: false,
             stores: BTreeMap::new(),
             regions: RegionMap::default(),
-            leaders: HashMap::new(),
-            pending_peers: HashMap::new(),
+            reports: HashMap::new(),
             operators: HashMap::new(),
+            schedule: ScheduleConfig::default(),
+            answer_seq: 0,
             ids: IdAllocator::new(0),
             cluster_config: Cluster {
                 id: cluster_id,
@@ -185,13 +254,10 @@ impl ClusterState {
                 return Err(format!("store id {} is 0 or repeated", store.id));
             }
             check_id("store", store.id)?;
-            state.stores.insert(
-                store.id,
-                StoreRecord {
-                    meta: store,
-                    stats: None,
-                },
-            );
+            // Every store gets a full `max_store_down_time` from start-up.
+            state
+                .stores
+                .insert(store.id, StoreRecord::new(store, Instant::now()));
         }
         for region in persisted.regions {
             check_region_shape(&region).map_err(|e| e.to_string())?;
@@ -220,28 +286,37 @@ impl ClusterState {
 
     /// A region with its leader, for lookups.
     fn with_leader(&self, region: &Region) -> (Region, Option<Peer>) {
-        (region.clone(), self.leaders.get(&region.id).copied())
+        (
+            region.clone(),
+            self.reports.get(&region.id).map(|r| r.leader),
+        )
     }
 
     /// Panics with context if the maps disagree. (The region map checks
     /// itself on every update.)
     fn check_invariants(&self) {
-        for id in self.leaders.keys() {
-            assert!(
-                self.regions.get(*id).is_some(),
-                "leader kept for dropped region {id}"
-            );
+        if let Err(broken) = self.validate() {
+            panic!("scheduler state broken: {broken}");
         }
-        for id in self.pending_peers.keys() {
-            assert!(
-                self.regions.get(*id).is_some(),
-                "pending peers kept for dropped region {id}"
-            );
+    }
+
+    /// What is wrong with the state, if anything (`check_invariants` without
+    /// the panic, for the repair after a poisoned lock).
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (id, report) in &self.reports {
+            let Some(region) = self.regions.get(*id) else {
+                return Err(format!("leader report kept for dropped region {id}"));
+            };
+            if !region.peers.contains(&report.leader) {
+                return Err(format!(
+                    "region {id}: leader {:?} is not a member",
+                    report.leader
+                ));
+            }
         }
-        assert!(
-            self.bootstrapped || (self.stores.is_empty() && self.regions.len() == 0),
-            "stores or regions before bootstrap"
-        );
+        if !(self.bootstrapped || (self.stores.is_empty() && self.regions.len() == 0)) {
+            return Err("stores or regions before bootstrap".to_owned());
+        }
         let next = self.ids.next();
         let max_seen = self
             .regions
@@ -249,10 +324,52 @@ impl ClusterState {
             .flat_map(region_ids)
             .chain(self.stores.keys().copied())
             .max();
-        assert!(
-            max_seen.is_none_or(|id| id < next),
-            "id {max_seen:?} in use but not below the allocator's next id {next}"
-        );
+        if max_seen.is_some_and(|id| id >= next) {
+            return Err(format!(
+                "id {max_seen:?} in use but not below the allocator's next id {next}"
+            ));
+        }
+        self.regions.validate()
+    }
+
+    /// Brings a state that a panic may have left half-updated back to one
+    /// that satisfies its invariants; returns what was fixed. Only in-memory
+    /// bookkeeping is touched: the regions keep their newest versions, the
+    /// allocator only moves up.
+    fn repair(&mut self) -> Vec<String> {
+        let mut fixed = Vec::new();
+        for id in self.regions.rebuild() {
+            fixed.push(format!("region {id} overlapped a newer one: dropped"));
+        }
+        let regions = &self.regions;
+        self.reports.retain(|id, report| {
+            let keep = regions
+                .get(*id)
+                .is_some_and(|r| r.peers.contains(&report.leader));
+            if !keep {
+                fixed.push(format!("region {id}: stale leader report dropped"));
+            }
+            keep
+        });
+        if !self.bootstrapped && (!self.stores.is_empty() || self.regions.len() > 0) {
+            self.bootstrapped = true;
+            fixed.push("stores or regions without bootstrap: marked bootstrapped".to_owned());
+        }
+        let max_seen = self
+            .regions
+            .iter()
+            .flat_map(region_ids)
+            .chain(self.stores.keys().copied())
+            .max();
+        if let Some(max) = max_seen
+            && max >= self.ids.next()
+        {
+            // In memory only: the ids were accepted, so they are at most a
+            // bounded step ahead, and the next reservation persists `end`.
+            self.ids = IdAllocator::new(max.saturating_add(1).max(self.ids.end()));
+            fixed.push(format!("id allocator moved above id {max}"));
+        }
+        fixed
     }
 }
 
@@ -262,8 +379,9 @@ pub struct MemoryScheduler {
     /// Fixed at creation (or read from the state file), so read without a lock.
     cluster_id: u64,
     /// The cluster's metadata. One lock over all of it because a heartbeat's
-    /// check-then-update spans the region map, leaders, pending peers,
-    /// operators and the id allocator and must be atomic, and because the
+    /// check-then-update spans the region map, leader reports, operators,
+    /// the id allocator and the stores' liveness and must be atomic, and
+    /// because the
     /// state file is written under it; a `RwLock` because lookups (routing,
     /// tests polling for a leader) far outnumber updates.
     state: RwLock<ClusterState>,
@@ -279,6 +397,14 @@ pub struct MemoryScheduler {
     /// every heartbeat reads it and only a store starting writes it. `Arc` so
     /// a handler can be cloned out and called after the lock is released.
     handlers: RwLock<HashMap<u64, SharedHandler>>,
+    /// Region id -> the sequence number (`ClusterState::answer_seq`) of the
+    /// last answer handed to a handler. A `Mutex` held while the handler
+    /// runs, so that the check and the delivery are one step and answers for
+    /// a region cannot overtake each other.
+    delivered: Mutex<HashMap<u64, u64>>,
+    /// Added to `Instant::now()`: lets tests move the scheduler's clock
+    /// (store liveness, operator deadlines) without sleeping. Milliseconds.
+    clock_offset_ms: AtomicU64,
     logger: Logger,
 }
 
@@ -359,22 +485,70 @@ impl MemoryScheduler {
             state: RwLock::new(state),
             file,
             handlers: RwLock::new(HashMap::new()),
+            delivered: Mutex::new(HashMap::new()),
+            clock_offset_ms: AtomicU64::new(0),
             logger: logger.new(o!("cluster_id" => cluster_id)),
         }
     }
 
+    /// The scheduler's clock: monotonic, moved forward by tests.
+    fn now(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the scheduler's clock forward by `by` (tests of store liveness
+    /// and operator deadlines).
+    #[cfg(test)]
+    pub(crate) fn advance_clock(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.clock_offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, ClusterState> {
-        // Poisoned only if a thread panicked mid-update, i.e. an invariant
-        // check failed: the state cannot be trusted any more.
-        self.state
-            .read()
-            .expect("scheduler state lock poisoned by a panic during an update")
+        match self.state.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                drop(poisoned);
+                // Repair under the write lock, then read.
+                drop(self.write());
+                self.state.read().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, ClusterState> {
-        self.state
-            .write()
-            .expect("scheduler state lock poisoned by a panic during an update")
+        match self.state.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // A thread panicked while holding the lock (a bug): recover
+                // the guard and repair what a half-done update can leave,
+                // rather than take every later call down with it.
+                let mut guard = poisoned.into_inner();
+                let fixed = guard.repair();
+                error!(self.logger, "scheduler state lock was poisoned by a panic; state repaired";
+                    "fixed" => ?fixed);
+                if let Err(broken) = guard.validate() {
+                    error!(self.logger, "scheduler state still inconsistent after repair";
+                        "err" => broken);
+                }
+                self.state.clear_poison();
+                guard
+            }
+        }
+    }
+
+    /// The handler map, even if a panic poisoned its lock (a map of
+    /// independent entries has no invariant a panic can break).
+    fn handlers_read(&self) -> RwLockReadGuard<'_, HashMap<u64, SharedHandler>> {
+        self.handlers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn delivered(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        // A handler that panicked while delivering leaves the map as it was
+        // before or after its one insert: both consistent.
+        self.delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes the state `state` will be after `change` to the state file, if
@@ -433,13 +607,8 @@ impl MemoryScheduler {
         info!(self.logger, "bootstrap cluster"; "store_id" => store.id, "region" => ?region);
         state.ids = ids;
         state.bootstrapped = true;
-        state.stores.insert(
-            store.id,
-            StoreRecord {
-                meta: store,
-                stats: None,
-            },
-        );
+        let now = self.now();
+        state.stores.insert(store.id, StoreRecord::new(store, now));
         if let Some(region) = region {
             state.regions.apply_update(region, &[]);
         }
@@ -529,10 +698,9 @@ impl MemoryScheduler {
     /// timestamp handed out before, by this process or an earlier one on the
     /// same data dir.
     pub fn tso(&self, count: u32) -> Result<Timestamp> {
-        let mut oracle = self
-            .tso
-            .lock()
-            .expect("tso lock poisoned by a panic while handing out a timestamp");
+        // The oracle is replaced whole (`*oracle = next`) only after its
+        // limit is durable, so a panic cannot leave it half-changed.
+        let mut oracle = self.tso.lock().unwrap_or_else(PoisonError::into_inner);
         let (next, ts, new_limit) = oracle.plan(now_ms(), count)?;
         if let Some(limit) = new_limit {
             let mut state = self.write();
@@ -545,6 +713,7 @@ impl MemoryScheduler {
 
     /// Schedules adding `peer` to region `region_id`, replacing the region's
     /// operator. The peer id is reserved, so hand-picked ids are safe.
+    /// A test hook: not validated (see `operator`).
     pub fn add_peer(&self, region_id: u64, peer: Peer) {
         {
             let mut state = self.write();
@@ -562,29 +731,44 @@ impl MemoryScheduler {
                     "region_id" => region_id, "peer_id" => peer.id, "err" => %e),
             }
         }
-        self.schedule(region_id, Operator::AddPeer(peer));
+        self.script(region_id, Operator::AddPeer(peer));
     }
 
     /// Schedules removing `peer` from region `region_id`, replacing the
-    /// region's operator.
+    /// region's operator. A test hook: not validated (TinyKV's scenarios
+    /// remove the leader itself).
     pub fn remove_peer(&self, region_id: u64, peer: Peer) {
-        self.schedule(region_id, Operator::RemovePeer(peer));
+        self.script(region_id, Operator::RemovePeer(peer));
     }
 
     /// Schedules moving region `region_id`'s leadership to `peer`, replacing
-    /// the region's operator.
+    /// the region's operator. A test hook: not validated.
     pub fn transfer_leader(&self, region_id: u64, peer: Peer) {
-        self.schedule(region_id, Operator::TransferLeader(peer));
+        self.script(region_id, Operator::TransferLeader(peer));
     }
 
     /// The operator still scheduled for region `region_id`, if any.
     pub fn operator(&self, region_id: u64) -> Option<Operator> {
-        self.read().operators.get(&region_id).cloned()
+        self.read()
+            .operators
+            .get(&region_id)
+            .map(|s| s.operator.clone())
     }
 
-    fn schedule(&self, region_id: u64, operator: Operator) {
+    /// Installs a scripted operator, replacing the region's one.
+    fn script(&self, region_id: u64, operator: Operator) {
         info!(self.logger, "schedule operator"; "region_id" => region_id, "operator" => ?operator);
-        self.write().operators.insert(region_id, operator);
+        let now = self.now();
+        let mut state = self.write();
+        let deadline = now + operator_timeout(&state.schedule, &operator);
+        state.operators.insert(
+            region_id,
+            ScheduledOperator {
+                operator,
+                deadline,
+                source: "test",
+            },
+        );
     }
 
     /// A region heartbeat as a gRPC stream handles it: applied as
@@ -595,15 +779,16 @@ impl MemoryScheduler {
         &self,
         request: RegionHeartbeatRequest,
     ) -> Result<RegionHeartbeatResponse> {
-        Ok(self.update_from_heartbeat(request)?.1)
+        Ok(self.update_from_heartbeat(request)?.2)
     }
 
-    /// Steps 1 to 4 of a heartbeat (see the module docs): the response and the
-    /// store it goes to.
+    /// Steps 1 to 4 of a heartbeat (see the module docs): the store the
+    /// response goes to, the response's sequence number and the response.
     fn update_from_heartbeat(
         &self,
         request: RegionHeartbeatRequest,
-    ) -> Result<(u64, RegionHeartbeatResponse)> {
+    ) -> Result<(u64, u64, RegionHeartbeatResponse)> {
+        let now = self.now();
         let mut state = self.write();
         state.check_bootstrapped()?;
         let region = request
@@ -646,8 +831,11 @@ impl MemoryScheduler {
         let region_id = region.id;
         let epoch = region.region_epoch;
         for id in &replaced {
-            state.leaders.remove(id);
-            state.pending_peers.remove(id);
+            state.reports.remove(id);
+            if let Some(dropped) = state.operators.remove(id) {
+                info!(self.logger, "operator dropped with its region";
+                    "region_id" => id, "operator" => ?dropped.operator, "by" => region_id);
+            }
         }
         let dropped = state.regions.apply_update(region, &replaced);
         match dropped.first() {
@@ -663,13 +851,18 @@ impl MemoryScheduler {
             info!(self.logger, "region dropped for a newer overlapping one";
                 "region_id" => old.id, "epoch" => ?old.region_epoch, "by" => region_id);
         }
-        state.leaders.insert(region_id, leader);
-        if request.pending_peers.is_empty() {
-            state.pending_peers.remove(&region_id);
-        } else {
-            state.pending_peers.insert(region_id, request.pending_peers);
-        }
 
+        let region = state
+            .regions
+            .get(region_id)
+            .expect("region stored just above");
+        // A report from a lower term than recorded comes from a deposed
+        // leader: it may not name the leader nor move an operator on. (Its
+        // region part obeyed the epoch rules above, like any report.)
+        let recorded = state.reports.get(&region_id);
+        let stale_leader = recorded.is_some_and(|r| {
+            request.term != 0 && request.term < r.term && region.peers.contains(&r.leader)
+        });
         let mut response = RegionHeartbeatResponse {
             header: Some(ResponseHeader {
                 cluster_id: self.cluster_id,
@@ -680,29 +873,63 @@ impl MemoryScheduler {
             target_peer: Some(leader),
             ..Default::default()
         };
-        if let Some(operator) = state.operators.get(&region_id) {
-            let region = state
-                .regions
-                .get(region_id)
-                .expect("region stored just above");
-            let pending = state
-                .pending_peers
-                .get(&region_id)
-                .map_or(&[][..], Vec::as_slice);
-            match operator.next_step(region, &leader, pending) {
-                OperatorStep::Finished => {
-                    info!(self.logger, "operator finished"; "region_id" => region_id, "operator" => ?operator);
-                    state.operators.remove(&region_id);
-                }
-                OperatorStep::Wait => {}
-                OperatorStep::ChangePeer(change) => response.change_peer = Some(change),
-                OperatorStep::TransferLeader(transfer) => response.transfer_leader = Some(transfer),
+        if stale_leader {
+            debug!(self.logger, "leader report from an older term, leader kept";
+                "region_id" => region_id, "peer_id" => leader.id, "term" => request.term,
+                "recorded_term" => recorded.map_or(0, |r| r.term));
+        } else {
+            let report = LeaderReport {
+                leader,
+                term: request.term,
+                pending: request.pending_peers,
+                down: request.down_peers.iter().filter_map(|d| d.peer).collect(),
+                approximate_size: request.approximate_size,
+            };
+            if let Some(old) = state.reports.get(&region_id)
+                && old.leader != leader
+            {
+                info!(self.logger, "region leader changed"; "region_id" => region_id,
+                    "from" => old.leader.id, "to" => leader.id, "term" => report.term);
             }
+            state.reports.insert(region_id, report);
+            self.step_operator(&mut state, region_id, now, &mut response);
         }
         if cfg!(debug_assertions) {
             state.check_invariants();
         }
-        Ok((leader.store_id, response))
+        state.answer_seq += 1;
+        Ok((leader.store_id, state.answer_seq, response))
+    }
+}
+
+impl MemoryScheduler {
+    /// Step 5 of a heartbeat: hands answer number `seq` to `store_id`'s
+    /// handler, unless a later answer for the same region went out already.
+    fn deliver(&self, store_id: u64, seq: u64, response: RegionHeartbeatResponse) {
+        let handler = self.handlers_read().get(&store_id).cloned();
+        let Some(handler) = handler else {
+            debug!(self.logger, "no heartbeat response handler, dropping response";
+                "store_id" => store_id, "region_id" => response.region_id);
+            return;
+        };
+        let mut delivered = self.delivered();
+        let last = delivered.entry(response.region_id).or_insert(0);
+        if *last > seq {
+            debug!(self.logger, "heartbeat answer overtaken by a newer one, dropping it";
+                "region_id" => response.region_id, "store_id" => store_id);
+            return;
+        }
+        *last = seq;
+        handler(response);
+    }
+}
+
+/// How long `operator` may take under `config`.
+fn operator_timeout(config: &ScheduleConfig, operator: &Operator) -> Duration {
+    if operator.is_leader_only() {
+        config.leader_operator_timeout
+    } else {
+        config.region_operator_timeout
     }
 }
 
@@ -751,13 +978,8 @@ impl SchedulerClient for MemoryScheduler {
             record.meta = store;
         } else {
             info!(self.logger, "store added"; "store_id" => store.id, "address" => &store.address);
-            state.stores.insert(
-                store.id,
-                StoreRecord {
-                    meta: store,
-                    stats: None,
-                },
-            );
+            let now = self.now();
+            state.stores.insert(store.id, StoreRecord::new(store, now));
         }
         Ok(())
     }
@@ -836,6 +1058,7 @@ impl SchedulerClient for MemoryScheduler {
     }
 
     fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+        let now = self.now();
         let mut state = self.write();
         state.check_bootstrapped()?;
         let record = state
@@ -845,23 +1068,14 @@ impl SchedulerClient for MemoryScheduler {
         if is_tombstone(&record.meta) {
             return Err(Error::StoreTombstone(stats.store_id));
         }
+        record.liveness.on_heartbeat(now);
         record.stats = Some(stats);
         Ok(())
     }
 
     fn region_heartbeat(&self, request: RegionHeartbeatRequest) -> Result<()> {
-        let (store_id, response) = self.update_from_heartbeat(request)?;
-        let handler = self
-            .handlers
-            .read()
-            .expect("handler lock poisoned: a panic while registering a handler")
-            .get(&store_id)
-            .cloned();
-        match handler {
-            Some(handler) => handler(response),
-            None => debug!(self.logger, "no heartbeat response handler, dropping response";
-                "store_id" => store_id, "region_id" => response.region_id),
-        }
+        let (store_id, seq, response) = self.update_from_heartbeat(request)?;
+        self.deliver(store_id, seq, response);
         Ok(())
     }
 
@@ -872,7 +1086,7 @@ impl SchedulerClient for MemoryScheduler {
     ) {
         self.handlers
             .write()
-            .expect("handler lock poisoned: a panic while registering a handler")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(store_id, Arc::from(handler));
     }
 }

@@ -1,5 +1,6 @@
-//! Operators: the scheduling steps a test (later, the binary's checkers)
-//! asks of a region, handed to its leader in heartbeat responses.
+//! Operators: the scheduling steps a region is asked to take, handed to its
+//! leader in heartbeat responses. Tests script them; with scheduling on, the
+//! checkers and balancers (`schedule`) make them.
 //!
 //! A region has at most one operator. On every accepted heartbeat the
 //! scheduler asks the operator for its next step given the region's state as
@@ -10,9 +11,18 @@
 //! AddPeer(p):        p not in region ──ChangePeer(AddNode p)──▶ p in region, pending ──(wait)──▶ p in region, caught up: done
 //! RemovePeer(p):     p in region ──ChangePeer(RemoveNode p)──▶ p not in region: done
 //! TransferLeader(p): leader != p ──TransferLeader(p)──▶ leader == p: done
+//!                    p not in region: cancelled
+//! MovePeer(f, t):    t not in region ──AddNode t──▶ t pending ──(wait)──▶ t caught up
+//!                      ──[f leads: TransferLeader t]──▶ ──RemoveNode f──▶ f not in region: done
+//!                    f gone before t was added: cancelled
 //! ```
 //!
 //! Peers are matched by peer id, which is unique in the cluster.
+//!
+//! [`Operator::validate`] is what an operator must satisfy when it is
+//! scheduled (the checkers' operators and `MemoryScheduler::schedule_operator`;
+//! the scripted test hooks skip it, since TinyKV's scenarios script steps a
+//! checker never takes, such as removing the leader itself).
 
 use kvproto::eraftpb::ConfChangeType;
 use kvproto::metapb::{Peer, Region};
@@ -28,6 +38,14 @@ pub enum Operator {
     RemovePeer(Peer),
     /// Make this peer the region's leader; done once a heartbeat comes from it.
     TransferLeader(Peer),
+    /// Add `to`, wait until it caught up, move the leadership to it if
+    /// `from` leads, then remove `from`; done once `from` is not a member.
+    MovePeer {
+        /// The peer that goes.
+        from: Peer,
+        /// The new peer (a fresh id) on the store the replica moves to.
+        to: Peer,
+    },
 }
 
 /// What the operator asks for, given the region's latest state.
@@ -41,6 +59,8 @@ pub(crate) enum OperatorStep {
     ChangePeer(ChangePeer),
     /// Ask the leader to hand leadership to a peer.
     TransferLeader(TransferLeader),
+    /// The region's state makes the operator impossible: drop it.
+    Cancel(&'static str),
 }
 
 impl Operator {
@@ -67,10 +87,106 @@ impl Operator {
                 change_type: ConfChangeType::RemoveNode as i32,
             }),
             Operator::RemovePeer(_) => OperatorStep::Finished,
-            Operator::TransferLeader(peer) if leader.id != peer.id => {
+            Operator::TransferLeader(peer) if leader.id == peer.id => OperatorStep::Finished,
+            Operator::TransferLeader(peer) if !is_member(peer) => {
+                OperatorStep::Cancel("the new leader is not a member")
+            }
+            Operator::TransferLeader(peer) => {
                 OperatorStep::TransferLeader(TransferLeader { peer: Some(*peer) })
             }
-            Operator::TransferLeader(_) => OperatorStep::Finished,
+            Operator::MovePeer { from, to } if !is_member(to) => {
+                if is_member(from) {
+                    OperatorStep::ChangePeer(ChangePeer {
+                        peer: Some(*to),
+                        change_type: ConfChangeType::AddNode as i32,
+                    })
+                } else {
+                    OperatorStep::Cancel("the peer to move left before its replacement came")
+                }
+            }
+            Operator::MovePeer { to, .. } if pending.iter().any(|p| p.id == to.id) => {
+                OperatorStep::Wait
+            }
+            Operator::MovePeer { from, to } if leader.id == from.id => {
+                OperatorStep::TransferLeader(TransferLeader { peer: Some(*to) })
+            }
+            Operator::MovePeer { from, .. } if is_member(from) => {
+                OperatorStep::ChangePeer(ChangePeer {
+                    peer: Some(*from),
+                    change_type: ConfChangeType::RemoveNode as i32,
+                })
+            }
+            Operator::MovePeer { .. } => OperatorStep::Finished,
+        }
+    }
+
+    /// Whether the operator only moves the leadership (its timeout is the
+    /// short one).
+    pub(crate) fn is_leader_only(&self) -> bool {
+        matches!(self, Operator::TransferLeader(_))
+    }
+
+    /// Checks the operator against the region as last reported, before it is
+    /// scheduled. `store_ok` says whether a store may receive a new peer (it
+    /// exists, is up and not down), and why not.
+    ///
+    /// Refused: adding a peer whose id is 0 or already a member, or on a store
+    /// that is unusable or already holds a peer of the region; removing a
+    /// non-member or the leader (the leadership must move away first);
+    /// transferring to a non-member or a pending (not caught up) peer; moving
+    /// a peer that is not a member.
+    pub(crate) fn validate(
+        &self,
+        region: &Region,
+        leader: Option<&Peer>,
+        pending: &[Peer],
+        store_ok: impl Fn(u64) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let is_member = |peer: &Peer| region.peers.iter().any(|p| p.id == peer.id);
+        let check_new = |peer: &Peer| {
+            if peer.id == 0 {
+                return Err("the new peer has id 0".to_owned());
+            }
+            if is_member(peer) {
+                return Err(format!("peer {} is already a member", peer.id));
+            }
+            if region.peers.iter().any(|p| p.store_id == peer.store_id) {
+                return Err(format!(
+                    "store {} already holds a peer of the region",
+                    peer.store_id
+                ));
+            }
+            store_ok(peer.store_id).map_err(|why| format!("store {}: {why}", peer.store_id))
+        };
+        match self {
+            Operator::AddPeer(peer) => check_new(peer),
+            Operator::RemovePeer(peer) => {
+                if !is_member(peer) {
+                    Err(format!("peer {} is not a member", peer.id))
+                } else if leader.is_some_and(|l| l.id == peer.id) {
+                    Err(format!(
+                        "peer {} leads the region: transfer the leader away first",
+                        peer.id
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Operator::TransferLeader(peer) => {
+                if !is_member(peer) {
+                    Err(format!("peer {} is not a voting member", peer.id))
+                } else if pending.iter().any(|p| p.id == peer.id) {
+                    Err(format!("peer {} has not caught up", peer.id))
+                } else {
+                    Ok(())
+                }
+            }
+            Operator::MovePeer { from, to } => {
+                if !is_member(from) {
+                    return Err(format!("peer {} is not a member", from.id));
+                }
+                check_new(to)
+            }
         }
     }
 }
@@ -135,6 +251,98 @@ mod tests {
         let want = OperatorStep::TransferLeader(TransferLeader { peer: Some(P2) });
         assert_eq!(op.next_step(&region, &P1, &[]), want);
         assert_eq!(op.next_step(&region, &P2, &[]), OperatorStep::Finished);
+    }
+
+    const P3: Peer = Peer { id: 3, store_id: 3 };
+
+    #[test]
+    fn test_transfer_to_a_non_member_is_cancelled() {
+        let op = Operator::TransferLeader(P3);
+        let step = op.next_step(&new_test_region(&[P1, P2]), &P1, &[]);
+        assert!(matches!(step, OperatorStep::Cancel(_)), "{step:?}");
+    }
+
+    #[test]
+    fn test_move_peer_steps() {
+        // Move the leader's replica from store 1 to store 3.
+        let op = Operator::MovePeer { from: P1, to: P3 };
+        let add = OperatorStep::ChangePeer(ChangePeer {
+            peer: Some(P3),
+            change_type: ConfChangeType::AddNode as i32,
+        });
+        assert_eq!(op.next_step(&new_test_region(&[P1, P2]), &P1, &[]), add);
+        let grown = new_test_region(&[P1, P2, P3]);
+        assert_eq!(op.next_step(&grown, &P1, &[P3]), OperatorStep::Wait);
+        assert_eq!(
+            op.next_step(&grown, &P1, &[]),
+            OperatorStep::TransferLeader(TransferLeader { peer: Some(P3) }),
+            "the leader moves away before its peer is removed"
+        );
+        let remove = OperatorStep::ChangePeer(ChangePeer {
+            peer: Some(P1),
+            change_type: ConfChangeType::RemoveNode as i32,
+        });
+        assert_eq!(op.next_step(&grown, &P3, &[]), remove);
+        assert_eq!(op.next_step(&grown, &P2, &[]), remove);
+        assert_eq!(
+            op.next_step(&new_test_region(&[P2, P3]), &P3, &[]),
+            OperatorStep::Finished
+        );
+        // The peer to move left before the new one came: nothing to do.
+        let step = op.next_step(&new_test_region(&[P2]), &P2, &[]);
+        assert!(matches!(step, OperatorStep::Cancel(_)), "{step:?}");
+    }
+
+    #[test]
+    fn test_validation_refusals() {
+        let region = new_test_region(&[P1, P2]);
+        let all_ok = |_| Ok(());
+        let must_refuse =
+            |op: Operator, store_ok: &dyn Fn(u64) -> Result<(), String>, part: &str| {
+                let err = op
+                    .validate(&region, Some(&P1), &[P2], store_ok)
+                    .expect_err("refused");
+                assert!(err.contains(part), "{op:?}: {err}");
+            };
+        let down = |id: u64| Err(format!("store {id} is down"));
+        must_refuse(Operator::AddPeer(P3), &down, "is down");
+        must_refuse(
+            Operator::AddPeer(Peer { id: 4, store_id: 2 }),
+            &all_ok,
+            "already holds",
+        );
+        must_refuse(Operator::AddPeer(P2), &all_ok, "already a member");
+        must_refuse(
+            Operator::AddPeer(Peer { id: 0, store_id: 3 }),
+            &all_ok,
+            "id 0",
+        );
+        must_refuse(Operator::RemovePeer(P1), &all_ok, "transfer the leader");
+        must_refuse(Operator::RemovePeer(P3), &all_ok, "not a member");
+        must_refuse(Operator::TransferLeader(P3), &all_ok, "voting member");
+        must_refuse(Operator::TransferLeader(P2), &all_ok, "caught up");
+        must_refuse(
+            Operator::MovePeer {
+                from: P3,
+                to: Peer { id: 9, store_id: 9 },
+            },
+            &all_ok,
+            "not a member",
+        );
+        must_refuse(
+            Operator::MovePeer {
+                from: P1,
+                to: Peer { id: 9, store_id: 2 },
+            },
+            &all_ok,
+            "already holds",
+        );
+
+        let ok = |op: Operator| op.validate(&region, Some(&P1), &[], all_ok);
+        ok(Operator::AddPeer(P3)).unwrap();
+        ok(Operator::RemovePeer(P2)).unwrap();
+        ok(Operator::TransferLeader(P2)).unwrap();
+        ok(Operator::MovePeer { from: P1, to: P3 }).unwrap();
     }
 
     #[test]

@@ -219,6 +219,58 @@ impl RegionMap {
         Some(region)
     }
 
+    /// What is wrong with the map, if anything: `check_invariants` without
+    /// the panic.
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        if self.by_start.len() != self.by_id.len() {
+            return Err(format!(
+                "region indexes differ in size: {} by start key, {} by id",
+                self.by_start.len(),
+                self.by_id.len()
+            ));
+        }
+        let mut prev: Option<&Region> = None;
+        for (start, id) in &self.by_start {
+            let Some(region) = self.by_id.get(id) else {
+                return Err(format!("start key {start:02x?} names unknown region {id}"));
+            };
+            if &region.start_key != start {
+                return Err(format!("region {id} filed under another start key"));
+            }
+            if let Some(prev) = prev
+                && (prev.end_key.is_empty() || prev.end_key > region.start_key)
+            {
+                return Err(format!("regions {} and {id} overlap", prev.id));
+            }
+            prev = Some(region);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the start-key index from the regions by id, newest
+    /// `version` first, dropping any region that overlaps one already kept.
+    /// Returns the dropped ids. For repairs after a panic interrupted an
+    /// update; a consistent map comes out unchanged.
+    pub(crate) fn rebuild(&mut self) -> Vec<u64> {
+        let mut regions: Vec<Region> = std::mem::take(&mut self.by_id).into_values().collect();
+        self.by_start.clear();
+        regions.sort_by_key(|r| (std::cmp::Reverse(epoch_of(r).version), r.id));
+        let mut dropped = Vec::new();
+        for region in regions {
+            if self
+                .overlapping(&region.start_key, &region.end_key)
+                .next()
+                .is_some()
+            {
+                dropped.push(region.id);
+                continue;
+            }
+            self.by_start.insert(region.start_key.clone(), region.id);
+            self.by_id.insert(region.id, region);
+        }
+        dropped
+    }
+
     /// Panics with context if the two indexes disagree or ranges overlap.
     pub(crate) fn check_invariants(&self) {
         assert_eq!(

@@ -144,6 +144,9 @@ fn test_help_explains_every_option() {
         "--config",
         "--log-level",
         "--log-format",
+        "--max-store-down-time",
+        "--balance-interval",
+        "--disable-schedule",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -159,6 +162,24 @@ fn test_bad_flag_value_names_the_flag() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains("--log-level") && stderr.contains("loud"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn test_bad_schedule_key_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scheduler.toml");
+    std::fs::write(&config, "[schedule]\nmax-store-down-time = \"soon\"\n").unwrap();
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("schedule.max-store-down-time") && stderr.contains("soon"),
         "{stderr}"
     );
 }

@@ -17,7 +17,9 @@ use kvproto::schedulerpb::{
     ResponseHeader, ScanRegionsRequest, StoreHeartbeatRequest, StoreStats, TsoRequest,
 };
 use slog::{Logger, o};
-use tinykv_scheduler_stub::{MemoryScheduler, SchedulerClient, SchedulerService, serve};
+use tinykv_scheduler_stub::{
+    MemoryScheduler, ScheduleConfig, SchedulerClient, SchedulerService, serve,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -41,8 +43,17 @@ struct TestServer {
 }
 
 async fn start_server(dir: &Path) -> TestServer {
+    start_server_with(dir, ScheduleConfig::default()).await
+}
+
+/// As `start_server`, with these scheduling settings.
+async fn start_server_with(dir: &Path, schedule: ScheduleConfig) -> TestServer {
     let logger = new_test_logger();
-    let scheduler = Arc::new(MemoryScheduler::open(dir, &logger).expect("open the data dir"));
+    let scheduler = Arc::new(
+        MemoryScheduler::open(dir, &logger)
+            .expect("open the data dir")
+            .with_schedule_config(schedule),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = SchedulerService::new(Arc::clone(&scheduler), format!("http://{addr}"), &logger);
@@ -390,6 +401,55 @@ async fn test_members_bootstrap_ids_and_stores() {
         .into_inner();
     assert_eq!(config.cluster, Some(cluster));
 
+    drop(client);
+    server.stop().await;
+}
+
+/// With scheduling on (as in the binary), a region reported with one
+/// replica is answered, on its heartbeat stream, with an AddPeer for a fresh
+/// peer on a store that reported and holds none of the region.
+#[tokio::test]
+async fn test_scheduler_adds_replicas_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_with(dir.path(), ScheduleConfig::enabled_default()).await;
+    let mut client = server.client().await;
+    must_bootstrap(&server, &mut client, 3).await;
+    for store_id in 1..=3 {
+        let response = client
+            .store_heartbeat(StoreHeartbeatRequest {
+                header: server.header(),
+                stats: Some(StoreStats {
+                    store_id,
+                    capacity: 1 << 30,
+                    available: 1 << 29,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        must_ok(&response.header);
+    }
+    let mut stream = HeartbeatStream::open(&server, &mut client).await;
+    let p1 = Peer { id: 1, store_id: 1 };
+    let region = new_test_region(1, (b"", b""), (1, 1), &[p1]);
+    let response = stream.must_heartbeat(&region, p1).await;
+    must_ok(&response.header);
+    let change = response
+        .change_peer
+        .expect("the replica checker adds a peer");
+    assert_eq!(change.change_type(), ConfChangeType::AddNode);
+    let added = change.peer.expect("a peer to add");
+    assert!(
+        added.store_id == 2 || added.store_id == 3,
+        "on a store without the region: {added:?}"
+    );
+    assert!(added.id > 1, "a fresh id: {added:?}");
+    // Repeated on the next heartbeat, not replaced by another plan.
+    let again = stream.must_heartbeat(&region, p1).await;
+    assert_eq!(again.change_peer.and_then(|c| c.peer), Some(added));
+
+    drop(stream);
     drop(client);
     server.stop().await;
 }

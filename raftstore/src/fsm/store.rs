@@ -5,7 +5,9 @@
 //! - `PeerStopped` notices: a peer that failed or panicked is recreated from
 //!   its persisted state if its region state is `Normal`, a tombstoned one
 //!   stays dead;
-//! - store ticks: the snapshot GC tick hands a sweep to the region worker.
+//! - store ticks: the snapshot GC tick hands a sweep to the region worker;
+//!   the scheduler heartbeat tick reports the region count and the data
+//!   dir's disk (capacity and free space from statvfs, bytes used).
 //!
 //! A peer whose persisted state makes it fail again at once would be
 //! recreated forever; the store recreates one at most `MAX_RESTARTS` times
@@ -15,6 +17,9 @@
 //! or panics, and its router entry is closed before this store hears of it.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +53,66 @@ pub(crate) const MAX_RESTARTS: usize = 3;
 /// See `MAX_RESTARTS`.
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
+/// Disk space as a store reports it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DiskStats {
+    /// Size of the filesystem holding the data dir.
+    capacity: u64,
+    /// Free space on it that this process may use.
+    available: u64,
+    /// Bytes of the files under the data dir.
+    used: u64,
+}
+
+/// Measures the filesystem holding `data_dir` (statvfs) and the files in it.
+fn disk_stats(data_dir: &Path) -> std::io::Result<DiskStats> {
+    let c_path = CString::new(data_dir.as_os_str().as_bytes())?;
+    // SAFETY: `statvfs` is plain old data, so all zeroes is a valid value;
+    // `c_path` is a NUL-terminated string that outlives the call, and the
+    // call writes only into `stat`.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The field types differ between platforms (u32 or u64); all fit in u64.
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, blocks, bavail) = (
+        stat.f_frsize as u64,
+        stat.f_blocks as u64,
+        stat.f_bavail as u64,
+    );
+    Ok(DiskStats {
+        capacity: blocks.saturating_mul(frsize),
+        available: bavail.saturating_mul(frsize),
+        used: dir_size(data_dir),
+    })
+}
+
+/// Total size of the regular files under `dir`, following no symlinks;
+/// entries that vanish or cannot be read (files come and go under a live
+/// store) are skipped.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    total
+}
+
 /// The store's own actor.
 pub struct StoreActor {
     ctx: Arc<StoreContext>,
@@ -76,13 +141,39 @@ impl StoreActor {
             StoreTick::SnapshotGc => {
                 self.ctx.region_worker.schedule(RegionTask::Gc);
             }
-            StoreTick::SchedulerHeartbeat => {
-                self.ctx.scheduler.store_heartbeat(StoreStats {
-                    store_id: self.ctx.store_id,
-                    region_count: self.ctx.router.region_ids().len() as u32,
-                    ..Default::default()
-                });
+            StoreTick::SchedulerHeartbeat => self.on_store_heartbeat_tick(),
+        }
+    }
+
+    /// Reports the store's region count and the disk space of its data dir.
+    /// Measuring the disk is blocking I/O, so it runs on the blocking pool.
+    fn on_store_heartbeat_tick(&self) {
+        let store_id = self.ctx.store_id;
+        let region_count = u32::try_from(self.ctx.router.region_ids().len()).unwrap_or(u32::MAX);
+        let data_dir = self.ctx.engine.path().to_path_buf();
+        let scheduler = Arc::clone(&self.ctx.scheduler);
+        let logger = self.ctx.logger.clone();
+        let report = move || {
+            let mut stats = StoreStats {
+                store_id,
+                region_count,
+                ..Default::default()
+            };
+            match disk_stats(&data_dir) {
+                Ok(disk) => {
+                    stats.capacity = disk.capacity;
+                    stats.available = disk.available;
+                    stats.used_size = disk.used;
+                }
+                Err(e) => {
+                    warn!(logger, "cannot measure the data dir's disk"; "path" => %data_dir.display(), "err" => %e);
+                }
             }
+            scheduler.store_heartbeat(stats);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(report)),
+            Err(_) => report(),
         }
     }
 
@@ -326,5 +417,23 @@ impl Message<StoreMsg> for StoreActor {
                 reason,
             } => self.on_peer_stopped(region_id, peer_id, reason),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_disk_stats_of_a_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a"), vec![0u8; 1000]).unwrap();
+        std::fs::write(dir.path().join("sub").join("b"), vec![0u8; 24]).unwrap();
+        let stats = disk_stats(dir.path()).unwrap();
+        assert_eq!(stats.used, 1024, "files in the dir and below");
+        assert!(stats.capacity > 0, "{stats:?}");
+        assert!(stats.available <= stats.capacity, "{stats:?}");
+        assert!(disk_stats(&dir.path().join("missing")).is_err());
     }
 }

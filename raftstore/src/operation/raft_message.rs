@@ -35,6 +35,8 @@
 //! Only a message that passes may teach the peer its sender's address
 //! (`Peer::peer_cache`).
 
+use std::time::Instant;
+
 use kvproto::eraftpb::{Message, MessageType};
 use kvproto::metapb;
 use kvproto::raft_serverpb::RaftMessage;
@@ -183,12 +185,17 @@ fn check_content(message: &Message, last_index: u64) -> Verdict {
 impl Peer {
     /// Runs the ingress check on `msg` (plus, for a snapshot, the checks
     /// that need the store: `check_snapshot_message`), and answers a
-    /// removed sender. Returns the verdict for the caller to act on.
-    pub(crate) fn check_incoming(&self, ctx: &StoreContext, msg: &RaftMessage) -> Verdict {
+    /// removed sender. An accepted message counts as hearing from its
+    /// sender (the down peers a leader reports). Returns the verdict for the
+    /// caller to act on.
+    pub(crate) fn check_incoming(&mut self, ctx: &StoreContext, msg: &RaftMessage) -> Verdict {
         let last_index = self.raft_group.raft().raft_log().last_index();
         let verdict = check_raft_message(self.region(), &self.meta, last_index, msg);
         match &verdict {
             Verdict::Accept => {
+                if let Some(from) = msg.from_peer {
+                    self.peer_liveness.on_message(from.id, Instant::now());
+                }
                 if let Some(message) = &msg.message
                     && message.msg_type() == MessageType::MsgSnapshot
                     && !self.check_snapshot_message(ctx, message)

@@ -22,6 +22,7 @@ use storage::Engine;
 
 use crate::config::Config;
 use crate::errors::Result;
+use crate::operation::heartbeat::PeerLiveness;
 use crate::operation::ready::RaftOp;
 use crate::peer_storage::PeerStorage;
 use crate::snapshot::SnapshotSource;
@@ -54,6 +55,9 @@ pub struct Peer {
     pub(crate) pending_remove: bool,
     /// Set once destroyed: nothing more is processed.
     pub(crate) stopped: bool,
+    /// When each other peer was last heard from, for the down peers a
+    /// leader reports (`operation/heartbeat.rs`).
+    pub(crate) peer_liveness: PeerLiveness,
     pub(crate) logger: Logger,
 }
 
@@ -95,6 +99,7 @@ impl Peer {
             raft_ops: Vec::new(),
             pending_remove: false,
             stopped: false,
+            peer_liveness: PeerLiveness::default(),
             logger,
         })
     }

@@ -2,7 +2,10 @@
 //!
 //! Reads its settings (`config`: flags over a TOML file over defaults), opens
 //! or creates the state in `--data-dir`, listens on `--client-urls` and serves
-//! `schedulerpb.Scheduler` until SIGINT or SIGTERM. Then it stops accepting,
+//! `schedulerpb.Scheduler` until SIGINT or SIGTERM. Scheduling is on unless
+//! `[schedule] enable = false` or `--disable-schedule`: the replica checker
+//! runs on every region heartbeat, and a background thread runs the periodic
+//! pass (balancers) every `balance-interval`. Then it stops accepting,
 //! ends the open streams, lets calls in flight finish (for at most
 //! `SHUTDOWN_GRACE`) and exits 0. Every change is durable before it is
 //! answered, so there is nothing to flush at exit, and a `kill -9` loses
@@ -58,7 +61,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, logger: &Logger) -> Result<(), Error> {
-    let scheduler = MemoryScheduler::open(&config.data_dir, logger)?;
+    let scheduler = Arc::new(
+        MemoryScheduler::open(&config.data_dir, logger)?
+            .with_schedule_config(config.schedule.clone()),
+    );
+    // Stopped when dropped, at the end of `run`.
+    let _schedule_loop = config
+        .schedule
+        .enabled
+        .then(|| scheduler.start_schedule_loop());
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", config.client_url)))?;
@@ -73,8 +84,10 @@ async fn run(config: Config, logger: &Logger) -> Result<(), Error> {
         .unwrap_or_else(|| format!("http://{local}"));
     info!(logger, "tinykv-scheduler serving";
         "listen" => %local, "advertise" => &advertise,
-        "cluster_id" => scheduler.cluster_id(), "data_dir" => %config.data_dir.display());
-    let service = SchedulerService::new(Arc::new(scheduler), advertise, logger);
+        "cluster_id" => scheduler.cluster_id(), "data_dir" => %config.data_dir.display(),
+        "schedule" => config.schedule.enabled,
+        "max_store_down_time" => ?config.schedule.max_store_down_time);
+    let service = SchedulerService::new(scheduler, advertise, logger);
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
     let shutdown = {
