@@ -224,9 +224,12 @@ async fn serve(
     println!("tinykv cluster {} is serving", serving.cluster_id);
     println!("  scheduler  {scheduler_addr}");
     for n in 1..=layout.stores() {
+        let addr = layout.store_addr(n);
+        let id = serving
+            .store_id_at(&addr)
+            .map_or_else(|| "?".to_owned(), |id| id.to_string());
         println!(
-            "  store {n:<4} {}   data {}",
-            layout.store_addr(n),
+            "  store-{n:<4} {addr}   store id {id:<4} data {}",
             dir.store_data(n).display()
         );
     }

@@ -38,6 +38,18 @@ pub struct Serving {
     pub replicas: usize,
     /// The store of its leader.
     pub leader_store_id: u64,
+    /// Every up store: its id and advertised address.
+    pub stores: Vec<(u64, String)>,
+}
+
+impl Serving {
+    /// The id of the store advertising `addr`, if it is up.
+    pub fn store_id_at(&self, addr: &str) -> Option<u64> {
+        self.stores
+            .iter()
+            .find(|(_, a)| a == addr)
+            .map(|(id, _)| *id)
+    }
 }
 
 /// Probes `scheduler_addr` until `stores` stores are up and the region
@@ -57,7 +69,7 @@ pub async fn wait_until_serving(
         let state = probe_once(scheduler_addr, stores, replicas).await;
         let line = match &state {
             Ok(serving) => format!(
-                "serving: region {} has {} replicas, leader on store {}",
+                "serving: region {} has {} replicas, leader on store id {}",
                 serving.region_id, serving.replicas, serving.leader_store_id
             ),
             Err(waiting) => waiting.clone(),
@@ -183,5 +195,6 @@ async fn probe_once(
         region_id: region.id,
         replicas: region.peers.len(),
         leader_store_id: leader.store_id,
+        stores: up.iter().map(|s| (s.id, s.address.clone())).collect(),
     })
 }
