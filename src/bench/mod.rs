@@ -9,11 +9,14 @@
 //! Modules:
 //! - [`workload`]: closed-loop clients issuing puts, and how a run is
 //!   measured ([`RunReport`]).
+//! - [`remote`]: the same against a running cluster, through the client
+//!   library over gRPC: put, get or mixed requests over a key space.
 //! - [`baseline`]: the raw cost of one durable write on the same disk
 //!   (append + `fdatasync`, and a synced RocksDB put), to read the figures
 //!   against.
 
 pub mod baseline;
+pub mod remote;
 pub mod workload;
 
 pub use self::workload::{RunReport, WorkloadOptions};
@@ -26,6 +29,9 @@ pub enum BenchError {
     /// The cluster could not be started, or its first put failed.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The client gave up on a request (`--remote` mode).
+    #[error("client: {0}")]
+    Client(#[from] crate::client::Error),
     /// An engine could not be opened or written.
     #[error("storage: {0}")]
     Storage(#[from] storage::Error),

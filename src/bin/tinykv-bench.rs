@@ -1,6 +1,10 @@
-//! `tinykv-bench`: puts/s and put latency of the replicated store.
+//! `tinykv-bench`: requests/s and latency of the replicated store.
 //!
-//! Starts an in-process cluster (3 stores by default, one region, real
+//! With `--remote SCHEDULER`: closed-loop requests (put, get or mixed over
+//! a key space) through the client library against a running cluster, one
+//! run per concurrency, a progress line a second (`bench::remote`).
+//!
+//! Without it: starts an in-process cluster (3 stores by default, one region, real
 //! RocksDB with synced raft-log writes in a temp dir), waits until a put
 //! succeeds (a leader is elected), then runs closed-loop put clients for a
 //! warm-up and a measured window, once per client count, each on a fresh
@@ -13,103 +17,105 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use raftstore::Config;
+use serde_json::json;
 use slog::{Drain, Logger, o};
 use tinykv::bench::baseline::{self, BaselineReport};
-use tinykv::bench::{RunReport, WorkloadOptions, fmt_ms, workload};
+use tinykv::bench::remote::{self, Mix, RemoteOptions, RemoteReport};
+use tinykv::bench::{BenchError, RunReport, WorkloadOptions, fmt_ms, workload};
+use tinykv::client::{Client, ClientOptions};
 use tinykv::cluster::{Cluster, ClusterOptions};
 
-const USAGE: &str = "\
-tinykv-bench: put throughput and latency of an in-process replicated cluster
-
-USAGE: tinykv-bench [FLAGS]
-
-  --clients N[,N...]      concurrent closed-loop clients; one run (fresh cluster) per
-                          count                                      [default: 1,64]
-  --duration-secs S       length of the measured window per run     [default: 20]
-  --warmup-secs S         unmeasured time before the window         [default: 5]
-  --value-size B          bytes per value                           [default: 100]
-  --stores N              stores, each with a peer of the region    [default: 3]
-  --seed N                seed of keys and values                   [default: 42]
-  --data-dir PATH         parent of the temp data dirs (the disk being measured)
-                                                                   [default: system temp dir]
-  --runtime-threads N     worker threads of the store runtime   [default: available cores]
-  --baseline-secs S       one-thread fdatasync / RocksDB sync baseline per kind, 0 = skip
-                                                                   [default: 3]
-  -h, --help              this text
-
-Timing is raftstore's Config::default(): 100 ms base tick, heartbeat 2 ticks,
-election timeout 10 ticks. TINYKV_BENCH_LOG=LEVEL (e.g. warn, info) logs the stores
- on stderr.
-";
-
-/// The parsed command line.
-struct Args {
-    clients: Vec<usize>,
-    duration: Duration,
-    warmup: Duration,
-    value_size: usize,
-    stores: u64,
-    seed: u64,
-    data_dir: PathBuf,
-    runtime_threads: usize,
-    baseline: Duration,
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Aligned tables.
+    Table,
+    /// One JSON document on stdout (progress stays on stderr).
+    Json,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        clients: vec![1, 64],
-        duration: Duration::from_secs(20),
-        warmup: Duration::from_secs(5),
-        value_size: 100,
-        stores: 3,
-        seed: 42,
-        data_dir: std::env::temp_dir(),
-        runtime_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        baseline: Duration::from_secs(3),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
-        let secs = |v: &str| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| format!("{flag} {v}: not a number of seconds"))
-        };
-        match flag.as_str() {
-            "--clients" => {
-                args.clients = value
-                    .split(',')
-                    .map(|c| c.trim().parse::<usize>().map_err(|e| bad(&e)))
-                    .collect::<Result<_, _>>()?;
-                if args.clients.contains(&0) {
-                    return Err(bad(&"client counts must be at least 1"));
-                }
-            }
-            "--duration-secs" => args.duration = secs(&value)?,
-            "--warmup-secs" => args.warmup = secs(&value)?,
-            "--baseline-secs" => args.baseline = secs(&value)?,
-            "--value-size" => args.value_size = value.parse().map_err(|e| bad(&e))?,
-            "--stores" => args.stores = value.parse().map_err(|e| bad(&e))?,
-            "--seed" => args.seed = value.parse().map_err(|e| bad(&e))?,
-            "--data-dir" => args.data_dir = PathBuf::from(value),
-            "--runtime-threads" => args.runtime_threads = value.parse().map_err(|e| bad(&e))?,
-            _ => return Err(format!("unknown flag {flag}; see --help")),
-        }
+/// What the requests are (`--remote` only; in-process runs are puts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MixFlag {
+    /// Puts only.
+    Put,
+    /// Gets only, of keys loaded before the runs.
+    Get,
+    /// Gets and puts, half each.
+    Mixed,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tinykv-bench",
+    version,
+    about = "Throughput and latency of a tinykv-rs cluster: in-process, or a running one over gRPC",
+    long_about = "Measures requests/s and latency percentiles of the replicated store.\n\n\
+        Without --remote: starts an in-process cluster (N stores, one region, real RocksDB \
+        with synced raft-log writes in a temp dir under --data-dir), and runs closed-loop put \
+        clients straight into the leader's router, one fresh cluster per client count.\n\n\
+        With --remote SCHEDULER: runs closed-loop requests through the client library over \
+        gRPC against a running cluster (e.g. tinykv-playground), put/get/mixed over a key \
+        space, one run per concurrency.\n\n\
+        Both end with a one-writer durable-write baseline (fdatasync and a synced RocksDB \
+        put) on the --data-dir disk. TINYKV_BENCH_LOG=LEVEL logs in-process stores on stderr. \
+        docs/BENCHMARKS.md has results and how to read them."
+)]
+struct Args {
+    /// Concurrent closed-loop clients (requests in flight); one run per count.
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', default_value = "1,64",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    clients: Vec<u32>,
+    /// Length of the measured window per run, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 20.0)]
+    duration_secs: f64,
+    /// Unmeasured time before the window, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    warmup_secs: f64,
+    /// Bytes per value.
+    #[arg(long, value_name = "B", default_value_t = 100)]
+    value_size: usize,
+    /// In-process: stores, each with a peer of the region.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    stores: u64,
+    /// Seed of keys and values.
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    seed: u64,
+    /// Parent of the in-process cluster's data and of the baseline's files
+    /// (the disk being measured). [default: the system temp dir]
+    #[arg(long, value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// In-process: worker threads of the store runtime. [default: available cores]
+    #[arg(long, value_name = "N")]
+    runtime_threads: Option<usize>,
+    /// Seconds of each durable-write baseline; 0 skips it.
+    #[arg(long, value_name = "S", default_value_t = 3.0)]
+    baseline_secs: f64,
+    /// Run against the cluster whose scheduler is at this address
+    /// (HOST:PORT) instead of an in-process one.
+    #[arg(long, value_name = "SCHEDULER")]
+    remote: Option<String>,
+    /// --remote: what the requests are.
+    #[arg(long, value_enum, default_value = "put")]
+    workload: MixFlag,
+    /// --remote: keys are drawn uniformly from this many.
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    key_space: u64,
+    /// How results are printed.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+fn secs(flag: &str, s: f64) -> Result<Duration, String> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!("{flag} {s}: not a number of seconds"))
     }
-    if args.duration.is_zero() {
-        return Err("--duration-secs must be more than 0".into());
-    }
-    if args.stores == 0 {
-        return Err("--stores must be at least 1".into());
-    }
-    Ok(Some(args))
 }
 
 fn logger() -> Logger {
@@ -128,18 +134,36 @@ fn logger() -> Logger {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let args = Args::parse();
+    let checked = secs("--duration-secs", args.duration_secs).and_then(|d| {
+        if d.is_zero() {
+            Err("--duration-secs must be more than 0".to_owned())
+        } else {
+            Ok(d)
         }
-        Err(e) => {
+    });
+    let (duration, warmup, baseline) = match (
+        checked,
+        secs("--warmup-secs", args.warmup_secs),
+        secs("--baseline-secs", args.baseline_secs),
+    ) {
+        (Ok(d), Ok(w), Ok(b)) => (d, w, b),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("tinykv-bench: {e}");
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    let timing = Timing {
+        duration,
+        warmup,
+        baseline,
+        data_dir: args.data_dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    let result = match &args.remote {
+        Some(addr) => run_remote(&args, addr, &timing),
+        None => run(&args, &timing),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tinykv-bench: {e}");
@@ -148,34 +172,49 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<(), tinykv::bench::BenchError> {
+/// The checked durations and the disk.
+struct Timing {
+    duration: Duration,
+    warmup: Duration,
+    baseline: Duration,
+    data_dir: PathBuf,
+}
+
+fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
     let cfg = Config::default();
     let logger = logger();
-    println!(
-        "tinykv-bench: {} stores in one process, 1 region, in-memory transport, RocksDB \
-         with synced raft-log writes",
-        args.stores
-    );
-    println!(
-        "config: Config::default() (tick {:?}, heartbeat {} ticks, election {} ticks); \
-         store runtime {} threads",
-        cfg.raft_base_tick_interval,
-        cfg.raft_heartbeat_ticks,
-        cfg.raft_election_timeout_ticks,
-        args.runtime_threads
-    );
-    println!(
-        "workload: puts of {} B values to fresh keys, seed {}, warm-up {:?}, measured {:?} per run",
-        args.value_size, args.seed, args.warmup, args.duration
-    );
-    println!("data under: {}", args.data_dir.display());
-    println!();
+    let runtime_threads = args
+        .runtime_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let table = args.format == Format::Table;
+    if table {
+        println!(
+            "tinykv-bench: {} stores in one process, 1 region, in-memory transport, RocksDB \
+             with synced raft-log writes",
+            args.stores
+        );
+        println!(
+            "config: Config::default() (tick {:?}, heartbeat {} ticks, election {} ticks); \
+             store runtime {} threads",
+            cfg.raft_base_tick_interval,
+            cfg.raft_heartbeat_ticks,
+            cfg.raft_election_timeout_ticks,
+            runtime_threads
+        );
+        println!(
+            "workload: puts of {} B values to fresh keys, seed {}, warm-up {:?}, measured {:?} per run",
+            args.value_size, args.seed, t.warmup, t.duration
+        );
+        println!("data under: {}", t.data_dir.display());
+        println!();
+    }
     let opts = ClusterOptions::new(args.stores, cfg)
-        .data_parent(&args.data_dir)
-        .runtime_threads(args.runtime_threads)
+        .data_parent(&t.data_dir)
+        .runtime_threads(runtime_threads)
         .logger(logger);
     let mut reports = Vec::new();
     for &clients in &args.clients {
+        let clients = clients as usize;
         let cluster = Cluster::new(opts.clone())?;
         cluster.start()?;
         let (elected, leader) = cluster.wait_for_leader(Duration::from_secs(30))?;
@@ -185,15 +224,15 @@ fn run(args: &Args) -> Result<(), tinykv::bench::BenchError> {
         eprintln!(
             "clients {clients}: leader (store {leader}) ready after {:.2} s; running {:?} + {:?} ...",
             elected.as_secs_f64(),
-            args.warmup,
-            args.duration
+            t.warmup,
+            t.duration
         );
         let report = workload::run(
             &cluster,
             &WorkloadOptions {
                 clients,
-                warmup: args.warmup,
-                duration: args.duration,
+                warmup: t.warmup,
+                duration: t.duration,
                 value_size: args.value_size,
                 seed: args.seed,
                 op_timeout: Duration::from_secs(10),
@@ -207,26 +246,188 @@ fn run(args: &Args) -> Result<(), tinykv::bench::BenchError> {
         }
         reports.push(report);
     }
-    print_runs(&reports);
-    if !args.baseline.is_zero() {
-        let baselines = [
-            baseline::fdatasync(&args.data_dir, args.value_size, args.baseline)?,
-            baseline::rocksdb_sync_put(&args.data_dir, args.value_size, args.baseline)?,
-        ];
-        println!();
-        print_baselines(&baselines);
+    let baselines = run_baselines(args, t)?;
+    if table {
+        print_runs(&reports);
+        if !baselines.is_empty() {
+            println!();
+            print_baselines(&baselines);
+        }
+    } else {
+        let runs: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                let mut run = latency_json(&r.latencies, r.window);
+                run["clients"] = json!(r.clients);
+                run["failed"] = json!(r.failures);
+                run["retries"] = json!(r.retries.total());
+                run
+            })
+            .collect();
+        print_json(json!({
+            "mode": "in-process",
+            "stores": args.stores,
+            "value_size": args.value_size,
+            "runs": runs,
+            "baselines": baselines_json(&baselines),
+        }));
     }
     Ok(())
 }
 
+fn run_baselines(args: &Args, t: &Timing) -> Result<Vec<BaselineReport>, BenchError> {
+    if t.baseline.is_zero() {
+        return Ok(Vec::new());
+    }
+    eprintln!("durable-write baseline on {} ...", t.data_dir.display());
+    Ok(vec![
+        baseline::fdatasync(&t.data_dir, args.value_size, t.baseline)?,
+        baseline::rocksdb_sync_put(&t.data_dir, args.value_size, t.baseline)?,
+    ])
+}
+
+fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| BenchError::Io {
+            what: "start the async runtime",
+            source,
+        })?;
+    let mix = match args.workload {
+        MixFlag::Put => Mix::Put,
+        MixFlag::Get => Mix::Get,
+        MixFlag::Mixed => Mix::Mixed,
+    };
+    let table = args.format == Format::Table;
+    let reports = runtime.block_on(async {
+        let client = Client::connect(addr, ClientOptions::default()).await?;
+        if table {
+            println!(
+                "tinykv-bench: cluster {} at {addr}, through the client over gRPC",
+                client.cluster_id()
+            );
+            println!(
+                "workload: {} of {} B values, {} keys, seed {}, warm-up {:?}, measured {:?} per run",
+                mix.name(),
+                args.value_size,
+                args.key_space,
+                args.seed,
+                t.warmup,
+                t.duration
+            );
+            println!();
+        }
+        if mix != Mix::Put {
+            eprintln!("loading {} keys ...", args.key_space);
+            let key_space = args.key_space;
+            remote::load(&client, key_space, args.value_size, 64, |done| {
+                eprintln!("  loaded {done}/{key_space}");
+            })
+            .await?;
+        }
+        let mut reports = Vec::new();
+        for &concurrency in &args.clients {
+            eprintln!("concurrency {concurrency}: {:?} + {:?} ...", t.warmup, t.duration);
+            let opts = RemoteOptions {
+                concurrency: concurrency as usize,
+                warmup: t.warmup,
+                duration: t.duration,
+                value_size: args.value_size,
+                key_space: args.key_space,
+                mix,
+                seed: args.seed,
+            };
+            let report = remote::run(&client, &opts, |elapsed, measuring, last| {
+                eprintln!(
+                    "  {elapsed:5.1} s  {:<8} {last:>7} req/s",
+                    if measuring { "measured" } else { "warm-up" }
+                );
+            })
+            .await;
+            reports.push(report);
+        }
+        Ok::<_, BenchError>(reports)
+    })?;
+    let baselines = run_baselines(args, t)?;
+    if table {
+        print_remote_runs(&reports);
+        if !baselines.is_empty() {
+            println!();
+            print_baselines(&baselines);
+        }
+    } else {
+        let runs: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                let mut run = latency_json(&r.latencies, r.window);
+                run["concurrency"] = json!(r.concurrency);
+                run["workload"] = json!(r.mix.name());
+                run["errors"] = json!(r.errors);
+                run["first_error"] = json!(r.first_error);
+                run
+            })
+            .collect();
+        print_json(json!({
+            "mode": "remote",
+            "scheduler": addr,
+            "value_size": args.value_size,
+            "key_space": args.key_space,
+            "runs": runs,
+            "baselines": baselines_json(&baselines),
+        }));
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn latency_json(l: &tinykv::bench::Latencies, window: Duration) -> serde_json::Value {
+    json!({
+        "ops": l.len(),
+        "ops_per_sec": l.len() as f64 / window.as_secs_f64(),
+        "mean_ms": ms(l.mean()),
+        "p50_ms": ms(l.percentile(50.0)),
+        "p90_ms": ms(l.percentile(90.0)),
+        "p99_ms": ms(l.percentile(99.0)),
+        "p999_ms": ms(l.percentile(99.9)),
+        "max_ms": ms(l.max()),
+    })
+}
+
+fn baselines_json(reports: &[BaselineReport]) -> serde_json::Value {
+    reports
+        .iter()
+        .map(|r| {
+            let mut b = json!({
+                "what": r.what,
+                "writes_per_sec": r.ops_per_sec(),
+            });
+            b["p50_ms"] = json!(ms(r.latencies.percentile(50.0)));
+            b["p99_ms"] = json!(ms(r.latencies.percentile(99.0)));
+            b
+        })
+        .collect()
+}
+
+fn print_json(value: serde_json::Value) {
+    match serde_json::to_string_pretty(&value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("tinykv-bench: cannot print JSON: {e}"),
+    }
+}
+
 fn print_runs(reports: &[RunReport]) {
     println!(
-        "{:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+        "{:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
         "clients",
         "puts",
         "puts/s",
         "mean ms",
         "p50 ms",
+        "p90 ms",
         "p99 ms",
         "p99.9 ms",
         "max ms",
@@ -236,12 +437,13 @@ fn print_runs(reports: &[RunReport]) {
     for r in reports {
         let l = &r.latencies;
         println!(
-            "{:>7} {:>8} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+            "{:>7} {:>8} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
             r.clients,
             r.ops(),
             r.ops_per_sec(),
             fmt_ms(l.mean()),
             fmt_ms(l.percentile(50.0)),
+            fmt_ms(l.percentile(90.0)),
             fmt_ms(l.percentile(99.0)),
             fmt_ms(l.percentile(99.9)),
             fmt_ms(l.max()),
@@ -255,6 +457,47 @@ fn print_runs(reports: &[RunReport]) {
             "  retries at {} clients: not leader {}, stale command {}, server busy {}, \
              no answer {}, other {}",
             r.clients, t.not_leader, t.stale_command, t.server_is_busy, t.no_answer, t.other
+        );
+    }
+}
+
+fn print_remote_runs(reports: &[RemoteReport]) {
+    println!(
+        "{:>11} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "concurrency",
+        "workload",
+        "ops",
+        "ops/s",
+        "mean ms",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors"
+    );
+    for r in reports {
+        let l = &r.latencies;
+        println!(
+            "{:>11} {:>8} {:>8} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            r.concurrency,
+            r.mix.name(),
+            l.len(),
+            r.ops_per_sec(),
+            fmt_ms(l.mean()),
+            fmt_ms(l.percentile(50.0)),
+            fmt_ms(l.percentile(90.0)),
+            fmt_ms(l.percentile(99.0)),
+            fmt_ms(l.percentile(99.9)),
+            fmt_ms(l.max()),
+            r.errors
+        );
+    }
+    for r in reports.iter().filter(|r| r.first_error.is_some()) {
+        println!(
+            "  first error at concurrency {}: {}",
+            r.concurrency,
+            r.first_error.as_deref().unwrap_or_default()
         );
     }
 }
