@@ -27,7 +27,7 @@ impl Peer {
             self.region(),
             self.meta,
             pending,
-            0,
+            self.approximate_size.unwrap_or(0),
         ));
     }
 }
