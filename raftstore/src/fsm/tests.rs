@@ -494,3 +494,114 @@ async fn no_peer_is_created_for_a_range_another_region_serves() {
     assert!(!store.router().has_region(70));
     store.stop().await;
 }
+
+/// A peer of the new region that a message created here before the split
+/// applied (uninitialized, with a vote cast in term 7) is initialized in
+/// place by the split: the same router entry, the region's split state,
+/// and the term it voted in kept, so it campaigns in term 8, not 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_initializes_a_waiting_peer_and_keeps_its_vote() {
+    let (_dir, store, region) = new_test_store(Config::for_tests());
+    must_run(&store, &region, put(b"x", b"x")).await;
+    let router = store.router();
+    let engine = store.engine().clone();
+    let raft_state = |region_id| {
+        engine
+            .get_msg_cf::<kvproto::raft_serverpb::RaftLocalState>(
+                storage::CF_RAFT,
+                &storage::keys::raft_state_key(region_id),
+            )
+            .expect("read raft state")
+            .and_then(|s| s.hard_state)
+            .unwrap_or_default()
+    };
+    // Region 1 no longer in the store meta: the store takes the range as
+    // free, as it would if region 1's peer here were uninitialized.
+    store.context().store_meta().remove(REGION);
+    let vote = RaftMessage {
+        region_id: 10,
+        from_peer: Some(metapb::Peer {
+            id: 12,
+            store_id: 2,
+        }),
+        to_peer: Some(metapb::Peer {
+            id: 11,
+            store_id: 1,
+        }),
+        message: Some(RaftMsg {
+            msg_type: MessageType::MsgRequestVote as i32,
+            from: 12,
+            to: 11,
+            term: 7,
+            log_term: 5,
+            index: 5,
+            ..Default::default()
+        }),
+        start_key: b"m".to_vec(),
+        ..Default::default()
+    };
+    router
+        .send_raft_message(Box::new(vote))
+        .expect("under the limit");
+    wait_until("the waiting peer votes", || raft_state(10).vote == 12).await;
+    let waiting = router.incarnation(10).expect("a peer of region 10 runs");
+    store.context().store_meta().set_region(&region);
+
+    router
+        .send(
+            REGION,
+            split_ids(b"m", region.region_epoch.expect("epoch"), 10, 11),
+        )
+        .expect("the peer runs");
+    let right = wait_region_state(&store, 10, "region 10 is split off", |_| true)
+        .await
+        .region
+        .expect("region");
+    assert_eq!(
+        right.peers,
+        vec![metapb::Peer {
+            id: 11,
+            store_id: 1
+        }]
+    );
+    // The split's campaign, from the kept term.
+    wait_until("the split-born peer campaigns in term 8", || {
+        raft_state(10).term == 8 && raft_state(10).vote == 11
+    })
+    .await;
+    assert_eq!(
+        router.incarnation(10),
+        Some(waiting),
+        "replaced, not initialized in place"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (mut cmd, rx) = command(&right, get(b"x"));
+        if let Some(h) = cmd.request.header.as_mut() {
+            h.peer = Some(metapb::Peer {
+                id: 11,
+                store_id: 1,
+            });
+        }
+        router.send_command(10, cmd).expect("region 10 runs");
+        let resp = rx.await.expect("answered");
+        if resp.region_error().is_none() {
+            assert_eq!(
+                resp.response.responses[0]
+                    .get
+                    .clone()
+                    .unwrap_or_default()
+                    .value,
+                b"x"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "region 10 never served: {:?}",
+            resp.region_error()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.stop().await;
+}
