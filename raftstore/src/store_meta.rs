@@ -7,8 +7,10 @@
 //! Invariant: holds the region of every initialized peer registered on the
 //! store (inserted when it starts initialized, applies a snapshot or is
 //! born from a split; updated when a split or a membership change applies;
-//! removed when it is destroyed). Its ranges never overlap, except for the
-//! moment a split registers both halves, under one lock.
+//! removed when it is destroyed). Its ranges do not overlap, with one
+//! short-lived exception: when the store creates a split-born peer from
+//! the state a split wrote (for a message that came first) before the
+//! splitting peer records its narrowed range, both are in for a moment.
 
 use std::collections::HashMap;
 

@@ -131,18 +131,21 @@ impl Peer {
     }
 
     /// Step 2: keeps the measured size and asks for ids if the checker
-    /// found a split key for the current epoch.
+    /// found a split key. Both only if the range is still the one measured
+    /// (same `version`; a membership change since does not matter: the
+    /// split is asked for with the current epoch).
     pub(crate) fn on_split_check_result(&mut self, ctx: &StoreContext, result: SplitCheckResult) {
+        let current = self.region().region_epoch.unwrap_or_default();
+        if current.version != result.epoch.version {
+            debug!(self.logger, "split check of an earlier range dropped"; "checked" => ?result.epoch);
+            return;
+        }
         self.approximate_size = Some(result.approximate_size);
         self.approximate_keys = Some(result.approximate_keys);
         let Some(split_key) = result.split_key else {
             return;
         };
         if !self.is_leader() {
-            return;
-        }
-        if self.region().region_epoch != Some(result.epoch) {
-            debug!(self.logger, "split key of an earlier epoch dropped"; "checked" => ?result.epoch);
             return;
         }
         if let Err(e) = check_split_key(&split_key, self.region()) {
