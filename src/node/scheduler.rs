@@ -509,3 +509,86 @@ async fn store_heartbeat_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kvproto::kvrpcpb::{Context, RawPutRequest};
+    use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
+    use scheduler_stub::{MemoryScheduler, SchedulerClient as _, SchedulerService};
+    use slog::o;
+    use tempfile::TempDir;
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::node::{Node, NodeConfig};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A node whose regions split past 200 bytes splits its first region
+    /// through the scheduler's `AskSplit` over gRPC: the ids come back to
+    /// the leader, which proposes the split, and the new region's leader
+    /// reports it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_splits_a_region_through_ask_split() {
+        let logger = Logger::root(slog::Discard, o!());
+        let dir = TempDir::new().expect("temp dir");
+        let inner =
+            Arc::new(MemoryScheduler::open(&dir.path().join("sched"), &logger).expect("scheduler"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let service = SchedulerService::new(Arc::clone(&inner), format!("http://{addr}"), &logger);
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(scheduler_stub::serve(listener, service, async {
+            let _ = stopped.await;
+        }));
+
+        let mut cfg = NodeConfig::new(
+            addr.to_string(),
+            "127.0.0.1:0".to_owned(),
+            dir.path().join("node"),
+        );
+        cfg.raftstore = raftstore::Config::for_tests().with_small_regions(200, 100);
+        cfg.connect_deadline = Some(DEADLINE);
+        let node = Node::start(cfg, &logger).await.expect("node starts");
+        let mut kv = TinyKvClient::connect(format!("http://{}", node.local_addr()))
+            .await
+            .expect("connect to the node");
+
+        let deadline = Instant::now() + DEADLINE;
+        let mut i = 0;
+        loop {
+            let regions: Vec<u64> = [&b""[..], b"k99"]
+                .iter()
+                .filter_map(|key| inner.get_region(key).ok().map(|(r, _)| r.id))
+                .collect();
+            if regions.len() == 2 && regions[0] != regions[1] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no split reported: {regions:?}");
+            // Into the first region, whichever epoch it is at now.
+            if let Ok((region, _)) = inner.get_region(b"") {
+                let peer = region.peers.first().copied();
+                let put = RawPutRequest {
+                    context: Some(Context {
+                        region_id: region.id,
+                        region_epoch: region.region_epoch,
+                        peer,
+                        ..Default::default()
+                    }),
+                    key: format!("k{i:02}").into_bytes(),
+                    value: vec![b'v'; 20],
+                    cf: String::new(),
+                };
+                // Refused while there is no leader or the region just split:
+                // the next round routes again.
+                let _ = kv.raw_put(put).await;
+                i = (i + 1) % 100;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        node.stop().await;
+    }
+}
