@@ -36,7 +36,7 @@ use storage::keys;
 use tokio::task::JoinHandle;
 
 use crate::context::StoreContext;
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 use crate::fsm::peer::PeerActor;
 use crate::fsm::tick_loop;
 use crate::peer::Peer;
@@ -315,8 +315,19 @@ pub fn spawn_peer(
         PeerActor::new(peer, Arc::clone(ctx), mailbox.clone()),
         mailbox::unbounded(),
     );
-    ctx.router
-        .register(region_id, PeerMailbox::new(actor.recipient(), mailbox));
+    if ctx
+        .router
+        .try_register(
+            region_id,
+            PeerMailbox::new(actor.clone().recipient(), mailbox),
+        )
+        .is_err()
+    {
+        // The store is stopping and killed the actors it had: this one
+        // would be left running, holding the engine open.
+        actor.kill();
+        return Err(Error::Stopped);
+    }
     Ok(())
 }
 
