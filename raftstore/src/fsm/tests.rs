@@ -605,3 +605,45 @@ async fn a_split_initializes_a_waiting_peer_and_keeps_its_vote() {
     }
     store.stop().await;
 }
+
+/// A message for a region this store holds a tombstone of creates a peer
+/// only if its epoch is newer in membership and not older in range: one
+/// from before a split (a lower version) is stale however its conf_ver
+/// reads.
+#[tokio::test]
+async fn a_stale_epoch_does_not_revive_a_tombstoned_region() {
+    let (_dir, store, _region) = new_test_store(Config::for_tests());
+    let tombstoned = metapb::Region {
+        id: 30,
+        start_key: b"m".to_vec(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 2,
+            version: 3,
+        }),
+        peers: vec![metapb::Peer { id: 1, store_id: 1 }],
+        ..Default::default()
+    };
+    let mut wb = store.engine().write_batch();
+    write_region_state(&mut wb, &tombstoned, PeerState::Tombstone).expect("encode");
+    store.engine().write(wb, true).expect("write");
+    // Region 1's range is taken as free, so only the epoch decides.
+    store.context().store_meta().remove(REGION);
+    let vote = |conf_ver, version| {
+        let mut msg = raft_message(30, MessageType::MsgRequestVote);
+        msg.region_epoch = Some(metapb::RegionEpoch { conf_ver, version });
+        msg.start_key = b"m".to_vec();
+        Box::new(msg)
+    };
+    let router = store.router();
+    router
+        .send_raft_message(vote(3, 2))
+        .expect("under the limit");
+    flush_store(&store).await;
+    assert!(!router.has_region(30), "an older range revived the region");
+    router
+        .send_raft_message(vote(3, 3))
+        .expect("under the limit");
+    flush_store(&store).await;
+    assert!(router.has_region(30), "a newer membership is a new peer");
+    store.stop().await;
+}

@@ -385,7 +385,9 @@ fn create_split_peer(
         };
         if let Err(e) = ctx.router.send(region_id, msg) {
             // It stopped meanwhile: the store recreates it from the state
-            // the split wrote if it failed; a destroyed one stays destroyed.
+            // the split wrote if it failed (registering the range again);
+            // a destroyed one stays destroyed.
+            meta.remove(region_id);
             warn!(logger, "split could not reach the waiting peer"; "new_region_id" => region_id,
                 "err" => %e);
         }
