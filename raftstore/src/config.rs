@@ -31,6 +31,15 @@ pub struct Config {
     /// A leader reports a follower it has not heard from for longer than
     /// this as down in its region heartbeats (the scheduler replaces it).
     pub max_peer_down_duration: Duration,
+    /// A region whose data (keys plus values of the default CF) grows past
+    /// this many bytes is split (TinyKV: 144 MiB).
+    pub region_max_size: u64,
+    /// Where a split cuts: the first key at which the running size of the
+    /// region's data passes this many bytes (TinyKV: 96 MiB). Below
+    /// `region_max_size`, so both halves are smaller than the whole.
+    pub region_split_size: u64,
+    /// Raft ticks between a leader's checks whether its region should split.
+    pub split_region_check_tick_interval: usize,
 }
 
 impl Default for Config {
@@ -48,12 +57,17 @@ impl Default for Config {
             max_value_size: 8 * 1024 * 1024,
             snap_gc_interval: Duration::from_secs(60),
             max_peer_down_duration: Duration::from_secs(5 * 60),
+            region_max_size: 144 * 1024 * 1024,
+            region_split_size: 96 * 1024 * 1024,
+            split_region_check_tick_interval: 100,
         }
     }
 }
 
 impl Config {
-    /// A configuration for tests: fast ticks, small limits.
+    /// A configuration for tests: fast ticks, small limits. The region
+    /// sizes stay at their defaults, far above what a test writes, so no
+    /// region splits unless a test lowers them (`with_small_regions`).
     pub fn for_tests() -> Self {
         Config {
             raft_base_tick_interval: Duration::from_millis(10),
@@ -62,7 +76,18 @@ impl Config {
             store_heartbeat_interval: Duration::from_millis(200),
             snap_gc_interval: Duration::from_millis(500),
             max_peer_down_duration: Duration::from_secs(2),
+            split_region_check_tick_interval: 10,
             ..Default::default()
         }
+    }
+
+    /// This configuration with regions split at `split_size` bytes once
+    /// they pass `max_size` (TinyKV's split tests use 400 / 300 bytes), and
+    /// checked every few ticks.
+    pub fn with_small_regions(mut self, max_size: u64, split_size: u64) -> Self {
+        self.region_max_size = max_size;
+        self.region_split_size = split_size;
+        self.split_region_check_tick_interval = 5;
+        self
     }
 }

@@ -18,6 +18,7 @@ use crate::store_meta::StoreMeta;
 use crate::transport::Transport;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
 use crate::worker::region::{RegionSnapshots, RegionWorker};
+use crate::worker::split_check::SplitCheckWorker;
 use crate::worker::write::RaftWriter;
 
 /// The shared, read-only environment of a store's actors.
@@ -40,10 +41,15 @@ pub struct StoreContext {
     pub raftlog_gc: RaftLogGcWorker,
     /// Generates, applies and cleans up region snapshots.
     pub region_worker: RegionWorker,
+    /// Measures regions and finds their split keys.
+    pub split_checker: SplitCheckWorker,
     /// The store's snapshot files.
     pub snap_mgr: SnapManager,
     /// The ranges of the store's initialized regions. A `Mutex`: peers
     /// read and update it from their actors; never held across an await.
+    /// Whoever creates a peer (the store actor for a raft message, a peer
+    /// applying a split) holds it from checking that the region has no
+    /// peer to registering the new one, so two creators never race.
     pub store_meta: Mutex<StoreMeta>,
     /// The store's logger (carries `store_id`).
     pub logger: Logger,

@@ -8,15 +8,17 @@
 //!   (TinyKV's `peer_storage_test.go` is ported in `peer_storage_test`),
 //!   including persisting a snapshot's states and its redo record.
 //! - `operation`: proposing commands, applying entries, handling a `Ready`,
-//!   snapshots (the peer's side), log GC, region heartbeats, destroying a
-//!   peer.
+//!   snapshots (the peer's side), log GC, region heartbeats, splitting a
+//!   region, destroying a peer.
 //! - `fsm`: `PeerActor` (with its `PeerMsgHandler`) and `StoreActor`.
-//! - `worker`: the group-commit writer thread, the raft-log GC thread and
-//!   the region worker actor (generates, applies and cleans up snapshots,
-//!   and keeps each peer's snapshot generation state).
+//! - `worker`: the group-commit writer thread, the raft-log GC thread, the
+//!   split-check thread (measures regions, finds split keys) and the region
+//!   worker actor (generates, applies and cleans up snapshots, and keeps
+//!   each peer's snapshot generation state).
 //! - `store`: starting and stopping a store (and finishing a snapshot apply
 //!   a crash interrupted).
-//! - `store_meta`: the key ranges of the store's regions.
+//! - `store_meta`: the store's initialized regions and their key ranges;
+//!   its lock also serializes creating peers.
 //! - `bootstrap`: a new store's identity and a cluster's first region.
 //! - `snap`: the snapshot manager: snapshot files, building, verifying and
 //!   ingesting, chunked transfer.

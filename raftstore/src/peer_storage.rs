@@ -91,6 +91,14 @@ impl PeerStorage {
         let initialized = !region.peers.is_empty();
         let raft_state =
             match engine.get_msg_cf::<RaftLocalState>(CF_RAFT, &keys::raft_state_key(region_id))? {
+                // An initialized region over a log-less raft state: a split
+                // created the region while an uninitialized peer of it ran
+                // here, and that peer wrote its hard state after the split's
+                // (or the split kept it). Its vote stands; the log is the
+                // split's initial one.
+                Some(state) if initialized && state.last_index == 0 => {
+                    split_raft_state(state.hard_state)
+                }
                 Some(state) => state,
                 None if initialized => init_raft_state(),
                 None => RaftLocalState::default(),
@@ -407,6 +415,21 @@ pub fn init_raft_state() -> RaftLocalState {
         last_index: RAFT_INIT_LOG_INDEX,
         last_term: RAFT_INIT_LOG_TERM,
     }
+}
+
+/// The raft state of a region a split creates on this store: the initial
+/// one, except that a term and vote an uninitialized peer of the region
+/// cast here before the split applied are kept (a vote must never be lost,
+/// or this store could vote twice in one term).
+pub fn split_raft_state(existing: Option<HardState>) -> RaftLocalState {
+    let mut state = init_raft_state();
+    if let (Some(existing), Some(hs)) = (existing, state.hard_state.as_mut())
+        && existing.term > hs.term
+    {
+        hs.term = existing.term;
+        hs.vote = existing.vote;
+    }
+    state
 }
 
 /// The apply state of a freshly bootstrapped region.

@@ -21,6 +21,12 @@ pub trait SchedulerReporter: Send + Sync + 'static {
     fn region_heartbeat(&self, request: RegionHeartbeatRequest);
     /// The store's statistics.
     fn store_heartbeat(&self, stats: StoreStats);
+    /// Asks for the ids of a split of `region` (as its leader `leader` saw
+    /// it when its data was checked) at `split_key`. The answer goes to the
+    /// region's peer on the leader's store as `PeerMsg::SplitIds`, carrying
+    /// `split_key` and the region's epoch back; a refusal or a failed call
+    /// is dropped (logged), and the next split check asks again.
+    fn ask_split(&self, region: metapb::Region, split_key: Vec<u8>, leader: metapb::Peer);
 }
 
 /// For a store run without a placement driver: reports go nowhere.
@@ -30,6 +36,7 @@ pub struct NoScheduler;
 impl SchedulerReporter for NoScheduler {
     fn region_heartbeat(&self, _: RegionHeartbeatRequest) {}
     fn store_heartbeat(&self, _: StoreStats) {}
+    fn ask_split(&self, _: metapb::Region, _: Vec<u8>, _: metapb::Peer) {}
 }
 
 /// The admin command that carries out an operator from a heartbeat
@@ -77,6 +84,7 @@ pub fn region_heartbeat_request(
     pending_peers: Vec<metapb::Peer>,
     down_peers: Vec<DownPeer>,
     approximate_size: u64,
+    approximate_keys: u64,
 ) -> RegionHeartbeatRequest {
     RegionHeartbeatRequest {
         header: None,
@@ -86,7 +94,7 @@ pub fn region_heartbeat_request(
         approximate_size,
         term,
         down_peers,
-        approximate_keys: 0,
+        approximate_keys,
     }
 }
 
@@ -107,12 +115,13 @@ mod tests {
             peer: Some(follower),
             down_seconds: 400,
         }];
-        let req = region_heartbeat_request(&region, leader, 9, vec![follower], down.clone(), 64);
+        let req = region_heartbeat_request(&region, leader, 9, vec![follower], down.clone(), 64, 3);
         assert_eq!(req.region.as_ref(), Some(&region));
         assert_eq!(req.leader, Some(leader));
         assert_eq!(req.term, 9);
         assert_eq!(req.pending_peers, vec![follower]);
         assert_eq!(req.down_peers, down);
         assert_eq!(req.approximate_size, 64);
+        assert_eq!(req.approximate_keys, 3);
     }
 }

@@ -37,6 +37,7 @@ use crate::transport::Transport;
 use crate::worker::WorkerThread;
 use crate::worker::raftlog_gc::RaftLogGcWorker;
 use crate::worker::region::{RegionWorker, RegionWorkerStopper};
+use crate::worker::split_check::{SplitCheckWorker, SplitSizes};
 use crate::worker::write::RaftWriter;
 
 /// A running store.
@@ -80,9 +81,16 @@ impl Store {
         let (raftlog_gc, raftlog_gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;
         let router = Router::new(cfg.mailbox_limit);
+        let sizes = SplitSizes {
+            max_size: cfg.region_max_size,
+            split_size: cfg.region_split_size,
+        };
+        let (split_checker, split_check_thread) =
+            SplitCheckWorker::start(engine.clone(), router.clone(), sizes, &logger)
+                .map_err(io_error("start the split checker"))?;
         let (region_worker, region_stopper) =
             RegionWorker::start(engine.clone(), snap_mgr.clone(), router.clone(), &logger);
-        let workers = vec![writer_thread, raftlog_gc_thread];
+        let workers = vec![writer_thread, raftlog_gc_thread, split_check_thread];
         let (released_tx, released) = tokio::sync::mpsc::channel(1);
         let ctx = Arc::new(StoreContext {
             store_id,
@@ -94,6 +102,7 @@ impl Store {
             writer,
             raftlog_gc,
             region_worker,
+            split_checker,
             snap_mgr,
             store_meta: Mutex::new(StoreMeta::default()),
             logger,
@@ -143,7 +152,7 @@ impl Store {
                 warn!(ctx.logger, "region lists no peer on this store"; "region_id" => region.id);
                 continue;
             };
-            spawn_peer(&ctx, region, meta)?;
+            spawn_peer(&ctx, &mut ctx.store_meta(), region, meta, false)?;
             count += 1;
         }
         info!(ctx.logger, "store started"; "regions" => count);

@@ -17,7 +17,8 @@ mod router;
 
 pub use crate::callback::{Callback, CallbackReceiver, CmdResponse, ReadSnapshot};
 pub use crate::msg::{
-    PeerMsg, PeerStopReason, PeerTick, RaftCommand, SnapshotStatus, StoreMsg, StoreTick,
+    PeerMsg, PeerStopReason, PeerTick, RaftCommand, SnapshotStatus, SplitCheckResult, SplitIds,
+    StoreMsg, StoreTick,
 };
 pub use crate::router::{MailboxHandle, MailboxLoad, PeerMailbox, Router, RouterError};
 

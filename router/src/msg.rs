@@ -16,6 +16,7 @@
 //! never proposed); every other kind concerned only that actor incarnation
 //! and is dropped with it (a raft message is droppable anyway).
 
+use kvproto::metapb;
 use kvproto::raft_cmdpb::RaftCmdRequest;
 use kvproto::raft_serverpb::RaftMessage;
 
@@ -61,6 +62,36 @@ pub enum SnapshotStatus {
     Failure,
 }
 
+/// What the split checker found scanning a region's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitCheckResult {
+    /// The region's epoch when the check was scheduled: a split key found
+    /// for another epoch (the range may have changed) is not used.
+    pub epoch: metapb::RegionEpoch,
+    /// Bytes of keys and values in the region's default CF.
+    pub approximate_size: u64,
+    /// Keys in the region's default CF.
+    pub approximate_keys: u64,
+    /// Where to split (a user key strictly inside the region), when the
+    /// region is larger than the split limit.
+    pub split_key: Option<Vec<u8>>,
+}
+
+/// The scheduler's answer to a leader's split request: the ids the new
+/// region and its peers get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitIds {
+    /// The user key the new region starts at.
+    pub split_key: Vec<u8>,
+    /// The region's epoch the split was asked for.
+    pub epoch: metapb::RegionEpoch,
+    /// The new region's id.
+    pub new_region_id: u64,
+    /// The new region's peer ids, one per peer of the region, in the order
+    /// of its peers.
+    pub new_peer_ids: Vec<u64>,
+}
+
 /// A message for a region peer's actor.
 #[derive(Debug)]
 pub enum PeerMsg {
@@ -81,6 +112,23 @@ pub enum PeerMsg {
     /// peer's snapshot source: followers waiting for one can be sent it now.
     /// Must-deliver (but losing it only delays them to the next probe).
     SnapshotGenerated,
+    /// The split checker's findings. Must-deliver (losing it only delays
+    /// a split to the next check).
+    SplitCheckResult(Box<SplitCheckResult>),
+    /// Ids for a split this peer asked the scheduler for: propose it.
+    /// Must-deliver (losing it only delays a split to the next check).
+    SplitIds(Box<SplitIds>),
+    /// A split on this store created this peer's region, initialized, while
+    /// this peer ran uninitialized (created by a message from the new
+    /// region's leader): load the persisted region and state and go on as
+    /// the split-born peer, keeping the vote this peer cast.
+    /// Must-deliver.
+    SplitInit {
+        /// The new region, as the split wrote it.
+        region: Box<metapb::Region>,
+        /// Whether to campaign at once (the splitting peer led its region).
+        campaign: bool,
+    },
 }
 
 impl PeerMsg {

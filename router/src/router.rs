@@ -43,7 +43,7 @@
 //!   dead actor is meaningless.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use kameo::actor::Recipient;
@@ -283,6 +283,10 @@ struct RouterInner {
     peers: RwLock<HashMap<u64, PeerMailbox>>,
     /// The store actor, set once it starts. Same locking reasons.
     store: RwLock<Option<StoreMailbox>>,
+    /// Set by `close_all` (the store is stopping): `try_register` refuses
+    /// from then on. Written and read with `peers`' write lock held, so a
+    /// registration is either drained by `close_all` or refused.
+    closed: AtomicBool,
     /// Counted messages an actor may have queued before more are dropped or refused.
     mailbox_limit: usize,
 }
@@ -295,6 +299,7 @@ impl Router {
             inner: Arc::new(RouterInner {
                 peers: RwLock::new(HashMap::new()),
                 store: RwLock::new(None),
+                closed: AtomicBool::new(false),
                 mailbox_limit: mailbox_limit.max(1),
             }),
         }
@@ -307,6 +312,19 @@ impl Router {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(region_id, mailbox);
+    }
+
+    /// Routes `region_id` to `mailbox`, replacing any earlier one, unless
+    /// `close_all` ran: then the mailbox comes back, for the caller to stop
+    /// its actor. A peer that creates another (a split) registers it this
+    /// way, so no actor is left running behind a stopping store.
+    pub fn try_register(&self, region_id: u64, mailbox: PeerMailbox) -> Result<(), PeerMailbox> {
+        let mut peers = self.inner.peers.write().unwrap_or_else(|e| e.into_inner());
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(mailbox);
+        }
+        peers.insert(region_id, mailbox);
+        Ok(())
     }
 
     /// Stops routing to `region_id` if its entry is still the one of
@@ -325,10 +343,12 @@ impl Router {
 
     /// Removes and closes every peer mailbox, and returns their actors for
     /// the caller to stop (when stopping a store). Every message accepted
-    /// before is in an actor's queue; every later one is handed back.
+    /// before is in an actor's queue; every later one is handed back, and
+    /// `try_register` refuses from now on.
     pub fn close_all(&self) -> Vec<Recipient<PeerMsg>> {
         let mailboxes: Vec<PeerMailbox> = {
             let mut peers = self.inner.peers.write().unwrap_or_else(|e| e.into_inner());
+            self.inner.closed.store(true, Ordering::SeqCst);
             peers.drain().map(|(_, mailbox)| mailbox).collect()
         };
         mailboxes

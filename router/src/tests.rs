@@ -471,3 +471,21 @@ async fn the_store_mailbox_bounds_raft_messages_for_unknown_regions() {
         .send_raft_message(raft_message(9))
         .expect("room after draining");
 }
+
+/// Once a stopping store closed every entry, a peer created afterwards (a
+/// split applying as the store stops) is refused and handed back, so its
+/// creator stops it instead of leaving it running unseen.
+#[tokio::test]
+async fn try_register_is_refused_after_close_all() {
+    let router = Router::new(4);
+    let first = spawn_peer(&router, 1, false);
+    let late = spawn_peer(&Router::new(4), 2, false);
+    let mailbox = PeerMailbox::new(late.actor.clone().recipient(), late.load.clone());
+    assert!(router.try_register(2, mailbox.clone()).is_ok());
+    assert!(router.has_region(2));
+    let closed = router.close_all();
+    assert_eq!(closed.len(), 2);
+    assert!(router.try_register(2, mailbox).is_err());
+    assert!(!router.has_region(2) && !router.has_region(1));
+    drop(first);
+}

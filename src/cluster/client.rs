@@ -17,6 +17,7 @@
 //! | `NotLeader` without one, `StaleCommand`, `RegionNotFound`, no answer | the next store, after the back-off |
 //! | `ServerIsBusy` | the same peer (it leads, it is only loaded), after the back-off or the `backoff_ms` it asks for, whichever is longer |
 //! | `EpochNotMatch` | the same peer with the newer epoch the error carries, after the back-off |
+//! | `KeyNotInRegion` (from [`Client::put`]) | the region the scheduler says holds the key, after the back-off |
 //! | any other error | none: the answer is returned, a retry cannot fix it |
 //!
 //! Every attempt and every wait is bounded by the call's deadline.
@@ -265,40 +266,57 @@ impl<'c> Client<'c> {
     }
 
     /// Puts `key` = `value` in the default CF through the leader of the
-    /// region holding `key`, retrying until `timeout`. Returns the attempts
-    /// retried, by reason.
+    /// region holding `key`, retrying until `timeout`; when the region it
+    /// tried no longer holds the key (it split), the client learns the
+    /// region that does and tries there. Returns the attempts retried, by
+    /// reason.
     pub fn put(
         &self,
         key: Vec<u8>,
         value: Vec<u8>,
         timeout: Duration,
     ) -> Result<Retries, ClusterError> {
-        let region = self.cluster.region_for_key(&key).ok_or_else(|| TimedOut {
-            timeout,
-            retries: Retries::default(),
-            last: "no region known: the cluster is not started".to_owned(),
-        })?;
-        let request = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: region.id,
-                region_epoch: region.region_epoch,
-                ..Default::default()
-            }),
-            requests: vec![Request {
-                cmd_type: CmdType::Put as i32,
-                put: Some(PutRequest {
-                    cf: CF_DEFAULT.to_owned(),
-                    key,
-                    value,
+        let deadline = Instant::now() + timeout;
+        let mut retries = Retries::default();
+        loop {
+            let region = self.cluster.region_for_key(&key).ok_or_else(|| TimedOut {
+                timeout,
+                retries,
+                last: "no region known: the cluster is not started".to_owned(),
+            })?;
+            let request = RaftCmdRequest {
+                header: Some(RaftRequestHeader {
+                    region_id: region.id,
+                    region_epoch: region.region_epoch,
+                    ..Default::default()
                 }),
-                ..Default::default()
-            }],
-            admin_request: None,
-        };
-        let answer = self.call_on_leader(request, timeout)?;
-        match answer.response.region_error() {
-            None => Ok(answer.retries),
-            Some(error) => Err(ClusterError::Failed(Box::new(error.clone()))),
+                requests: vec![Request {
+                    cmd_type: CmdType::Put as i32,
+                    put: Some(PutRequest {
+                        cf: CF_DEFAULT.to_owned(),
+                        key: key.clone(),
+                        value: value.clone(),
+                    }),
+                    ..Default::default()
+                }],
+                admin_request: None,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = self.call_on_leader(request, left).map_err(|mut e| {
+                e.timeout = timeout;
+                e.retries.add(&retries);
+                e
+            })?;
+            retries.add(&answer.retries);
+            match answer.response.region_error() {
+                None => return Ok(retries),
+                Some(error) if error.key_not_in_region.is_some() && Instant::now() < deadline => {
+                    retries.other += 1;
+                    self.cluster.refresh_region_for_key(&key);
+                    self.back_off(RETRY_BACKOFF, deadline);
+                }
+                Some(error) => return Err(ClusterError::Failed(Box::new(error.clone()))),
+            }
         }
     }
 }

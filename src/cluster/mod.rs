@@ -256,7 +256,11 @@ impl Cluster {
                 engine,
                 snap_mgr.clone(),
                 transport,
-                Arc::new(scheduler::Reporter(Arc::clone(&self.scheduler))),
+                Arc::new(scheduler::Reporter::new(
+                    Arc::clone(&self.scheduler),
+                    Arc::clone(&self.net),
+                    &self.opts.logger,
+                )),
                 &self.opts.logger,
             )?
         };
@@ -396,15 +400,37 @@ impl Cluster {
         Ok((start.elapsed(), leader))
     }
 
-    /// The region containing `key`, as clients last saw it.
+    /// The region containing `key`, as clients last saw it. Once regions
+    /// split, an entry may be stale and overlap newer ones until a client
+    /// learns better; among the regions covering `key` the one with the
+    /// highest version (the latest split) wins: a region split off another
+    /// has a higher version than the parent had before that split.
     pub fn region_for_key(&self, key: &[u8]) -> Option<metapb::Region> {
         self.read_regions()
             .values()
-            .find(|r| {
+            .filter(|r| {
                 key >= r.start_key.as_slice()
                     && (r.end_key.is_empty() || key < r.end_key.as_slice())
             })
+            .max_by_key(|r| {
+                let epoch = r.region_epoch.unwrap_or_default();
+                (epoch.version, epoch.conf_ver)
+            })
             .cloned()
+    }
+
+    /// Asks the scheduler which region holds `key` and records it (if its
+    /// epoch is newer than the one known): what a client does when the
+    /// region it tried no longer holds the key.
+    pub fn refresh_region_for_key(&self, key: &[u8]) -> Option<metapb::Region> {
+        let (region, leader) = self.scheduler.get_region(key).ok()?;
+        self.note_region(&region);
+        if let Some(leader) = leader
+            && self.leader(region.id).is_none()
+        {
+            self.note_leader(region.id, leader);
+        }
+        Some(region)
     }
 
     /// Region `region_id` as clients last saw it.

@@ -28,6 +28,9 @@
 //! raft-log-gc-count-limit = 10000
 //! raft-log-gc-size-limit = 67108864
 //! max-value-size = 8388608
+//! region-max-size = 150994944          # split a region past this many bytes
+//! region-split-size = 100663296        # ... at the key where this many are passed
+//! split-region-check-tick-interval = 100   # raft ticks between split checks
 //!
 //! [server]
 //! max-message-size = 16777216        # largest gRPC message, bytes
@@ -200,6 +203,9 @@ struct RaftstoreKeys {
     log_gc_count_limit: Option<u64>,
     log_gc_size_limit: Option<u64>,
     max_value_size: Option<u64>,
+    region_max_size: Option<u64>,
+    region_split_size: Option<u64>,
+    split_check_ticks: Option<u64>,
 }
 
 fn string_value(key: &str, value: toml::Value) -> Result<String, ConfigError> {
@@ -280,13 +286,17 @@ impl FileConfig {
                             "raft-log-gc-count-limit" => &mut rs.log_gc_count_limit,
                             "raft-log-gc-size-limit" => &mut rs.log_gc_size_limit,
                             "max-value-size" => &mut rs.max_value_size,
+                            "region-max-size" => &mut rs.region_max_size,
+                            "region-split-size" => &mut rs.region_split_size,
+                            "split-region-check-tick-interval" => &mut rs.split_check_ticks,
                             _ => {
                                 return Err(config_error(
                                     &full,
                                     "unknown key (known: raft-base-tick-interval-ms, \
                                      raft-heartbeat-ticks, raft-election-timeout-ticks, \
                                      raft-log-gc-tick-ticks, raft-log-gc-count-limit, \
-                                     raft-log-gc-size-limit, max-value-size)",
+                                     raft-log-gc-size-limit, max-value-size, region-max-size, \
+                                     region-split-size, split-region-check-tick-interval)",
                                 ));
                             }
                         };
@@ -459,6 +469,25 @@ impl ServerConfig {
         }
         if let Some(n) = rs.log_gc_size_limit {
             cfg.raft_log_gc_size_limit = n;
+        }
+        if let Some(n) = rs.region_max_size {
+            cfg.region_max_size = n;
+        }
+        if let Some(n) = rs.region_split_size {
+            cfg.region_split_size = n;
+        }
+        if cfg.region_split_size > cfg.region_max_size {
+            return Err(config_error(
+                "raftstore.region-split-size",
+                format!(
+                    "{} must not exceed region-max-size ({})",
+                    cfg.region_split_size, cfg.region_max_size
+                ),
+            ));
+        }
+        if let Some(n) = rs.split_check_ticks {
+            cfg.split_region_check_tick_interval =
+                to_usize("raftstore.split-region-check-tick-interval", n)?;
         }
         let sv = &file.server;
         if let Some(n) = sv.max_message_size {
@@ -668,6 +697,27 @@ mod tests {
         );
         let err = FileConfig::parse("[transport]\nspeed = 1\n").expect_err("unknown");
         assert!(err.to_string().contains("transport.speed"), "{err}");
+    }
+
+    #[test]
+    fn test_split_sizes_come_from_the_file() {
+        let file = FileConfig::parse(
+            "[raftstore]\nregion-max-size = 4000\nregion-split-size = 3000\n\
+             split-region-check-tick-interval = 7\n",
+        )
+        .expect("valid");
+        let config = ServerConfig::resolve(Flags::default(), file).expect("resolves");
+        assert_eq!(config.node.raftstore.region_max_size, 4000);
+        assert_eq!(config.node.raftstore.region_split_size, 3000);
+        assert_eq!(config.node.raftstore.split_region_check_tick_interval, 7);
+        let inverted =
+            FileConfig::parse("[raftstore]\nregion-max-size = 10\nregion-split-size = 20\n")
+                .expect("valid");
+        must_config_error(
+            ServerConfig::resolve(Flags::default(), inverted),
+            "raftstore.region-split-size",
+            "must not exceed",
+        );
     }
 
     #[test]

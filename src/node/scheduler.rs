@@ -15,6 +15,11 @@
 //! command sent to the store's router; nobody waits for its answer, and a
 //! refused one is dropped, since the scheduler repeats an operator until a
 //! heartbeat shows it done.
+//!
+//! A split request (`ask_split`) is a unary `AskSplit` call on a task of its
+//! own; its answer goes to the asking peer as `PeerMsg::SplitIds`. A failed
+//! call is dropped (logged): the leader's next split check asks again. At
+//! most `MAX_SPLIT_ASKS` calls run at once; more are dropped the same way.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,13 +27,14 @@ use std::time::Duration;
 use kvproto::metapb;
 use kvproto::schedulerpb::scheduler_client::SchedulerClient;
 use kvproto::schedulerpb::{
-    AllocIdRequest, BootstrapRequest, ErrorType, GetMembersRequest, GetRegionRequest,
-    GetStoreRequest, IsBootstrappedRequest, PutStoreRequest, RegionHeartbeatRequest,
-    RegionHeartbeatResponse, RequestHeader, ResponseHeader, StoreHeartbeatRequest, StoreStats,
+    AllocIdRequest, AskSplitRequest, BootstrapRequest, ErrorType, GetMembersRequest,
+    GetRegionRequest, GetStoreRequest, IsBootstrappedRequest, PutStoreRequest,
+    RegionHeartbeatRequest, RegionHeartbeatResponse, RequestHeader, ResponseHeader,
+    StoreHeartbeatRequest, StoreStats,
 };
 use raftstore::SchedulerReporter;
 use raftstore::scheduler::operator_command;
-use router::{Callback, RaftCommand, Router};
+use router::{Callback, PeerMsg, RaftCommand, Router, SplitIds};
 use slog::{Logger, debug, info, warn};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -44,6 +50,10 @@ const REGION_HEARTBEAT_STREAM_QUEUE: usize = 64;
 /// The shortest and longest wait before re-opening the heartbeat stream.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// `AskSplit` calls in flight at most; a leader asks again at its next check.
+const MAX_SPLIT_ASKS: usize = 16;
+/// How long one `AskSplit` call may take.
+const ASK_SPLIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A gRPC client of the scheduler, bound to its cluster. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -272,7 +282,7 @@ impl RemoteScheduler {
         let region_task = runtime.spawn(region_heartbeat_loop(
             self.clone(),
             regions_rx,
-            router,
+            Arc::clone(&router),
             logger.clone(),
         ));
         let store_task = runtime.spawn(store_heartbeat_loop(
@@ -284,7 +294,86 @@ impl RemoteScheduler {
             regions,
             stores,
             tasks: vec![region_task.abort_handle(), store_task.abort_handle()],
+            splits: SplitAsker {
+                scheduler: self.clone(),
+                router,
+                runtime: runtime.clone(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_SPLIT_ASKS)),
+                logger: logger.clone(),
+            },
         }
+    }
+
+    /// Fresh ids for a split of `region`.
+    pub async fn ask_split(&self, region: metapb::Region) -> Result<(u64, Vec<u64>), NodeError> {
+        let resp = self
+            .client
+            .clone()
+            .ask_split(AskSplitRequest {
+                header: self.header(),
+                region: Some(region),
+            })
+            .await
+            .map_err(|e| scheduler_error("AskSplit", e))?
+            .into_inner();
+        check("AskSplit", resp.header.as_ref())?;
+        if resp.new_region_id == 0 {
+            return Err(scheduler_error("AskSplit", "the answer names region 0"));
+        }
+        Ok((resp.new_region_id, resp.new_peer_ids))
+    }
+}
+
+/// Runs `AskSplit` calls for a [`RemoteReporter`] (see the module docs).
+#[derive(Debug)]
+struct SplitAsker {
+    scheduler: RemoteScheduler,
+    router: Arc<OnceLock<Router>>,
+    runtime: Handle,
+    /// Bounds the calls in flight.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    logger: Logger,
+}
+
+impl SplitAsker {
+    fn ask(&self, region: metapb::Region, split_key: Vec<u8>, leader: metapb::Peer) {
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            debug!(self.logger, "too many split asks in flight, dropped"; "region_id" => region.id);
+            return;
+        };
+        let scheduler = self.scheduler.clone();
+        let router = Arc::clone(&self.router);
+        let logger = self.logger.clone();
+        self.runtime.spawn(async move {
+            let _permit = permit;
+            let region_id = region.id;
+            let epoch = region.region_epoch.unwrap_or_default();
+            let asked = tokio::time::timeout(ASK_SPLIT_TIMEOUT, scheduler.ask_split(region)).await;
+            let (new_region_id, new_peer_ids) = match asked {
+                Ok(Ok(ids)) => ids,
+                Ok(Err(e)) => {
+                    warn!(logger, "ask split failed"; "region_id" => region_id, "err" => %e);
+                    return;
+                }
+                Err(_) => {
+                    warn!(logger, "ask split timed out"; "region_id" => region_id);
+                    return;
+                }
+            };
+            let Some(router) = router.get() else {
+                return;
+            };
+            debug!(logger, "split ids from the scheduler"; "region_id" => region_id,
+                "new_region_id" => new_region_id, "leader" => leader.id);
+            let msg = PeerMsg::SplitIds(Box::new(SplitIds {
+                split_key,
+                epoch,
+                new_region_id,
+                new_peer_ids,
+            }));
+            // A peer gone meanwhile has no use for it.
+            let _ = router.send(region_id, msg);
+        });
     }
 }
 
@@ -294,6 +383,7 @@ pub struct RemoteReporter {
     regions: mpsc::Sender<RegionHeartbeatRequest>,
     stores: mpsc::Sender<StoreStats>,
     tasks: Vec<tokio::task::AbortHandle>,
+    splits: SplitAsker,
 }
 
 impl RemoteReporter {
@@ -313,6 +403,10 @@ impl SchedulerReporter for RemoteReporter {
 
     fn store_heartbeat(&self, stats: StoreStats) {
         let _ = self.stores.try_send(stats);
+    }
+
+    fn ask_split(&self, region: metapb::Region, split_key: Vec<u8>, leader: metapb::Peer) {
+        self.splits.ask(region, split_key, leader);
     }
 }
 
@@ -413,5 +507,88 @@ async fn store_heartbeat_loop(
             }
             Err(e) => warn!(logger, "store heartbeat failed"; "err" => %e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kvproto::kvrpcpb::{Context, RawPutRequest};
+    use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
+    use scheduler_stub::{MemoryScheduler, SchedulerClient as _, SchedulerService};
+    use slog::o;
+    use tempfile::TempDir;
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::node::{Node, NodeConfig};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A node whose regions split past 200 bytes splits its first region
+    /// through the scheduler's `AskSplit` over gRPC: the ids come back to
+    /// the leader, which proposes the split, and the new region's leader
+    /// reports it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_splits_a_region_through_ask_split() {
+        let logger = Logger::root(slog::Discard, o!());
+        let dir = TempDir::new().expect("temp dir");
+        let inner =
+            Arc::new(MemoryScheduler::open(&dir.path().join("sched"), &logger).expect("scheduler"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let service = SchedulerService::new(Arc::clone(&inner), format!("http://{addr}"), &logger);
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(scheduler_stub::serve(listener, service, async {
+            let _ = stopped.await;
+        }));
+
+        let mut cfg = NodeConfig::new(
+            addr.to_string(),
+            "127.0.0.1:0".to_owned(),
+            dir.path().join("node"),
+        );
+        cfg.raftstore = raftstore::Config::for_tests().with_small_regions(200, 100);
+        cfg.connect_deadline = Some(DEADLINE);
+        let node = Node::start(cfg, &logger).await.expect("node starts");
+        let mut kv = TinyKvClient::connect(format!("http://{}", node.local_addr()))
+            .await
+            .expect("connect to the node");
+
+        let deadline = Instant::now() + DEADLINE;
+        let mut i = 0;
+        loop {
+            let regions: Vec<u64> = [&b""[..], b"k99"]
+                .iter()
+                .filter_map(|key| inner.get_region(key).ok().map(|(r, _)| r.id))
+                .collect();
+            if regions.len() == 2 && regions[0] != regions[1] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no split reported: {regions:?}");
+            // Into the first region, whichever epoch it is at now.
+            if let Ok((region, _)) = inner.get_region(b"") {
+                let peer = region.peers.first().copied();
+                let put = RawPutRequest {
+                    context: Some(Context {
+                        region_id: region.id,
+                        region_epoch: region.region_epoch,
+                        peer,
+                        ..Default::default()
+                    }),
+                    key: format!("k{i:02}").into_bytes(),
+                    value: vec![b'v'; 20],
+                    cf: String::new(),
+                };
+                // Refused while there is no leader or the region just split:
+                // the next round routes again.
+                let _ = kv.raw_put(put).await;
+                i = (i + 1) % 100;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        node.stop().await;
     }
 }

@@ -41,7 +41,7 @@ use kameo::error::{ActorStopReason, Infallible, PanicError};
 use kameo::message::{BoxMessage, Context, Message};
 use kvproto::raft_serverpb::RaftMessage;
 use router::{MailboxHandle, PeerMsg, PeerStopReason, PeerTick, StoreMsg};
-use slog::{debug, error};
+use slog::{debug, error, info};
 use tokio::task::JoinHandle;
 
 use crate::context::StoreContext;
@@ -128,7 +128,12 @@ impl PeerActor {
             PeerMsg::RaftMessage(_)
             | PeerMsg::Tick(_)
             | PeerMsg::SnapshotStatus { .. }
-            | PeerMsg::SnapshotGenerated => true,
+            | PeerMsg::SnapshotGenerated
+            | PeerMsg::SplitCheckResult(_)
+            | PeerMsg::SplitIds(_) => true,
+            // The split wrote the region's state: if this incarnation failed,
+            // the store recreates the peer from it.
+            PeerMsg::SplitInit { .. } => true,
         }
     }
 }
@@ -163,8 +168,28 @@ impl<'a> PeerMsgHandler<'a> {
                 self.on_snapshot_status(to_peer_id, status)
             }
             PeerMsg::SnapshotGenerated => self.peer.on_snapshot_generated(),
+            PeerMsg::SplitCheckResult(result) => self.peer.on_split_check_result(self.ctx, *result),
+            PeerMsg::SplitIds(ids) => self.peer.on_split_ids(*ids),
+            PeerMsg::SplitInit { region, campaign } => self.on_split_init(*region, campaign),
         }
         Flow::Continue
+    }
+
+    /// Becomes the peer a split created, if this one is still waiting
+    /// uninitialized (`Peer::split_init`).
+    fn on_split_init(&mut self, region: kvproto::metapb::Region, campaign: bool) {
+        match self.peer.split_init(self.ctx, region, campaign) {
+            Ok(Some(mut peer)) => {
+                info!(self.peer.logger, "initialized by a split"; "peer_id" => peer.peer_id(),
+                    "term" => peer.term());
+                peer.maybe_campaign();
+                // An uninitialized peer proposes nothing; kept total anyway.
+                self.peer.fail_proposals(&Error::StaleCommand);
+                *self.peer = peer;
+            }
+            Ok(None) => {}
+            Err(e) => error!(self.peer.logger, "cannot take the split's state"; "err" => %e),
+        }
     }
 
     fn on_snapshot_status(&mut self, to_peer_id: u64, status: router::SnapshotStatus) {
@@ -208,10 +233,14 @@ impl<'a> PeerMsgHandler<'a> {
                 if self.peer.ticks.is_multiple_of(heartbeat_every) {
                     self.peer.heartbeat_scheduler(self.ctx);
                 }
+                let split_check_every = self.ctx.cfg.split_region_check_tick_interval.max(1) as u64;
+                if self.peer.ticks.is_multiple_of(split_check_every) {
+                    self.peer.on_split_region_check_tick(self.ctx);
+                }
             }
             PeerTick::RaftLogGc => self.peer.on_raft_log_gc_tick(self.ctx),
             PeerTick::SchedulerHeartbeat => self.peer.heartbeat_scheduler(self.ctx),
-            PeerTick::SplitCheck => {}
+            PeerTick::SplitCheck => self.peer.on_split_region_check_tick(self.ctx),
         }
     }
 }

@@ -41,10 +41,11 @@ use storage::keys;
 use tokio::task::JoinHandle;
 
 use crate::context::StoreContext;
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 use crate::fsm::peer::PeerActor;
 use crate::fsm::tick_loop;
 use crate::peer::Peer;
+use crate::store_meta::StoreMeta;
 use crate::worker::region::RegionTask;
 
 /// How many times a region's peer is recreated within `RESTART_WINDOW`
@@ -180,7 +181,17 @@ impl StoreActor {
     fn on_raft_message(&mut self, msg: Box<RaftMessage>) {
         let region_id = msg.region_id;
         if !self.ctx.router.has_region(region_id) {
-            match self.maybe_create_peer(&msg) {
+            // Held from the check to the registration: a peer applying a
+            // split creates peers under the same lock (`operation/split.rs`).
+            let ctx = Arc::clone(&self.ctx);
+            let mut meta = ctx.store_meta();
+            let created = if ctx.router.has_region(region_id) {
+                Ok(true)
+            } else {
+                self.maybe_create_peer(&mut meta, &msg)
+            };
+            drop(meta);
+            match created {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
@@ -197,8 +208,9 @@ impl StoreActor {
     /// Creates a peer for the region `msg` is addressed to: from its
     /// persisted state if the store holds the region (its peer stopped), or
     /// empty if the message is one a leader sends a brand-new member.
-    /// Returns whether a peer now runs.
-    fn maybe_create_peer(&mut self, msg: &RaftMessage) -> Result<bool> {
+    /// Returns whether a peer now runs. The caller holds the store meta
+    /// (`meta`) locked.
+    fn maybe_create_peer(&mut self, meta: &mut StoreMeta, msg: &RaftMessage) -> Result<bool> {
         let region_id = msg.region_id;
         let Some(to_peer) = msg.to_peer else {
             return Ok(false);
@@ -212,20 +224,24 @@ impl StoreActor {
         let local = self.region_state(region_id)?;
         if let Some(local) = &local {
             match local.state() {
-                PeerState::Normal => return self.maybe_restart_peer(region_id, local),
+                PeerState::Normal => return self.maybe_restart_peer(meta, region_id, local),
                 PeerState::Applying => {
                     debug!(self.ctx.logger, "dropped a message for a region left applying";
                         "region_id" => region_id);
                     return Ok(false);
                 }
                 PeerState::Tombstone => {
-                    let local_conf_ver = local
+                    let local_epoch = local
                         .region
                         .as_ref()
                         .and_then(|r| r.region_epoch)
-                        .map_or(0, |e| e.conf_ver);
-                    let msg_conf_ver = msg.region_epoch.map_or(0, |e| e.conf_ver);
-                    if msg_conf_ver <= local_conf_ver {
+                        .unwrap_or_default();
+                    let msg_epoch = msg.region_epoch.unwrap_or_default();
+                    // Only a newer membership can have added this store
+                    // again; an older range (version) is stale as well.
+                    if msg_epoch.conf_ver <= local_epoch.conf_ver
+                        || msg_epoch.version < local_epoch.version
+                    {
                         debug!(self.ctx.logger, "dropped a message for a destroyed peer"; "region_id" => region_id);
                         return Ok(false);
                     }
@@ -241,12 +257,27 @@ impl StoreActor {
                 "msg" => ?message.msg_type());
             return Ok(false);
         }
+        // A region whose range this store still serves under another region
+        // is one split off a region here whose split this store has not
+        // applied yet: applying it creates the peer, initialized. An empty
+        // peer now would only wait for a snapshot the overlap refuses.
+        let range = metapb::Region {
+            id: region_id,
+            start_key: msg.start_key.clone(),
+            end_key: msg.end_key.clone(),
+            ..Default::default()
+        };
+        if let Some(other) = meta.overlapping(&range) {
+            debug!(self.ctx.logger, "dropped a message for a region overlapping another";
+                "region_id" => region_id, "other_region" => other);
+            return Ok(false);
+        }
         let region = metapb::Region {
             id: region_id,
             ..Default::default()
         };
         info!(self.ctx.logger, "creating peer for a new member"; "region_id" => region_id, "peer_id" => to_peer.id);
-        spawn_peer(&self.ctx, region, to_peer)?;
+        spawn_peer(&self.ctx, meta, region, to_peer, false)?;
         Ok(true)
     }
 
@@ -262,18 +293,20 @@ impl StoreActor {
                     "peer_id" => peer_id, "err" => %e);
             }
         }
-        if self.ctx.router.has_region(region_id) {
+        let ctx = Arc::clone(&self.ctx);
+        let mut meta = ctx.store_meta();
+        if ctx.router.has_region(region_id) {
             // A newer incarnation runs already (created for a message).
             return;
         }
         let result = self.region_state(region_id).and_then(|local| match local {
             Some(local) if local.state() == PeerState::Normal => {
-                self.maybe_restart_peer(region_id, &local)
+                self.maybe_restart_peer(&mut meta, region_id, &local)
             }
             Some(local) if local.state() == PeerState::Tombstone => {
                 // Destroyed, though it could not finish (it failed or
                 // panicked after writing its tombstone): its range is free.
-                self.ctx.store_meta().remove(region_id);
+                meta.remove(region_id);
                 info!(self.ctx.logger, "stopped peer stays destroyed"; "region_id" => region_id);
                 Ok(false)
             }
@@ -288,7 +321,13 @@ impl StoreActor {
 
     /// Recreates the peer of `region_id` from its persisted `Normal` state,
     /// unless it was recreated too often lately. Returns whether it runs.
-    fn maybe_restart_peer(&mut self, region_id: u64, local: &RegionLocalState) -> Result<bool> {
+    /// The caller holds the store meta (`meta`) locked.
+    fn maybe_restart_peer(
+        &mut self,
+        meta: &mut StoreMeta,
+        region_id: u64,
+        local: &RegionLocalState,
+    ) -> Result<bool> {
         let now = Instant::now();
         let recent = self.restarts.entry(region_id).or_default();
         while recent
@@ -303,7 +342,7 @@ impl StoreActor {
             return Ok(false);
         }
         let region = local.region.clone().unwrap_or_default();
-        let Some(meta) = region
+        let Some(peer) = region
             .peers
             .iter()
             .find(|p| p.store_id == self.ctx.store_id)
@@ -318,8 +357,8 @@ impl StoreActor {
                 "region_id" => region_id);
         }
         info!(self.ctx.logger, "recreating a stopped peer from its persisted state";
-            "region_id" => region_id, "peer_id" => meta.id);
-        spawn_peer(&self.ctx, region, meta)?;
+            "region_id" => region_id, "peer_id" => peer.id);
+        spawn_peer(&self.ctx, meta, region, peer, false)?;
         Ok(true)
     }
 
@@ -332,15 +371,20 @@ impl StoreActor {
 }
 
 /// Creates the peer `meta` of `region` from the store's engine, spawns its
-/// actor and routes the region to it.
+/// actor and routes the region to it; it campaigns as it starts if
+/// `campaign` is set. The caller holds the store meta (`store_meta`)
+/// locked from checking that no peer of the region runs until this
+/// returns, so two creators never race.
 pub fn spawn_peer(
     ctx: &Arc<StoreContext>,
+    store_meta: &mut StoreMeta,
     region: metapb::Region,
     meta: metapb::Peer,
+    campaign: bool,
 ) -> Result<()> {
     let region_id = region.id;
     let region_is_empty = region.peers.is_empty();
-    let peer = Peer::new(
+    let mut peer = Peer::new(
         &ctx.cfg,
         ctx.engine.clone(),
         region,
@@ -348,8 +392,9 @@ pub fn spawn_peer(
         ctx.snapshot_source(region_id),
         &ctx.logger,
     )?;
+    peer.campaign_on_start = campaign;
     if !region_is_empty {
-        ctx.store_meta().set_region(peer.region());
+        store_meta.set_region(peer.region());
     }
     let mailbox = MailboxHandle::new();
     // Unbounded, as the router expects: it bounds the droppable and refusable
@@ -361,8 +406,19 @@ pub fn spawn_peer(
         PeerActor::new(peer, Arc::clone(ctx), mailbox.clone()),
         mailbox::unbounded(),
     );
-    ctx.router
-        .register(region_id, PeerMailbox::new(actor.recipient(), mailbox));
+    if ctx
+        .router
+        .try_register(
+            region_id,
+            PeerMailbox::new(actor.clone().recipient(), mailbox),
+        )
+        .is_err()
+    {
+        // The store is stopping and killed the actors it had: this one
+        // would be left running, holding the engine open.
+        actor.kill();
+        return Err(Error::Stopped);
+    }
     Ok(())
 }
 

@@ -10,8 +10,8 @@
 //!    before a read executes.
 //! 3. The batch is written (not synced: the entries are durable in the raft
 //!    log already, and a crash re-applies them from there).
-//! 4. Results that change the peer (membership, log truncation) are handed
-//!    back as `ExecResult`s; callbacks are answered last.
+//! 4. Results that change the peer (membership, log truncation, a split)
+//!    are handed back as `ExecResult`s; callbacks are answered last.
 //!
 //! A command whose epoch or keys no longer fit the region at apply time
 //! (the region changed after it was proposed) fails as a whole, writing nothing.
@@ -35,6 +35,8 @@ use crate::errors::{Error, Result};
 use crate::operation::command::{
     DataRequest, check_command_kind, check_region_epoch, parse_requests,
 };
+use std::sync::Arc;
+
 use crate::operation::log_gc::check_compact_log;
 use crate::operation::ready::RaftOp;
 use crate::peer::Peer;
@@ -55,24 +57,33 @@ pub enum ExecResult {
         /// The new truncated index.
         truncated_index: u64,
     },
+    /// The region split (`operation/split.rs`).
+    SplitRegion {
+        /// This peer's region after the split: the left half.
+        derived: metapb::Region,
+        /// The new region, the right half; `None` when this store keeps a
+        /// record of that region already (a tombstone of an earlier peer),
+        /// so no peer of it is created here.
+        new_region: Option<metapb::Region>,
+    },
 }
 
 /// The state one round of applying works on.
-struct ApplyBatch {
-    wb: WriteBatch,
-    apply_state: RaftApplyState,
-    region: metapb::Region,
-    results: Vec<ExecResult>,
+pub(crate) struct ApplyBatch {
+    pub(crate) wb: WriteBatch,
+    pub(crate) apply_state: RaftApplyState,
+    pub(crate) region: metapb::Region,
+    pub(crate) results: Vec<ExecResult>,
 }
 
-fn header(term: u64) -> RaftResponseHeader {
+pub(crate) fn header(term: u64) -> RaftResponseHeader {
     RaftResponseHeader {
         current_term: term,
         ..Default::default()
     }
 }
 
-fn error_response(e: &Error, term: u64) -> CmdResponse {
+pub(crate) fn error_response(e: &Error, term: u64) -> CmdResponse {
     let mut resp = CmdResponse::from_error(e.to_region_error());
     if let Some(h) = resp.response.header.as_mut() {
         h.current_term = term;
@@ -82,7 +93,11 @@ fn error_response(e: &Error, term: u64) -> CmdResponse {
 
 impl Peer {
     /// Applies `entries` (committed, in order) and answers their proposals.
-    pub async fn apply_committed(&mut self, ctx: &StoreContext, entries: Vec<Entry>) -> Result<()> {
+    pub async fn apply_committed(
+        &mut self,
+        ctx: &Arc<StoreContext>,
+        entries: Vec<Entry>,
+    ) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -157,11 +172,13 @@ impl Peer {
         if let Err(e) =
             check_command_kind(&req).and_then(|()| check_region_epoch(&req, &batch.region))
         {
+            let e = self.with_split_siblings(ctx, batch, e);
             return Ok(error_response(&e, entry.term));
         }
         if let Some(admin) = &req.admin_request {
             return Ok(match admin.cmd_type() {
                 AdminCmdType::CompactLog => self.apply_compact_log(batch, &req, entry.term),
+                AdminCmdType::Split => self.apply_split(ctx, batch, &req, entry.term)?,
                 other => error_response(
                     &Error::InvalidRequest(format!(
                         "admin command {other:?} cannot be applied as a normal entry"
@@ -186,10 +203,12 @@ impl Peer {
             match request {
                 DataRequest::Put { cf, key, value } => {
                     batch.wb.put_cf(cf, &keys::data_key(key), value)?;
+                    self.size_diff_hint += (key.len() + value.len()) as u64;
                     resp.put = Some(PutResponse {});
                 }
                 DataRequest::Delete { cf, key } => {
                     batch.wb.delete_cf(cf, &keys::data_key(key))?;
+                    self.size_diff_hint += key.len() as u64;
                     resp.delete = Some(DeleteResponse {});
                 }
                 DataRequest::Get { cf, key } => {
@@ -372,12 +391,13 @@ impl Peer {
     }
 
     /// Installs what applying decided.
-    fn on_exec_result(&mut self, ctx: &StoreContext, result: ExecResult) {
+    fn on_exec_result(&mut self, ctx: &Arc<StoreContext>, result: ExecResult) {
         match result {
             ExecResult::ChangePeer { cc, region } => {
                 for p in &region.peers {
                     self.peer_cache.insert(p.id, *p);
                 }
+                ctx.store_meta().set_region(&region);
                 self.raft_group.store_mut().set_region(region);
                 // Into the node after `advance()` (operation/ready.rs).
                 self.raft_ops.push(RaftOp::ApplyConfChange(cc.clone()));
@@ -390,6 +410,10 @@ impl Peer {
             ExecResult::CompactLog { truncated_index } => {
                 self.schedule_log_gc(ctx, truncated_index);
             }
+            ExecResult::SplitRegion {
+                derived,
+                new_region,
+            } => self.on_split_applied(ctx, derived, new_region),
         }
     }
 }

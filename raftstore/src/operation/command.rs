@@ -17,6 +17,7 @@ use storage::is_data_cf;
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
+use crate::operation::split::add_regions;
 use crate::peer::{Peer, Proposal};
 
 /// Which epoch fields a command depends on (TinyKV's rules): data commands
@@ -232,7 +233,11 @@ impl Peer {
         }
         check_command_kind(req)?;
         check_client_admin(req)?;
-        check_region_epoch(req, self.region())?;
+        check_region_epoch(req, self.region()).map_err(|e| {
+            // After a split, name the region the keys went to as well.
+            let sibling = ctx.store_meta().right_sibling(self.region());
+            add_regions(e, sibling)
+        })?;
         parse_requests(req, self.region(), Some(ctx.cfg.max_value_size)).map(|_| ())
     }
 

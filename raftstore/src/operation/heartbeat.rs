@@ -94,7 +94,13 @@ impl Peer {
             ctx.cfg.max_peer_down_duration,
         );
         ctx.scheduler.region_heartbeat(region_heartbeat_request(
-            &region, self.meta, term, pending, down, 0,
+            &region,
+            self.meta,
+            term,
+            pending,
+            down,
+            self.approximate_size.unwrap_or(0),
+            self.approximate_keys.unwrap_or(0),
         ));
     }
 }

@@ -8,3 +8,4 @@ pub mod log_gc;
 pub mod raft_message;
 pub mod ready;
 pub mod snapshot;
+pub mod split;

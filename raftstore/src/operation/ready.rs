@@ -11,6 +11,8 @@
 //! work that produces (a new leader's messages, a retried probe) is handled
 //! in another round at once, not when the next mailbox message comes.
 
+use std::sync::Arc;
+
 use kvproto::eraftpb::{ConfChange, Message, MessageType};
 use kvproto::raft_serverpb::RaftMessage;
 use raft::StateRole;
@@ -41,7 +43,7 @@ pub(crate) enum RaftOp {
 impl Peer {
     /// Processes everything Raft has ready. On a disk error the peer cannot
     /// go on safely: the error is returned and the caller stops the peer.
-    pub async fn handle_ready(&mut self, ctx: &StoreContext) -> Result<()> {
+    pub async fn handle_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
         for _ in 0..MAX_READY_ROUNDS {
             if self.stopped || !self.raft_group.has_ready() {
                 break;
@@ -66,7 +68,7 @@ impl Peer {
         }
     }
 
-    async fn handle_one_ready(&mut self, ctx: &StoreContext) -> Result<()> {
+    async fn handle_one_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
         let rd = self.raft_group.ready();
 
         // 1. Persist the snapshot, entries and hard state, synced.
@@ -117,6 +119,11 @@ impl Peer {
             to_peer: Some(to_peer),
             message: Some(msg),
             region_epoch: self.region().region_epoch,
+            // The range lets a store that lacks this region tell whether it
+            // still serves the range under another one (a split it has not
+            // applied yet), before it creates a peer (`fsm/store.rs`).
+            start_key: self.region().start_key.clone(),
+            end_key: self.region().end_key.clone(),
             ..Default::default()
         };
         let is_snapshot = raft_msg

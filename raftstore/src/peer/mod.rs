@@ -51,6 +51,19 @@ pub struct Peer {
     /// Calls into the raft node decided while handling a Ready, made after
     /// its `advance()`. Invariant: empty outside `handle_ready`.
     pub(crate) raft_ops: Vec<RaftOp>,
+    /// The region's data size (bytes of keys and values) and key count as
+    /// the split checker last measured them; `None` until it has, and again
+    /// after the region split.
+    pub(crate) approximate_size: Option<u64>,
+    /// See `approximate_size`.
+    pub(crate) approximate_keys: Option<u64>,
+    /// Bytes written to the region (keys and values) since the last split
+    /// check was scheduled: TinyKV's hint for whether another is worth it.
+    pub(crate) size_diff_hint: u64,
+    /// Campaign as soon as the actor starts: set on a peer born from a
+    /// split its region's leader applied, so the new region gets a leader
+    /// without waiting an election timeout.
+    pub(crate) campaign_on_start: bool,
     /// Set once this peer was removed from its region: destroy after this Ready.
     pub(crate) pending_remove: bool,
     /// Set once destroyed: nothing more is processed.
@@ -97,6 +110,10 @@ impl Peer {
             approximate_log_size: 0,
             last_compacted_index: 0,
             raft_ops: Vec::new(),
+            approximate_size: None,
+            approximate_keys: None,
+            size_diff_hint: 0,
+            campaign_on_start: false,
             pending_remove: false,
             stopped: false,
             peer_liveness: PeerLiveness::default(),
@@ -130,11 +147,13 @@ impl Peer {
         self.raft_group.raft().term()
     }
 
-    /// A single-member region needs no votes: campaign at once instead of
-    /// waiting an election timeout.
+    /// A single-member region needs no votes, and a peer born from its
+    /// leader's split is the natural leader of the new region: either
+    /// campaigns at once instead of waiting an election timeout.
     pub fn maybe_campaign(&mut self) {
         let region = self.region();
-        if region.peers.len() == 1 && region.peers[0].id == self.meta.id {
+        let alone = region.peers.len() == 1 && region.peers[0].id == self.meta.id;
+        if alone || std::mem::take(&mut self.campaign_on_start) {
             let _ = self.raft_group.campaign();
         }
     }

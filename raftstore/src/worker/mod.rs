@@ -1,5 +1,6 @@
-//! Background work off the peers' hot path: the group-commit writer and
-//! the raft-log GC on threads fed by channels, and the region worker actor.
+//! Background work off the peers' hot path: the group-commit writer, the
+//! raft-log GC and the split checker on threads fed by channels, and the
+//! region worker actor.
 //!
 //! A worker thread holds a handle to the engine, and ends once every sender
 //! feeding it is dropped. The store keeps each thread's `WorkerThread` and
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 pub mod raftlog_gc;
 pub mod region;
+pub mod split_check;
 pub mod write;
 
 /// A running worker thread, to join when the store stops.

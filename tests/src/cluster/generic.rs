@@ -67,7 +67,15 @@ pub struct GenericTestOptions {
     /// With `unreliable`, the share of messages dropped, in percent (TinyKV's
     /// `DropFilter` drops 10%).
     pub drop_percent: u32,
+    /// Split regions small (TinyKV's `split`: a region splits past
+    /// `SPLIT_REGION_MAX_SIZE` bytes), so clients work across many regions.
+    pub split: bool,
 }
+
+/// With `split`, regions split once past this many bytes (TinyKV's 300)...
+pub const SPLIT_REGION_MAX_SIZE: u64 = 300;
+/// ... at the key where this many are passed (TinyKV's 200).
+pub const SPLIT_REGION_SPLIT_SIZE: u64 = 200;
 
 impl Default for GenericTestOptions {
     fn default() -> Self {
@@ -81,6 +89,7 @@ impl Default for GenericTestOptions {
             rounds: 3,
             client_duration: Duration::from_millis(800),
             drop_percent: 10,
+            split: false,
         }
     }
 }
@@ -360,6 +369,9 @@ pub fn run_generic_test(name: &str, opts: &GenericTestOptions) {
             cfg.raft_log_gc_count_limit = u64::MAX;
             cfg.raft_log_gc_size_limit = u64::MAX;
         }
+    }
+    if opts.split {
+        cfg = cfg.with_small_regions(SPLIT_REGION_MAX_SIZE, SPLIT_REGION_SPLIT_SIZE);
     }
     let election_timeout = cfg.raft_base_tick_interval * cfg.raft_election_timeout_ticks as u32;
     let cluster = Cluster::new(opts.stores, cfg, name);

@@ -27,7 +27,7 @@ use kvproto::raft_cmdpb::{
 use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState, RegionLocalState};
 use raftstore::Config;
 use router::CmdResponse;
-use scheduler_stub::MemoryScheduler;
+use scheduler_stub::{MemoryScheduler, SchedulerClient};
 use slog::{Drain, Logger, o};
 use storage::{CF_DEFAULT, Engine, keys};
 use tinykv::cluster::ClusterOptions;
@@ -142,14 +142,53 @@ impl Cluster {
         self.inner.clear_filters();
     }
 
-    /// The region containing `key` as last seen.
+    /// The region containing `key`: the newest of what clients last saw
+    /// and what the scheduler knows (regions split while tests run, and
+    /// either view may lag).
+    ///
+    /// Right after a split, neither view may cover `key` yet (the client
+    /// learned the narrowed region, the new one has not reported): then it
+    /// waits for the scheduler to learn it.
     ///
     /// # Panics
-    /// Before the cluster has started (no region is known).
+    /// If no region covering `key` is known within 15 s (before the cluster
+    /// has started, none is).
     pub fn region_for_key(&self, key: &[u8]) -> metapb::Region {
-        self.inner
-            .region_for_key(key)
-            .expect("some region covers every key once the cluster started")
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.inner.refresh_region_for_key(key);
+            if let Some(region) = self.inner.region_for_key(key) {
+                return region;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no region covering key {:?} is known",
+                key.escape_ascii().to_string()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Region `region_id` as clients last saw it, or as the scheduler
+    /// knows it if that is newer.
+    pub fn region(&self, region_id: u64) -> Option<metapb::Region> {
+        let reported = self
+            .scheduler()
+            .get_region_by_id(region_id)
+            .ok()
+            .flatten()
+            .map(|(region, _)| region);
+        let seen = self.inner.region(region_id);
+        match (seen, reported) {
+            (Some(a), Some(b)) => {
+                let version = |r: &metapb::Region| {
+                    let e = r.region_epoch.unwrap_or_default();
+                    (e.version, e.conf_ver)
+                };
+                Some(if version(&b) > version(&a) { b } else { a })
+            }
+            (a, b) => a.or(b),
+        }
     }
 
     /// Sends `request` to the peer it names and waits up to `timeout` for
@@ -294,22 +333,44 @@ impl Cluster {
     }
 
     /// The values of the default CF for keys in `[start, end)` (empty `end`:
-    /// no bound), read from a linearizable snapshot of each region.
+    /// no bound), read from a linearizable snapshot of each region, region
+    /// after region.
+    ///
+    /// A `Snap` names no key, so the store cannot refuse one sent to a
+    /// region that no longer holds the key the scan is at (it split, and
+    /// the client retried with the region's new epoch): such an answer is
+    /// dropped and the key routed again.
+    ///
+    /// # Panics
+    /// If no region holding the scan's position answers within 15 s.
     pub fn scan(&self, start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
         let mut values = Vec::new();
         let mut key = start.to_vec();
+        let mut deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let req = Request {
                 cmd_type: CmdType::Snap as i32,
                 snap: Some(SnapRequest {}),
                 ..Default::default()
             };
-            let resp = self.request(&key, vec![req], Duration::from_secs(15));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let resp = self.request(&key, vec![req], left.max(Duration::from_millis(1)));
             let region = resp.response.responses[0]
                 .snap
                 .clone()
                 .and_then(|s| s.region)
                 .expect("a snap response names its region");
+            let holds_key = key.as_slice() >= region.start_key.as_slice()
+                && (region.end_key.is_empty() || key.as_slice() < region.end_key.as_slice());
+            if !holds_key {
+                assert!(
+                    Instant::now() < deadline,
+                    "scan at key {:?}: no region holding it answered; last: {region:?}",
+                    key.escape_ascii().to_string()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             let reader = resp
                 .snapshot
                 .and_then(|s| s.downcast::<raftstore::RegionSnapshot>().ok())
@@ -327,6 +388,7 @@ impl Cluster {
                 return values;
             }
             key = region.end_key.clone();
+            deadline = Instant::now() + Duration::from_secs(15);
         }
     }
 
