@@ -51,6 +51,8 @@ use crate::errors::{Error, Result};
 pub(crate) const STATE_FILE: &str = "scheduler.state";
 /// Where a new state is written before it replaces the old one.
 const TMP_FILE: &str = "scheduler.state.tmp";
+/// The file whose `flock` marks the data dir as in use.
+const LOCK_FILE: &str = "LOCK";
 /// Identifies the file as ours.
 const MAGIC: &[u8; 8] = b"TKVSCHED";
 /// The only format version so far.
@@ -87,9 +89,41 @@ pub(crate) struct PersistedState {
 }
 
 /// The state file of one data dir.
+///
+/// Invariant: while a `StateFile` lives, its process holds an exclusive
+/// `flock` on the dir's `LOCK` file, so two schedulers never write one
+/// state file (the second refuses to start). The OS drops the lock with the
+/// process, however it ends.
 #[derive(Debug)]
 pub(crate) struct StateFile {
     dir: PathBuf,
+    _lock: fs::File,
+}
+
+/// Takes the data dir's lock, failing at once if another process holds it.
+fn lock_dir(dir: &Path) -> Result<fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let path = dir.join(LOCK_FILE);
+    let refused = |reason: String| Error::State {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| refused(format!("cannot open the lock file: {e}")))?;
+    // SAFETY: `flock` takes a descriptor we own for the call's duration.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(refused(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            "the data dir is in use by another running scheduler".to_owned()
+        } else {
+            format!("cannot lock the data dir: {e}")
+        }));
+    }
+    Ok(file)
 }
 
 impl StateFile {
@@ -104,6 +138,7 @@ impl StateFile {
         fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create the data dir", e))?;
         let file = StateFile {
             dir: dir.to_path_buf(),
+            _lock: lock_dir(dir)?,
         };
         let tmp = dir.join(TMP_FILE);
         match fs::remove_file(&tmp) {
@@ -257,9 +292,20 @@ mod tests {
         let mut later = state.clone();
         later.id_end = 2000;
         file.save(&later).unwrap();
+        drop(file); // a restart: the old process is gone
         let (_, loaded) = StateFile::open(dir.path()).unwrap();
         assert_eq!(loaded, Some(later));
         assert!(!dir.path().join(TMP_FILE).exists());
+    }
+
+    #[test]
+    fn test_a_data_dir_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = StateFile::open(dir.path()).unwrap();
+        let err = StateFile::open(dir.path()).expect_err("a second scheduler on the dir");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        StateFile::open(dir.path()).expect("free again once the first is gone");
     }
 
     #[test]
@@ -270,6 +316,7 @@ mod tests {
         file.save(&state).unwrap();
         // A crash while writing the next state leaves a partial temp file.
         fs::write(dir.path().join(TMP_FILE), &encode(&state).unwrap()[..10]).unwrap();
+        drop(file);
         let (_, loaded) = StateFile::open(dir.path()).unwrap();
         assert_eq!(loaded, Some(state));
         assert!(!dir.path().join(TMP_FILE).exists(), "leftover removed");
