@@ -204,9 +204,12 @@ impl Cluster {
                 other => last = other.map(|r| r.response),
             }
         }
+        let region_id = self.region_for_key(key).id;
         panic!(
-            "request on key {:?} timed out; last answer: {last:?}",
-            key.escape_ascii().to_string()
+            "request on key {:?} timed out; last answer: {last:?}; region {region_id}'s \
+             replicas:\n{}",
+            key.escape_ascii().to_string(),
+            self.describe_replicas(region_id)
         );
     }
 

@@ -76,7 +76,7 @@ impl Cluster {
     /// If the region does not have the peer after [`OPERATOR_TIMEOUT`].
     pub fn must_add_peer(&self, region_id: u64, peer: metapb::Peer) {
         self.scheduler().add_peer(region_id, peer);
-        self.wait_for_region(region_id, &format!("peer {peer:?} added"), |region, _| {
+        self.wait_for_region(region_id, &format!("adding peer {peer:?}"), |region, _| {
             region.peers.contains(&peer)
         });
     }
@@ -91,7 +91,7 @@ impl Cluster {
     pub fn must_remove_peer(&self, region_id: u64, peer: metapb::Peer) {
         self.wait_for_region(
             region_id,
-            &format!("peer {peer:?} removed"),
+            &format!("removing peer {peer:?}"),
             |region, leader| {
                 if !region.peers.iter().any(|p| p.id == peer.id) {
                     return true;
@@ -129,9 +129,44 @@ impl Cluster {
         self.scheduler().transfer_leader(region_id, peer);
         self.wait_for_region(
             region_id,
-            &format!("leadership moved to {peer:?}"),
+            &format!("moving leadership to {peer:?}"),
             |_, leader| leader == Some(peer),
         );
+    }
+
+    /// What every running store persisted of region `region_id`, one line
+    /// each: region state, hard state, last and applied index. For failure
+    /// reports, where logs may be off.
+    pub fn describe_replicas(&self, region_id: u64) -> String {
+        self.store_ids()
+            .into_iter()
+            .map(|store_id| {
+                if self.store_engine(store_id).is_none() {
+                    return format!("  store {store_id}: not running");
+                }
+                let region = self.region_local_state(store_id, region_id).map(|s| {
+                    let r = s.region.clone().unwrap_or_default();
+                    let peers: Vec<_> = r.peers.iter().map(|p| (p.id, p.store_id)).collect();
+                    format!(
+                        "{:?} conf_ver {} peers {peers:?}",
+                        s.state(),
+                        r.region_epoch.unwrap_or_default().conf_ver
+                    )
+                });
+                let raft = self.raft_local_state(store_id, region_id).map(|s| {
+                    let h = s.hard_state.unwrap_or_default();
+                    format!(
+                        "term {} vote {} commit {} last {}",
+                        h.term, h.vote, h.commit, s.last_index
+                    )
+                });
+                let applied = self
+                    .apply_state(store_id, region_id)
+                    .map(|s| s.applied_index);
+                format!("  store {store_id}: region {region:?}; raft {raft:?}; applied {applied:?}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Polls the scheduler's view of region `region_id` until `done` holds.
@@ -151,9 +186,11 @@ impl Cluster {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "region {region_id}: no {what} within {OPERATOR_TIMEOUT:?}; the scheduler \
-                     sees {region:?} led by {leader:?}, operator {:?}",
-                    self.scheduler().operator(region_id)
+                    "region {region_id}: {what} not done within {OPERATOR_TIMEOUT:?}; the \
+                     scheduler sees {region:?} led by {leader:?}, operator {:?}; the stores \
+                     hold:\n{}",
+                    self.scheduler().operator(region_id),
+                    self.describe_replicas(region_id)
                 );
             }
             std::thread::sleep(POLL);
