@@ -8,6 +8,9 @@
 #   scripts/repeat-cluster-tests.sh [N] [extra cargo test args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The generic scenarios run at TinyKV's full load here, never the quick
+# profile meant for local iteration.
+unset GENERIC_QUICK
 
 runs="${1:-10}"
 shift || true

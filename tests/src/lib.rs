@@ -11,9 +11,11 @@
 //!   in-process cluster (`tinykv::cluster`: stores over RocksDB in temp
 //!   dirs, a simulated transport with filters, stop/restart of stores, a
 //!   retrying client) with the `must_*` helpers the scenario suites use;
-//!   `cluster::generic` is TinyKV's `GenericTest` scenario (clients
-//!   appending under partitions, message loss and restarts), run by
-//!   `tests/raftstore_2b.rs`.
+//!   `cluster::operators` scripts membership and leadership changes
+//!   through the in-process scheduler; `cluster::generic` is TinyKV's
+//!   `GenericTest` scenario (clients appending under partitions, message
+//!   loss, conf changes and restarts), run by `tests/raftstore_2b.rs`,
+//!   `raftstore_2c.rs` and `raftstore_3b.rs`.
 
 #![deny(missing_docs)]
 

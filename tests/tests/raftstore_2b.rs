@@ -5,8 +5,9 @@
 //! All but `test_one_partition_2b` run the generic scenario
 //! (`tinykv_tests::cluster::generic`); each names the options TinyKV passes
 //! as flags. Log GC stays off (TinyKV's `maxraftlog = -1`). Clients work
-//! 3 × 0.8 s per test instead of TinyKV's 3 × 5 s, on a clock ten times
-//! faster (10 ms ticks), so a test still sees many elections and partitions.
+//! 3 × 5 s per test, as in TinyKV, on a clock ten times faster (10 ms
+//! ticks, a 100 ms election timeout), so a round sees about 25 partitions or
+//! drop filters; `GENERIC_QUICK=1` shortens the rounds for local iteration.
 
 use std::time::Duration;
 

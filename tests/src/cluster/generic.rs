@@ -1,43 +1,122 @@
 //! The MIT-6.824-style generic scenario (TinyKV `GenericTest`,
 //! `kv/test_raftstore/test_test.go`): clients append to their own keys while
-//! the network drops messages or partitions and stores crash and restart;
-//! afterwards every client's appends must all be there, once each, in order.
+//! the network drops messages or partitions, the scheduler adds and removes
+//! peers, and stores crash and restart; afterwards every client's appends
+//! must all be there, once each, in order.
 //!
-//! One round (TinyKV runs three):
+//! One round (TinyKV runs three), at TinyKV's load and timing:
 //! 1. Every client loops until told to stop. With even odds it appends —
 //!    puts its next key `"{client} {j:08}"` = `"x {client} {j} y"` — or scans
 //!    its keys `[0, j)` and checks that the values, concatenated, are exactly
 //!    its appends so far (a read sees every acknowledged write, nothing else).
-//! 2. With `unreliable` or `partitions`, after a calm spell a chaos thread
-//!    splits the stores into two random groups and/or drops a share of the
-//!    messages, anew every election timeout or so.
-//! 3. After `client_duration` the clients and the chaos stop and the network
-//!    heals, so a request stuck in a minority completes.
-//! 4. With `crash`, every store stops and restarts from its data.
-//! 5. Each client scans its keys, checks them (`check_clnt_appends`), deletes
+//! 2. With `unreliable` or `partitions`, after a calm spell ([`CALM_SPELL`])
+//!    a chaos thread acts once per interval (an election timeout plus up to
+//!    [`CHAOS_JITTER_MS`]): with `partitions` it clears the filters and
+//!    splits the stores into two random groups; with `unreliable` it adds
+//!    one more `DropFilter` (`drop_percent`). Without partitions nothing
+//!    clears the drop filters, so they pile up as in TinyKV: after `k`
+//!    intervals a message survives with probability `(1 - p)^k`.
+//! 3. With `confchange`, after a further [`CONF_CHANGE_CALM`] a conf-change
+//!    thread (TinyKV's `confchanger`) loops: it picks a random region and a
+//!    random store; if the region has a peer there (and another besides) it
+//!    removes it, if not it adds one with a fresh id, through the
+//!    scheduler's operators, waiting for each change; then it pauses up to
+//!    [`CONF_CHANGE_PAUSE_MS`].
+//! 4. `client_duration` after that, clients, chaos and conf changes stop.
+//!    The network heals and gets an election timeout to find a leader, so
+//!    a request stuck in a minority completes; then the clients are joined.
+//! 5. With `confchange`, every store gets a peer of every region again.
+//! 6. With `crash`, every store stops, and an election timeout later all
+//!    restart from their data, in a random order.
+//! 7. Each client scans its keys, checks them (`check_clnt_appends`), deletes
 //!    them, and checks they are gone.
-//! 6. With `max_raft_log`, every store's kept log of every region
+//! 8. With `max_raft_log`, every store's kept log of every region
 //!    (`last_index - truncated_index`, from its engine's `RaftLocalState`
 //!    and `RaftApplyState`, and the entries in its raft CF) must shrink to
-//!    at most twice the limit, with no compacted entry left in the raft CF.
+//!    at most twice the limit, with no compacted entry left in the raft CF,
+//!    within TinyKV's settle time ([`LOG_SETTLE`]).
 //!
-//! Every random choice (client operations, partitions, dropped messages)
-//! comes from one seed, printed when the test fails; `CLUSTER_SEED` replays
-//! it. Thread timing still varies from run to run.
+//! The election timeout is the test config's: `raft_base_tick_interval ×
+//! raft_election_timeout_ticks`. Clients work `client_duration` per round,
+//! 5 s as in TinyKV; `GENERIC_QUICK=1` in the environment shortens it for
+//! local iteration (see [`Profile`]), and nothing else changes.
+//!
+//! Every random choice (client operations, partitions, dropped messages,
+//! conf changes) comes from one seed, printed when the test fails;
+//! `CLUSTER_SEED` replays it. Thread timing still varies from run to run.
 
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kvproto::metapb;
 use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState};
 use raftstore::Config;
 use storage::{CF_DEFAULT, CF_RAFT, keys};
 
 use super::Cluster;
 use super::filter::{DropFilter, PartitionFilter};
+use super::operators::find_peer;
 use crate::raft_sim::rng::SimRng;
+
+/// How long clients work undisturbed before the chaos starts (TinyKV
+/// sleeps 300 ms before `networkchaos`).
+pub const CALM_SPELL: Duration = Duration::from_millis(300);
+
+/// How long after that the conf changes start (TinyKV sleeps 100 ms before
+/// `confchanger`).
+pub const CONF_CHANGE_CALM: Duration = Duration::from_millis(100);
+
+/// The chaos interval is an election timeout plus a random `[0, this)` ms
+/// (TinyKV: `electionTimeout + rand.Int63()%200` ms).
+pub const CHAOS_JITTER_MS: u64 = 200;
+
+/// The conf-change thread pauses a random `[0, this)` ms between changes
+/// (TinyKV `confchanger`: `rand.Int63()%200` ms).
+pub const CONF_CHANGE_PAUSE_MS: u64 = 200;
+
+/// How long stores have, after the last delete, to trim their logs (TinyKV
+/// sleeps one second, then checks once; we check until this deadline).
+pub const LOG_SETTLE: Duration = Duration::from_secs(1);
+
+/// The environment variable that selects [`Profile::Quick`].
+pub const QUICK_ENV: &str = "GENERIC_QUICK";
+
+/// How long clients work per round by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// TinyKV's load: 5 s of client work per round. CI and
+    /// `scripts/repeat-cluster-tests.sh` run this.
+    Full,
+    /// 0.8 s per round, for local iteration (`GENERIC_QUICK=1`). Loss piles
+    /// up less and logs grow less in a round, so it proves less.
+    Quick,
+}
+
+impl Profile {
+    /// `Quick` if `GENERIC_QUICK` is set to anything but empty or `0`.
+    pub fn from_env() -> Profile {
+        Profile::from_value(std::env::var_os(QUICK_ENV).as_deref())
+    }
+
+    fn from_value(value: Option<&OsStr>) -> Profile {
+        match value {
+            Some(v) if !v.is_empty() && v != "0" => Profile::Quick,
+            _ => Profile::Full,
+        }
+    }
+
+    /// Clients' work per round.
+    pub fn client_duration(self) -> Duration {
+        match self {
+            Profile::Full => Duration::from_secs(5),
+            Profile::Quick => Duration::from_millis(800),
+        }
+    }
+}
 
 /// What a generic scenario does. TinyKV passes these as positional flags;
 /// name the ones you want and take the rest from `Default`.
@@ -45,7 +124,9 @@ use crate::raft_sim::rng::SimRng;
 pub struct GenericTestOptions {
     /// Concurrent clients, each appending to its own keys.
     pub clients: usize,
-    /// Drop a share (`drop_percent`) of the raft messages while clients run.
+    /// Drop messages while clients run: one more `DropFilter` of
+    /// `drop_percent` every chaos interval, piling up unless `partitions`
+    /// clears them (TinyKV's `unreliable`).
     pub unreliable: bool,
     /// Stop and restart every store after each round, before the checks.
     pub crash: bool,
@@ -58,14 +139,19 @@ pub struct GenericTestOptions {
     /// the count decides. `None` (TinyKV's `-1`) turns log GC off: both
     /// limits unbounded.
     pub max_raft_log: Option<u64>,
+    /// Add and remove peers at random through the scheduler while clients
+    /// run, and give every store its peers back after each round (TinyKV's
+    /// `confchange`).
+    pub confchange: bool,
     /// Stores in the cluster (5 in TinyKV).
     pub stores: u64,
     /// Rounds (3 in TinyKV).
     pub rounds: usize,
-    /// How long clients run each round (5 s in TinyKV).
+    /// How long clients run each round after the calm spells (5 s in
+    /// TinyKV; the default follows [`Profile::from_env`]).
     pub client_duration: Duration,
-    /// With `unreliable`, the share of messages dropped, in percent (TinyKV's
-    /// `DropFilter` drops 10%).
+    /// With `unreliable`, the share of messages each `DropFilter` drops, in
+    /// percent (TinyKV's `DropFilter` drops 10%).
     pub drop_percent: u32,
     /// Split regions small (TinyKV's `split`: a region splits past
     /// `SPLIT_REGION_MAX_SIZE` bytes), so clients work across many regions.
@@ -85,9 +171,10 @@ impl Default for GenericTestOptions {
             crash: false,
             partitions: false,
             max_raft_log: None,
+            confchange: false,
             stores: 5,
             rounds: 3,
-            client_duration: Duration::from_millis(800),
+            client_duration: Profile::from_env().client_duration(),
             drop_percent: 10,
             split: false,
         }
@@ -205,36 +292,162 @@ fn run_client(
     Ok(j)
 }
 
-/// Repartitions and/or drops messages, anew every election timeout or so,
-/// until `stop` is signalled (or dropped).
+/// What the chaos thread does in one interval (one turn of TinyKV's
+/// `networkchaos` loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChaosStep {
+    /// Remove every filter first. Only a repartition clears: without
+    /// partitions the drop filters pile up.
+    clear: bool,
+    /// The two groups of a new partition.
+    partition: Option<Vec<Vec<u64>>>,
+    /// Add one more `DropFilter`.
+    add_drop: bool,
+    /// How long until the next step.
+    interval: Duration,
+}
+
+/// Plans one chaos step over `store_ids`.
+fn plan_chaos_step(
+    opts: &GenericTestOptions,
+    store_ids: &[u64],
+    rng: &mut SimRng,
+    election_timeout: Duration,
+) -> ChaosStep {
+    let partition = opts.partitions.then(|| {
+        let mut groups = vec![Vec::new(), Vec::new()];
+        for &store_id in store_ids {
+            groups[rng.below(2) as usize].push(store_id);
+        }
+        groups
+    });
+    ChaosStep {
+        clear: opts.partitions,
+        partition,
+        add_drop: opts.unreliable,
+        interval: election_timeout + Duration::from_millis(rng.below(CHAOS_JITTER_MS)),
+    }
+}
+
+/// What the chaos thread did in a round.
+#[derive(Debug, Default, Clone, Copy)]
+struct ChaosReport {
+    /// Steps taken.
+    steps: usize,
+    /// Drop filters in place when it stopped.
+    drop_filters: usize,
+}
+
+/// Repartitions and/or adds drop filters, one step per interval, until
+/// `stop` is signalled (or dropped).
 fn run_chaos(
     cluster: &Cluster,
     opts: &GenericTestOptions,
     mut rng: SimRng,
     election_timeout: Duration,
     stop: &mpsc::Receiver<()>,
-) {
+) -> ChaosReport {
+    let store_ids = cluster.store_ids();
+    let mut report = ChaosReport::default();
     loop {
-        cluster.clear_filters();
-        if opts.partitions {
-            let mut groups = vec![Vec::new(), Vec::new()];
-            for store_id in cluster.store_ids() {
-                groups[rng.below(2) as usize].push(store_id);
-            }
+        let step = plan_chaos_step(opts, &store_ids, &mut rng, election_timeout);
+        if step.clear {
+            cluster.clear_filters();
+            report.drop_filters = 0;
+        }
+        if let Some(groups) = step.partition {
             cluster.add_filter(Arc::new(PartitionFilter::new(groups)));
         }
-        if opts.unreliable {
+        if step.add_drop {
             cluster.add_filter(Arc::new(DropFilter {
                 percent: opts.drop_percent,
             }));
+            report.drop_filters += 1;
         }
-        let spread = election_timeout.as_millis() as u64 * 2;
-        let interval = election_timeout + Duration::from_millis(rng.below(spread + 1));
-        match stop.recv_timeout(interval) {
+        report.steps += 1;
+        match stop.recv_timeout(step.interval) {
             Err(RecvTimeoutError::Timeout) => continue,
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return report,
         }
     }
+}
+
+/// One conf change of TinyKV's `confchanger`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConfChangeStep {
+    /// The region has no peer on this store: add one.
+    Add(u64),
+    /// Remove the region's peer on the chosen store.
+    Remove(metapb::Peer),
+    /// The chosen store holds the region's only peer: leave it.
+    Skip,
+}
+
+/// TinyKV's rule: remove the region's peer on `store_id` if it has one and
+/// another besides, else add one there.
+fn plan_conf_change(region: &metapb::Region, store_id: u64) -> ConfChangeStep {
+    match find_peer(region, store_id) {
+        Some(peer) if region.peers.len() > 1 => ConfChangeStep::Remove(peer),
+        Some(_) => ConfChangeStep::Skip,
+        None => ConfChangeStep::Add(store_id),
+    }
+}
+
+/// What the conf-change thread did in a round.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConfChangeReport {
+    /// Peers added.
+    added: usize,
+    /// Peers removed.
+    removed: usize,
+}
+
+/// Adds and removes peers at random, waiting for each change, until `stop`
+/// is signalled (or dropped). A change under way when the stop comes is
+/// finished first.
+fn run_conf_changer(
+    cluster: &Cluster,
+    mut rng: SimRng,
+    stop: &mpsc::Receiver<()>,
+) -> ConfChangeReport {
+    let store_count = cluster.store_ids().len() as u64;
+    let mut report = ConfChangeReport::default();
+    loop {
+        let regions = cluster.scheduler_regions();
+        let (region, _) = &regions[rng.below(regions.len() as u64) as usize];
+        let store_id = rng.below(store_count) + 1;
+        match plan_conf_change(region, store_id) {
+            ConfChangeStep::Add(store_id) => {
+                cluster.must_add_peer(region.id, cluster.alloc_peer(store_id));
+                report.added += 1;
+            }
+            ConfChangeStep::Remove(peer) => {
+                cluster.must_remove_peer(region.id, peer);
+                report.removed += 1;
+            }
+            ConfChangeStep::Skip => {}
+        }
+        let pause = Duration::from_millis(rng.below(CONF_CHANGE_PAUSE_MS));
+        match stop.recv_timeout(pause) {
+            Err(RecvTimeoutError::Timeout) => continue,
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return report,
+        }
+    }
+}
+
+/// Gives every store a peer of every region again, one change at a time.
+/// Returns how many peers were added.
+fn restore_peers(cluster: &Cluster) -> usize {
+    let mut added = 0;
+    for (region, _) in cluster.scheduler_regions() {
+        for store_id in cluster.store_ids() {
+            if find_peer(&region, store_id).is_none() {
+                cluster.must_add_peer(region.id, cluster.alloc_peer(store_id));
+                added += 1;
+            }
+        }
+    }
+    added
 }
 
 /// What one store keeps of one region's log, read from its engine.
@@ -381,7 +594,7 @@ pub fn run_generic_test(name: &str, opts: &GenericTestOptions) {
     for round in 0..opts.rounds {
         let done = AtomicBool::new(false);
         let round_start = Instant::now();
-        let counts: Vec<usize> = thread::scope(|s| {
+        let (counts, chaos, changes) = thread::scope(|s| {
             let clients: Vec<_> = (0..opts.clients)
                 .map(|client| {
                     let client_rng = SimRng::new(rng.fork());
@@ -391,7 +604,7 @@ pub fn run_generic_test(name: &str, opts: &GenericTestOptions) {
                 .collect();
             let chaos = (opts.unreliable || opts.partitions).then(|| {
                 // Let the clients work undisturbed for a while first.
-                thread::sleep(opts.client_duration / 8);
+                thread::sleep(CALM_SPELL);
                 let (stop_tx, stop_rx) = mpsc::channel();
                 let chaos_rng = SimRng::new(rng.fork());
                 let cluster = &cluster;
@@ -399,15 +612,35 @@ pub fn run_generic_test(name: &str, opts: &GenericTestOptions) {
                     .spawn(move || run_chaos(cluster, opts, chaos_rng, election_timeout, &stop_rx));
                 (stop_tx, handle)
             });
-            thread::sleep(opts.client_duration.saturating_sub(round_start.elapsed()));
+            let changer = opts.confchange.then(|| {
+                thread::sleep(CONF_CHANGE_CALM);
+                let (stop_tx, stop_rx) = mpsc::channel();
+                let changer_rng = SimRng::new(rng.fork());
+                let cluster = &cluster;
+                let handle = s.spawn(move || run_conf_changer(cluster, changer_rng, &stop_rx));
+                (stop_tx, handle)
+            });
+            thread::sleep(opts.client_duration);
+            // Clients, chaos and conf changes are told to stop together.
             done.store(true, Ordering::Release);
-            if let Some((stop_tx, handle)) = chaos {
+            let chaos_stop = chaos.map(|(stop_tx, handle)| {
                 drop(stop_tx);
-                handle.join().expect("chaos thread");
-                // Heal, so that requests stuck in a minority complete.
+                handle
+            });
+            let changer_stop = changer.map(|(stop_tx, handle)| {
+                drop(stop_tx);
+                handle
+            });
+            let chaos = chaos_stop.map(|handle| {
+                let report = handle.join().expect("chaos thread");
+                // Heal, so that requests stuck in a minority complete, and
+                // give the cluster an election timeout to settle on a
+                // leader of a new term, as TinyKV does.
                 cluster.clear_filters();
-            }
-            clients
+                thread::sleep(election_timeout);
+                report
+            });
+            let counts: Vec<usize> = clients
                 .into_iter()
                 .enumerate()
                 .map(|(client, h)| match h.join() {
@@ -415,19 +648,33 @@ pub fn run_generic_test(name: &str, opts: &GenericTestOptions) {
                     Ok(Err(e)) => panic!("{name}, round {round}: {e}"),
                     Err(_) => panic!("{name}, round {round}: client {client} panicked"),
                 })
-                .collect()
+                .collect();
+            let changes = changer_stop.map(|handle| match handle.join() {
+                Ok(report) => report,
+                Err(_) => panic!("{name}, round {round}: the conf-change thread panicked"),
+            });
+            (counts, chaos, changes)
         });
 
         // Shown with the test's output on failure (or with --nocapture).
         eprintln!(
-            "{name}: round {round}: appends per client {counts:?} in {:?}",
+            "{name}: round {round}: appends per client {counts:?} in {:?}; chaos {chaos:?}; \
+             conf changes {changes:?}",
             round_start.elapsed()
         );
+
+        if opts.confchange {
+            let added = restore_peers(&cluster);
+            eprintln!("{name}: round {round}: {added} peers added back");
+        }
 
         if opts.crash {
             for store_id in cluster.store_ids() {
                 cluster.stop_store(store_id);
             }
+            // TinyKV waits an election timeout between stopping and
+            // restarting; the peers' clocks start afresh either way.
+            thread::sleep(election_timeout);
             let mut order = cluster.store_ids();
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i as u64 + 1) as usize);
@@ -458,7 +705,7 @@ pub fn run_generic_test(name: &str, opts: &GenericTestOptions) {
         });
 
         if let Some(max) = opts.max_raft_log {
-            must_trim_logs(&cluster, max, Duration::from_secs(10));
+            must_trim_logs(&cluster, max, LOG_SETTLE);
         }
     }
 }
@@ -486,5 +733,123 @@ mod tests {
         let v = appends(0, &[0, 1]) + &appends(1, &[0]);
         assert!(check_concurrent_appends(&v, &[2, 1]).is_ok());
         assert!(check_concurrent_appends(&v, &[2, 2]).is_err());
+    }
+
+    #[test]
+    fn the_full_profile_is_tinykvs_load_unless_quick_is_asked_for() {
+        assert_eq!(Profile::from_value(None), Profile::Full);
+        assert_eq!(Profile::from_value(Some(OsStr::new(""))), Profile::Full);
+        assert_eq!(Profile::from_value(Some(OsStr::new("0"))), Profile::Full);
+        assert_eq!(Profile::from_value(Some(OsStr::new("1"))), Profile::Quick);
+        assert_eq!(Profile::Full.client_duration(), Duration::from_secs(5));
+        assert!(Profile::Quick.client_duration() < Profile::Full.client_duration());
+    }
+
+    const ELECTION_TIMEOUT: Duration = Duration::from_millis(100);
+    const STORES: [u64; 5] = [1, 2, 3, 4, 5];
+
+    fn assert_interval(step: &ChaosStep) {
+        let max = ELECTION_TIMEOUT + Duration::from_millis(CHAOS_JITTER_MS);
+        assert!(
+            step.interval >= ELECTION_TIMEOUT && step.interval < max,
+            "interval {:?} outside [{ELECTION_TIMEOUT:?}, {max:?})",
+            step.interval
+        );
+    }
+
+    /// TinyKV's `networkchaos` without partitions never clears its drop
+    /// filters: every step adds one more.
+    #[test]
+    fn unreliable_chaos_piles_drop_filters_up() {
+        let opts = GenericTestOptions {
+            unreliable: true,
+            ..Default::default()
+        };
+        let mut rng = SimRng::new(7);
+        for _ in 0..50 {
+            let step = plan_chaos_step(&opts, &STORES, &mut rng, ELECTION_TIMEOUT);
+            assert!(!step.clear, "{step:?}");
+            assert!(step.add_drop, "{step:?}");
+            assert_eq!(step.partition, None);
+            assert_interval(&step);
+        }
+    }
+
+    /// With partitions every step starts from a clean network: a new split
+    /// of all stores into two groups, plus one drop filter if unreliable.
+    #[test]
+    fn partition_chaos_clears_and_splits_every_store() {
+        for unreliable in [false, true] {
+            let opts = GenericTestOptions {
+                partitions: true,
+                unreliable,
+                ..Default::default()
+            };
+            let mut rng = SimRng::new(11);
+            let mut splits = std::collections::HashSet::new();
+            for _ in 0..50 {
+                let step = plan_chaos_step(&opts, &STORES, &mut rng, ELECTION_TIMEOUT);
+                assert!(step.clear, "{step:?}");
+                assert_eq!(step.add_drop, unreliable);
+                assert_interval(&step);
+                let groups = step.partition.expect("a partition every step");
+                assert_eq!(groups.len(), 2);
+                let mut all: Vec<u64> = groups.concat();
+                all.sort_unstable();
+                assert_eq!(all, STORES);
+                splits.insert(groups);
+            }
+            assert!(splits.len() > 5, "the splits vary: {splits:?}");
+        }
+    }
+
+    /// Drop filters in place at once drop independently: after `k` of 10%
+    /// a message survives with probability 0.9^k.
+    #[test]
+    fn stacked_drop_filters_compose() {
+        use tinykv::cluster::filter::Filter;
+        use tinykv::rng::SplitMix64;
+
+        let filter = DropFilter { percent: 10 };
+        let msg = kvproto::raft_serverpb::RaftMessage::default();
+        let mut rng = SplitMix64::new(3);
+        let trials = 100_000;
+        for k in [1, 5, 10, 25] {
+            let passed = (0..trials)
+                .filter(|_| (0..k).all(|_| filter.allow(&msg, &mut rng)))
+                .count();
+            let survival = passed as f64 / trials as f64;
+            let want = 0.9f64.powi(k);
+            assert!(
+                (survival - want).abs() < 0.01,
+                "{k} filters: {survival} of messages passed, want {want}"
+            );
+        }
+    }
+
+    fn region(peers: &[(u64, u64)]) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            peers: peers
+                .iter()
+                .map(|&(id, store_id)| metapb::Peer { id, store_id })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// TinyKV's `confchanger`: remove the peer on the chosen store if there
+    /// is one and it is not the last, else add one there.
+    #[test]
+    fn conf_changes_follow_tinykvs_rule() {
+        let three = region(&[(1, 1), (7, 2), (3, 3)]);
+        assert_eq!(
+            plan_conf_change(&three, 2),
+            ConfChangeStep::Remove(metapb::Peer { id: 7, store_id: 2 })
+        );
+        assert_eq!(plan_conf_change(&three, 4), ConfChangeStep::Add(4));
+        let one = region(&[(7, 2)]);
+        assert_eq!(plan_conf_change(&one, 2), ConfChangeStep::Skip);
+        assert_eq!(plan_conf_change(&one, 1), ConfChangeStep::Add(1));
     }
 }

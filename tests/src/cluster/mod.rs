@@ -11,8 +11,14 @@
 //! condition with a deadline and says what it last saw when it gives up.
 //! [`Cluster::inner`] reaches the shared cluster for what a test needs
 //! unwrapped (one attempt, an answer that is an error).
+//!
+//! Submodules: `operators` adds and removes peers and moves leadership
+//! through the in-process scheduler (TinyKV's `MustAddPeer`,
+//! `MustRemovePeer`, `MustTransferLeader`); `generic` is TinyKV's
+//! `GenericTest` scenario.
 
 pub mod generic;
+pub mod operators;
 
 pub use tinykv::cluster::{CLUSTER_ID, FIRST_REGION_ID, filter};
 
@@ -237,9 +243,12 @@ impl Cluster {
                 other => last = other.map(|r| r.response),
             }
         }
+        let region_id = self.region_for_key(key).id;
         panic!(
-            "request on key {:?} timed out; last answer: {last:?}",
-            key.escape_ascii().to_string()
+            "request on key {:?} timed out; last answer: {last:?}; region {region_id}'s \
+             replicas:\n{}",
+            key.escape_ascii().to_string(),
+            self.describe_replicas(region_id)
         );
     }
 
@@ -408,6 +417,33 @@ impl Cluster {
     /// directly; panics after `timeout` with the last value seen.
     pub fn must_get_none_on_store(&self, store_id: u64, key: &[u8], timeout: Duration) {
         self.must_get_cf_on_store(store_id, CF_DEFAULT, key, None, timeout);
+    }
+
+    /// Waits until store `store_id`'s engine holds `key` = `value` in `cf`,
+    /// read directly (TinyKV `MustGetCfEqual`); panics after `timeout` with
+    /// the last value seen.
+    pub fn must_get_cf_equal_on_store(
+        &self,
+        store_id: u64,
+        cf: &str,
+        key: &[u8],
+        value: &[u8],
+        timeout: Duration,
+    ) {
+        self.must_get_cf_on_store(store_id, cf, key, Some(value), timeout);
+    }
+
+    /// Waits until store `store_id`'s engine has no `key` in `cf`, read
+    /// directly (TinyKV `MustGetCfNone`); panics after `timeout` with the
+    /// last value seen.
+    pub fn must_get_cf_none_on_store(
+        &self,
+        store_id: u64,
+        cf: &str,
+        key: &[u8],
+        timeout: Duration,
+    ) {
+        self.must_get_cf_on_store(store_id, cf, key, None, timeout);
     }
 
     /// Waits until store `store_id`'s engine reads `want` for `key` in `cf`
