@@ -14,6 +14,11 @@
 //! - `test_replicas_of_a_store_stopped_for_good_are_replaced`: a store is
 //!   lost for good; the scheduler replaces every replica it held, as the
 //!   stores themselves then report.
+//! - `test_leader_transfer_to_a_stopped_store_does_not_block_writes`: a
+//!   regression the second scenario found (the balancer moves leaders to a
+//!   store that has just stopped): a leader transfer the scheduler keeps
+//!   repeating towards an unreachable peer must not keep the region from
+//!   taking writes.
 //!
 //! Every wait is on a condition with a deadline; on failure a test prints
 //! its seed (`CLUSTER_SEED` replays the random choices) and the cluster's
