@@ -122,6 +122,16 @@ impl Operator {
         }
     }
 
+    /// The peer the operator needs to answer: the one it adds, or the one
+    /// it makes leader (`None` for a removal).
+    pub(crate) fn target(&self) -> Option<&Peer> {
+        match self {
+            Operator::AddPeer(peer) | Operator::TransferLeader(peer) => Some(peer),
+            Operator::MovePeer { to, .. } => Some(to),
+            Operator::RemovePeer(_) => None,
+        }
+    }
+
     /// Whether the operator only moves the leadership (its timeout is the
     /// short one).
     pub(crate) fn is_leader_only(&self) -> bool {
