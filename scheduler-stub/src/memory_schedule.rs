@@ -8,7 +8,8 @@
 //!  plan (checker/balancer) ──to operator (new peer id)──▶ validate ──▶ installed, deadline set
 //!  installed ──heartbeat──▶ next step in the answer ──▶ … ──▶ finished: dropped
 //!            ├─ deadline passed (heartbeat or periodic pass): dropped, logged
-//!            ├─ step impossible (`OperatorStep::Cancel`): dropped, logged
+//!            ├─ step impossible (`OperatorStep::Cancel`; also when the leader
+//!            │  reports the peer to add or make leader down): dropped, logged
 //!            └─ region replaced by a newer overlapping one: dropped with it
 //! ```
 //!
@@ -319,10 +320,19 @@ impl MemoryScheduler {
         ) else {
             return state.operators.contains_key(&region_id);
         };
-        match scheduled
+        let mut step = scheduled
             .operator
-            .next_step(region, &report.leader, &report.pending)
+            .next_step(region, &report.leader, &report.pending);
+        // A peer its leader reports down cannot catch up or take over: the
+        // operator would only wait for its deadline, holding off the
+        // replica checker, which replaces that peer once this one is gone.
+        if !matches!(step, OperatorStep::Finished | OperatorStep::Cancel(_))
+            && let Some(target) = scheduled.operator.target()
+            && report.down.iter().any(|p| p.id == target.id)
         {
+            step = OperatorStep::Cancel("the leader reports the operator's target peer down");
+        }
+        match step {
             OperatorStep::Finished => {
                 info!(self.logger, "operator finished"; "region_id" => region_id,
                     "operator" => ?scheduled.operator, "source" => scheduled.source);

@@ -255,6 +255,78 @@ fn test_peer_reported_down_by_its_leader_is_replaced() {
 }
 
 #[test]
+fn test_operator_whose_target_is_reported_down_is_cancelled() {
+    // Scheduling off: only the scripted operators, nothing replaces them.
+    let cluster = new_test_cluster(4, ScheduleConfig::default());
+    let (p1, p2, p3) = (peer(11, 1), peer(12, 2), peer(13, 3));
+    let region = new_test_region(1, (b"", b""), 1, &[p1, p2, p3]);
+    let down = |peer: Peer| RegionHeartbeatRequest {
+        region: Some(region.clone()),
+        leader: Some(p1),
+        down_peers: vec![DownPeer {
+            peer: Some(peer),
+            down_seconds: 10,
+        }],
+        ..Default::default()
+    };
+
+    // A transfer to a peer whose store stopped is asked for until the
+    // leader reports the peer down, then dropped.
+    cluster.must_heartbeat(&region, p1, &[]);
+    cluster
+        .scheduler
+        .schedule_operator(1, Operator::TransferLeader(p2))
+        .unwrap();
+    assert!(
+        cluster
+            .must_heartbeat(&region, p1, &[])
+            .transfer_leader
+            .is_some()
+    );
+    let answer = cluster.must_heartbeat_with(down(p2));
+    assert_eq!(answer.transfer_leader, None, "{answer:?}");
+    assert_eq!(cluster.scheduler.operator(1), None);
+
+    // An added peer that went down while catching up: the operator that
+    // waits for it is dropped (the replica checker then removes the
+    // surplus, unhealthy peer).
+    let p4 = peer(14, 4);
+    let grown = new_test_region(1, (b"", b""), 2, &[p1, p2, p3, p4]);
+    cluster.scheduler.add_peer(1, p4);
+    assert_eq!(
+        cluster.must_heartbeat(&grown, p1, &[p4]).change_peer,
+        None,
+        "waits for the new peer to catch up"
+    );
+    assert_eq!(cluster.scheduler.operator(1), Some(Operator::AddPeer(p4)));
+    let answer = cluster.must_heartbeat_with(RegionHeartbeatRequest {
+        region: Some(grown.clone()),
+        leader: Some(p1),
+        pending_peers: vec![p4],
+        down_peers: vec![DownPeer {
+            peer: Some(p4),
+            down_seconds: 10,
+        }],
+        ..Default::default()
+    });
+    assert_eq!(answer.change_peer, None, "{answer:?}");
+    assert_eq!(cluster.scheduler.operator(1), None);
+
+    // A removal names no target: a down peer does not stop it.
+    cluster.scheduler.remove_peer(1, p4);
+    let answer = cluster.must_heartbeat_with(RegionHeartbeatRequest {
+        region: Some(grown),
+        leader: Some(p1),
+        down_peers: vec![DownPeer {
+            peer: Some(p4),
+            down_seconds: 10,
+        }],
+        ..Default::default()
+    });
+    assert_eq!(answer.change_peer, remove_node(p4));
+}
+
+#[test]
 fn test_validation_refusals() {
     let cluster = new_test_cluster(
         4,

@@ -104,19 +104,31 @@ impl Operator {
                     OperatorStep::Cancel("the peer to move left before its replacement came")
                 }
             }
+            // Done once the old peer is gone, whatever the new one does
+            // afterwards: if it falls behind for good (its store failed),
+            // replacing it is the replica checker's job, which an operator
+            // still waiting for it would block until its deadline.
+            Operator::MovePeer { from, .. } if !is_member(from) => OperatorStep::Finished,
             Operator::MovePeer { to, .. } if pending.iter().any(|p| p.id == to.id) => {
                 OperatorStep::Wait
             }
             Operator::MovePeer { from, to } if leader.id == from.id => {
                 OperatorStep::TransferLeader(TransferLeader { peer: Some(*to) })
             }
-            Operator::MovePeer { from, .. } if is_member(from) => {
-                OperatorStep::ChangePeer(ChangePeer {
-                    peer: Some(*from),
-                    change_type: ConfChangeType::RemoveNode as i32,
-                })
-            }
-            Operator::MovePeer { .. } => OperatorStep::Finished,
+            Operator::MovePeer { from, .. } => OperatorStep::ChangePeer(ChangePeer {
+                peer: Some(*from),
+                change_type: ConfChangeType::RemoveNode as i32,
+            }),
+        }
+    }
+
+    /// The peer the operator needs to answer: the one it adds, or the one
+    /// it makes leader (`None` for a removal).
+    pub(crate) fn target(&self) -> Option<&Peer> {
+        match self {
+            Operator::AddPeer(peer) | Operator::TransferLeader(peer) => Some(peer),
+            Operator::MovePeer { to, .. } => Some(to),
+            Operator::RemovePeer(_) => None,
         }
     }
 
@@ -291,6 +303,18 @@ mod tests {
         // The peer to move left before the new one came: nothing to do.
         let step = op.next_step(&new_test_region(&[P2]), &P2, &[]);
         assert!(matches!(step, OperatorStep::Cancel(_)), "{step:?}");
+    }
+
+    #[test]
+    fn test_move_peer_is_finished_once_the_old_peer_left_even_if_the_new_one_lags() {
+        // The new peer caught up, the old one was removed, then the new
+        // one's store failed and its leader reports it pending: the move is
+        // over, so the replica checker is free to replace the lagging peer.
+        let op = Operator::MovePeer { from: P1, to: P3 };
+        assert_eq!(
+            op.next_step(&new_test_region(&[P2, P3]), &P2, &[P3]),
+            OperatorStep::Finished
+        );
     }
 
     #[test]

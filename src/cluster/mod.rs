@@ -15,16 +15,24 @@
 //!   `NotLeader` hints and retries what can be retried, with a back-off.
 //!
 //! Lifecycle: [`Cluster::new`] makes the runtime, the temp dir and the
-//! scheduler; [`Cluster::start`] bootstraps every store with the first
-//! region (a peer on each store, peer id = store id) and starts them; stores
-//! then stop, restart, or are wiped one at a time. Dropping the cluster
-//! stops the stores and removes the data.
+//! scheduler; [`Cluster::bootstrap`] writes every store's ident and the
+//! first region (by default a peer on each store, peer id = store id; with
+//! [`ClusterOptions::bootstrap_single_replica`] one peer, on store 1), and
+//! bootstraps the scheduler; [`Cluster::start`] does that and starts every
+//! store, [`Cluster::start_with`] only the stores named. Stores then start,
+//! stop, restart, or are wiped one at a time. A store registers with the
+//! scheduler (`PutStore`) each time it starts, as a store node does: a
+//! store never started is unknown to the scheduler, so scheduling never
+//! places a peer on it. Dropping the cluster stops the schedule loop and
+//! the stores, and removes the data.
 //!
 //! What differs between users is an option, not a fork: the number of
 //! stores, the raftstore `Config`, the disk the data goes to, the runtime's
-//! threads, the network's seed and the logger ([`ClusterOptions`]). The
-//! cluster's methods block (they wait on the store runtime): call them from
-//! plain threads, never from inside an async task.
+//! threads, the network's seed, the logger, how the first region is
+//! bootstrapped and whether the scheduler schedules by itself
+//! ([`ClusterOptions`]). The cluster's methods block (they wait on the
+//! store runtime): call them from plain threads, never from inside an async
+//! task.
 
 pub mod client;
 pub mod filter;
@@ -36,12 +44,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState};
+use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState, RegionLocalState};
 use kvproto::{errorpb, metapb};
+use prost::Message;
 use raftstore::bootstrap::{bootstrap_store, new_first_region, write_initial_region};
 use raftstore::{Config, SnapManager, Store};
 use router::Router;
-use scheduler_stub::{MemoryScheduler, SchedulerClient};
+use scheduler_stub::{MemoryScheduler, ScheduleConfig, ScheduleLoop, SchedulerClient};
 use slog::Logger;
 use storage::{CF_DEFAULT, CF_RAFT, Engine, keys};
 
@@ -83,6 +92,17 @@ pub enum ClusterError {
     /// The command was answered with a region error no retry can fix.
     #[error("request failed: {}", .0.message)]
     Failed(Box<errorpb::Error>),
+    /// A store id outside `1..=stores`.
+    #[error("store {store_id} is not one of this cluster's stores (1..={stores})")]
+    UnknownStore {
+        /// The id asked for.
+        store_id: u64,
+        /// How many stores the cluster has.
+        stores: u64,
+    },
+    /// [`Cluster::bootstrap`] was called on a bootstrapped cluster.
+    #[error("the cluster is already bootstrapped")]
+    AlreadyBootstrapped,
 }
 
 /// How to build a [`Cluster`]: [`ClusterOptions::new`] with the store count
@@ -96,12 +116,17 @@ pub struct ClusterOptions {
     runtime_threads: usize,
     network_seed: u64,
     logger: Logger,
+    /// `Some`: the scheduler schedules by itself with these settings.
+    schedule: Option<ScheduleConfig>,
+    /// The first region has one peer, on store 1, instead of one per store.
+    single_replica: bool,
 }
 
 impl ClusterOptions {
     /// `stores` stores (ids `1..=stores`, each with a peer of the first
     /// region) running `cfg`; data under the system temp dir, a 2-thread
-    /// runtime, network seed `0x7e57`, no logs.
+    /// runtime, network seed `0x7e57`, no logs, a scheduler that only hands
+    /// out the operators it is told to.
     pub fn new(stores: u64, cfg: Config) -> Self {
         ClusterOptions {
             stores,
@@ -110,7 +135,27 @@ impl ClusterOptions {
             runtime_threads: 2,
             network_seed: 0x7e57,
             logger: Logger::root(slog::Discard, slog::o!()),
+            schedule: None,
+            single_replica: false,
         }
+    }
+
+    /// The scheduler schedules by itself with `config` (its replica checker
+    /// on every region heartbeat, its periodic pass on a thread started with
+    /// the cluster and stopped when the cluster is dropped). `config.enabled`
+    /// is what it says: off, only operators asked for are handed out.
+    pub fn schedule(mut self, config: ScheduleConfig) -> Self {
+        self.schedule = Some(config);
+        self
+    }
+
+    /// The first region is bootstrapped with a single peer (id 1) on store
+    /// 1; the other stores get their store ident but hold no region until
+    /// the scheduler (or a test) adds peers on them. As a fresh TinyKV
+    /// cluster starts.
+    pub fn bootstrap_single_replica(mut self) -> Self {
+        self.single_replica = true;
+        self
     }
 
     /// The directory the cluster's temp dir is made in: its disk is the one
@@ -153,6 +198,10 @@ pub struct Cluster {
     net: Arc<SimNetwork>,
     /// The placement driver, in-process.
     scheduler: Arc<MemoryScheduler>,
+    /// The scheduler's periodic pass, running from bootstrap (with
+    /// [`ClusterOptions::schedule`]) until the cluster is dropped. A
+    /// `Mutex`: set once by `bootstrap`, taken once by `drop`.
+    schedule_loop: Mutex<Option<ScheduleLoop>>,
     /// The newest region (by epoch) clients have seen for each region id.
     /// An `RwLock`: every client attempt reads it; epoch errors write it.
     regions: RwLock<HashMap<u64, metapb::Region>>,
@@ -183,12 +232,17 @@ impl Cluster {
             .tempdir_in(&opts.data_parent)
             .map_err(io("create the cluster's temp dir"))?
             .keep();
+        let mut scheduler = MemoryScheduler::new(CLUSTER_ID, &opts.logger);
+        if let Some(config) = &opts.schedule {
+            scheduler = scheduler.with_schedule_config(config.clone());
+        }
         Ok(Cluster {
             rt,
             dir,
             stores: Mutex::new(HashMap::new()),
             net: SimNetwork::new(opts.network_seed),
-            scheduler: Arc::new(MemoryScheduler::new(CLUSTER_ID, &opts.logger)),
+            scheduler: Arc::new(scheduler),
+            schedule_loop: Mutex::new(None),
             regions: RwLock::new(HashMap::new()),
             leaders: RwLock::new(HashMap::new()),
             opts,
@@ -211,40 +265,87 @@ impl Cluster {
     }
 
     /// Bootstraps every store and the first region (a peer on each store,
-    /// peer id = store id) and the scheduler, then starts every store.
+    /// peer id = store id, or with [`ClusterOptions::bootstrap_single_replica`]
+    /// one peer on store 1) and the scheduler, then starts every store.
     pub fn start(&self) -> Result<(), ClusterError> {
-        let peers: Vec<metapb::Peer> = self
-            .store_ids()
-            .into_iter()
-            .map(|id| metapb::Peer { id, store_id: id })
+        self.start_with(&self.store_ids())
+    }
+
+    /// Bootstraps as [`Cluster::start`] does, then starts only the stores
+    /// in `store_ids` (the others with [`Cluster::start_store`] later).
+    pub fn start_with(&self, store_ids: &[u64]) -> Result<(), ClusterError> {
+        for &store_id in store_ids {
+            self.check_store_id(store_id)?;
+        }
+        self.bootstrap()?;
+        for &store_id in store_ids {
+            self.start_store(store_id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every store's ident and the first region into the stores'
+    /// engines, bootstraps the scheduler with store 1 and the region, and
+    /// starts the scheduler's periodic pass if scheduling is configured.
+    /// Starts no store. Fails if the cluster is already bootstrapped.
+    pub fn bootstrap(&self) -> Result<(), ClusterError> {
+        if self.scheduler.is_bootstrapped()? {
+            return Err(ClusterError::AlreadyBootstrapped);
+        }
+        let members: Vec<u64> = if self.opts.single_replica {
+            vec![1]
+        } else {
+            self.store_ids()
+        };
+        let peers: Vec<metapb::Peer> = members
+            .iter()
+            .map(|&id| metapb::Peer { id, store_id: id })
             .collect();
         let region = new_first_region(FIRST_REGION_ID, peers);
         for store_id in self.store_ids() {
             let engine = Engine::open(self.engine_path(store_id))?;
             bootstrap_store(&engine, CLUSTER_ID, store_id)?;
-            write_initial_region(&engine, &region)?;
+            if members.contains(&store_id) {
+                write_initial_region(&engine, &region)?;
+            }
         }
-        let store = |id| metapb::Store {
-            id,
-            ..Default::default()
-        };
-        self.scheduler.bootstrap(store(1), region.clone())?;
+        self.scheduler.bootstrap(new_store(1), region.clone())?;
         for store_id in self.store_ids() {
-            self.scheduler.put_store(store(store_id))?;
+            // Answers for a store that is not running are dropped by the
+            // handler, so registering them all now is harmless.
             self.scheduler.set_region_heartbeat_response_handler(
                 store_id,
                 scheduler::operator_handler(Arc::clone(&self.net), store_id),
             );
         }
         self.note_region(&region);
-        for store_id in self.store_ids() {
-            self.start_store(store_id)?;
+        if self.opts.schedule.is_some() {
+            let schedule_loop = self.scheduler.start_schedule_loop();
+            *self
+                .schedule_loop
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(schedule_loop);
         }
         Ok(())
     }
 
-    /// Starts (or restarts) store `store_id` from its data directory.
+    fn check_store_id(&self, store_id: u64) -> Result<(), ClusterError> {
+        if (1..=self.opts.stores).contains(&store_id) {
+            Ok(())
+        } else {
+            Err(ClusterError::UnknownStore {
+                store_id,
+                stores: self.opts.stores,
+            })
+        }
+    }
+
+    /// Starts (or restarts) store `store_id` from its data directory and
+    /// registers it with the scheduler (`PutStore`, as a store node does on
+    /// every start; a repeat changes nothing).
     pub fn start_store(&self, store_id: u64) -> Result<(), ClusterError> {
+        self.check_store_id(store_id)?;
+        self.scheduler.put_store(new_store(store_id))?;
         let engine = Engine::open(self.engine_path(store_id))?;
         let snap_mgr = SnapManager::open(self.store_path(store_id).join("snap"))?;
         let transport = Arc::new(StoreTransport::new(Arc::clone(&self.net), snap_mgr.clone()));
@@ -330,6 +431,37 @@ impl Cluster {
     pub fn open_stopped_engine(&self, store_id: u64) -> Result<Engine, ClusterError> {
         self.must_be_stopped(store_id)?;
         Ok(Engine::open(self.engine_path(store_id))?)
+    }
+
+    /// Every region state running store `store_id` holds (tombstones
+    /// included), by region id, read from its engine: what the store itself
+    /// knows of its regions, whatever the scheduler last heard. `None` while
+    /// the store is down; an error if its engine cannot be read.
+    pub fn region_states(
+        &self,
+        store_id: u64,
+    ) -> Option<Result<Vec<(u64, RegionLocalState)>, ClusterError>> {
+        let engine = self.store_engine(store_id)?;
+        let mut states = Vec::new();
+        let scanned = engine.scan_cf(
+            CF_DEFAULT,
+            keys::REGION_META_MIN_KEY,
+            keys::REGION_META_MAX_KEY,
+            |key, value| {
+                let (region_id, suffix) = keys::decode_region_meta_key(key)?;
+                if suffix == keys::REGION_STATE_SUFFIX {
+                    let state = RegionLocalState::decode(value).map_err(|source| {
+                        storage::Error::Decode {
+                            key: key.to_vec(),
+                            source,
+                        }
+                    })?;
+                    states.push((region_id, state));
+                }
+                Ok(true)
+            },
+        );
+        Some(scanned.map(|()| states).map_err(ClusterError::from))
     }
 
     /// The engine of running store `store_id`.
@@ -507,8 +639,24 @@ impl Cluster {
     }
 }
 
+/// The scheduler's record of store `id` (in-process stores have no address).
+fn new_store(id: u64) -> metapb::Store {
+    metapb::Store {
+        id,
+        ..Default::default()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Stop scheduling first: no operator is planned against stores that
+        // are going away.
+        drop(
+            self.schedule_loop
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         self.shutdown();
         if let Err(e) = remove_when_closed(&self.dir) {
             // Nothing to return to from a drop; the data is only left behind.

@@ -12,7 +12,7 @@ use kvproto::raft_cmdpb::{
 };
 use prost::Message as _;
 use router::{CmdResponse, RaftCommand};
-use slog::debug;
+use slog::{debug, info};
 use storage::is_data_cf;
 
 use crate::context::StoreContext;
@@ -251,7 +251,7 @@ impl Peer {
         }
         let result = match request.admin_request.as_ref().map(|a| a.cmd_type()) {
             Some(AdminCmdType::TransferLeader) => {
-                self.transfer_leader(&request);
+                self.transfer_leader(ctx, &request);
                 callback.respond(CmdResponse {
                     response: RaftCmdResponse {
                         header: Some(RaftResponseHeader {
@@ -319,15 +319,37 @@ impl Peer {
         Error::ServerIsBusy(reason)
     }
 
-    fn transfer_leader(&mut self, req: &RaftCmdRequest) {
+    /// Starts moving the leadership to the peer `req` names, unless that
+    /// peer has not been heard from within an election timeout.
+    ///
+    /// Why the check: while a transfer is under way the leader accepts no
+    /// proposal (Raft §3.10), for up to an election timeout, and the
+    /// scheduler repeats a transfer with every region heartbeat until its
+    /// operator's deadline. A transferee that cannot answer (its store is
+    /// down, or cut off) would keep the region from taking writes all that
+    /// time. TiKV refuses such transfers the same way; the scheduler's
+    /// operator then times out.
+    fn transfer_leader(&mut self, ctx: &StoreContext, req: &RaftCmdRequest) {
         let target = req
             .admin_request
             .as_ref()
             .and_then(|a| a.transfer_leader.as_ref())
             .and_then(|t| t.peer);
-        if let Some(target) = target {
-            self.raft_group.transfer_leader(target.id);
+        let Some(target) = target else {
+            return;
+        };
+        let ticks = u32::try_from(ctx.cfg.raft_election_timeout_ticks).unwrap_or(u32::MAX);
+        let window = ctx.cfg.raft_base_tick_interval.saturating_mul(ticks);
+        let silent_for = self
+            .peer_liveness
+            .last_heard(target.id)
+            .map(|heard| heard.elapsed());
+        if target.id != self.meta.id && silent_for.is_none_or(|silent| silent > window) {
+            info!(self.logger, "leader transfer refused: the transferee is silent";
+                "term" => self.term(), "transferee" => target.id, "silent_for" => ?silent_for);
+            return;
         }
+        self.raft_group.transfer_leader(target.id);
     }
 
     fn propose_conf_change(&mut self, req: &RaftCmdRequest) -> Result<()> {

@@ -37,6 +37,12 @@ impl PeerLiveness {
         self.last_heard.insert(peer_id, now);
     }
 
+    /// When `peer_id` was last heard from (or, for a peer never heard from
+    /// since silence started counting, when it started); `None` if unknown.
+    pub fn last_heard(&self, peer_id: u64) -> Option<Instant> {
+        self.last_heard.get(&peer_id).copied()
+    }
+
     /// The peers of `region` other than `self_id` not heard from for longer
     /// than `max_down` at `now`, as leader of `term`.
     pub fn down_peers(

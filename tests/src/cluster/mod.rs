@@ -66,6 +66,23 @@ impl Cluster {
         }
     }
 
+    /// A cluster built from `opts` (scheduling, a single-replica bootstrap,
+    /// …), not started; `name` labels its logs.
+    pub fn with_options(opts: ClusterOptions, name: &str) -> Cluster {
+        Cluster {
+            inner: tinykv::cluster::Cluster::new(opts.logger(test_logger(name)))
+                .expect("build the cluster"),
+        }
+    }
+
+    /// Bootstraps as [`Cluster::start`] does, then starts only the stores
+    /// in `store_ids`.
+    pub fn start_with(&self, store_ids: &[u64]) {
+        self.inner
+            .start_with(store_ids)
+            .unwrap_or_else(|e| panic!("bootstrap and start stores {store_ids:?}: {e}"));
+    }
+
     /// The shared cluster underneath, whose calls return what they got
     /// instead of asserting.
     pub fn inner(&self) -> &tinykv::cluster::Cluster {
