@@ -7,13 +7,13 @@
 //! --bins` first so none is stale.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use tempfile::TempDir;
 use tinykv::client::{Client, ClientOptions};
+use tinykv::playground::Layout;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tinykv-playground");
 const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,24 +42,20 @@ fn signal(child: &Child, sig: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `n` consecutive free ports (the playground puts store k on base + k - 1).
-fn free_port_run(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        if base > u16::MAX - n {
-            continue;
-        }
-        let all_free: Result<Vec<TcpListener>, _> = (base..base + n)
-            .map(|p| TcpListener::bind(("127.0.0.1", p)))
-            .collect();
-        if all_free.is_ok() {
-            return base;
-        }
-    }
-    panic!("no run of {n} free ports");
+/// Every process whose command line mentions `dir` (the playground's
+/// children name their data dirs under it).
+fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmd| cmd.contains(&needle) && !cmd.contains("tinykv-playground"))
+        .collect()
 }
 
 fn start(dir: &std::path::Path, ports: Option<(u16, u16)>) -> Playground {
@@ -140,8 +136,8 @@ fn test_help_explains_the_flags() {
 fn test_starts_serves_stops_and_restarts_the_same_cluster() {
     let tmp = TempDir::new().expect("temp dir");
     let dir = tmp.path().join("cluster");
-    let scheduler_port = free_port_run(1);
-    let store_port = free_port_run(3);
+    let layout = Layout::on_free_ports(3).expect("free ports");
+    let (scheduler_port, store_port) = (layout.scheduler_port, layout.store_ports[0]);
     let scheduler = format!("127.0.0.1:{scheduler_port}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -166,12 +162,16 @@ fn test_starts_serves_stops_and_restarts_the_same_cluster() {
         let region = client.region(b"").await.expect("region").expect("a region");
         assert_eq!(region.region.peers.len(), 3, "{region:?}");
     });
+    assert_eq!(
+        processes_under(&dir).len(),
+        4,
+        "{:?}",
+        processes_under(&dir)
+    );
     stop(p);
-    // Every process is gone: the ports are free again.
-    for port in std::iter::once(scheduler_port).chain(store_port..store_port + 3) {
-        TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("port {port} still taken after Ctrl-C: {e}"));
-    }
+    // Every child process is gone.
+    let left = processes_under(&dir);
+    assert!(left.is_empty(), "still running after Ctrl-C: {left:?}");
 
     // Again, with no flags: the folder's layout and data.
     let mut p = start(&dir, None);

@@ -48,23 +48,48 @@ impl Layout {
         }
     }
 
-    /// `stores` stores and a scheduler on ports free right now (asked of
-    /// the OS, then released: for tests, where fixed ports would collide).
+    /// `stores` stores (on consecutive ports) and a scheduler on ports
+    /// free right now, for tests, where fixed ports would collide.
+    ///
+    /// The ports come from below the OS's ephemeral range (Linux's default
+    /// starts at 32768): a port the OS hands out for outgoing connections
+    /// could be taken by one while a store is down, and the store could not
+    /// listen on it again when it restarts.
     pub fn on_free_ports(stores: usize) -> io::Result<Layout> {
-        // Hold every listener until all are picked, so no port repeats.
-        let mut listeners = Vec::new();
-        let mut ports = Vec::new();
-        for _ in 0..=stores {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            ports.push(listener.local_addr()?.port());
-            listeners.push(listener);
+        const LOW: u64 = 10_000;
+        const HIGH: u64 = 32_000;
+        let span = stores as u64 + 1;
+        // A start that differs between processes and calls, so tests run
+        // side by side do not all try the same ports first.
+        let mut x = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+        for _ in 0..1_000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let base = LOW + (x >> 33) % (HIGH - LOW - span);
+            let ports: Vec<u16> = (base..base + span)
+                .map(|p| u16::try_from(p).expect("below 32000"))
+                .collect();
+            // Hold every listener until all are bound, so none repeats.
+            let bound: io::Result<Vec<std::net::TcpListener>> = ports
+                .iter()
+                .map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)))
+                .collect();
+            if bound.is_ok() {
+                return Ok(Layout {
+                    host: "127.0.0.1".to_owned(),
+                    scheduler_port: ports[0],
+                    store_ports: ports[1..].to_vec(),
+                });
+            }
         }
-        drop(listeners);
-        Ok(Layout {
-            host: "127.0.0.1".to_owned(),
-            scheduler_port: ports[0],
-            store_ports: ports[1..].to_vec(),
-        })
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("no {span} consecutive free ports between {LOW} and {HIGH}"),
+        ))
     }
 
     /// The number of stores.
@@ -271,8 +296,11 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_are_distinct() {
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
         let layout = Layout::on_free_ports(3).expect("ports");
+        assert!(layout.scheduler_port < 32_768, "{layout:?}");
+        assert!(layout.store_ports.iter().all(|p| *p < 32_768), "{layout:?}");
+        assert_eq!(layout.store_ports[0], layout.scheduler_port + 1);
         let mut ports = layout.store_ports.clone();
         ports.push(layout.scheduler_port);
         ports.sort_unstable();
