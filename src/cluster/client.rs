@@ -28,6 +28,7 @@ use kvproto::errorpb;
 use kvproto::metapb;
 use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
 use router::{CallbackReceiver, CmdResponse};
+use scheduler_stub::SchedulerClient as _;
 use storage::CF_DEFAULT;
 
 use super::{Cluster, ClusterError};
@@ -206,7 +207,7 @@ impl<'c> Client<'c> {
                 }
             } else {
                 followed_hint = false;
-                match self.retry_after(error, target, &mut retries, &mut next) {
+                match self.retry_after(region_id, error, target, &mut retries, &mut next) {
                     Some(backoff) => backoff,
                     None => return Ok(Answer { response, retries }),
                 }
@@ -225,6 +226,7 @@ impl<'c> Client<'c> {
     /// `None` if retrying cannot help.
     fn retry_after(
         &self,
+        region_id: u64,
         error: &errorpb::Error,
         target: metapb::Peer,
         retries: &mut Retries,
@@ -249,6 +251,18 @@ impl<'c> Client<'c> {
         }
         if error.region_not_found.is_some() {
             retries.other += 1;
+            return Some(RETRY_BACKOFF);
+        }
+        if error.key_not_in_region.is_none() {
+            // A region error of no kind matched above — the store's "peer
+            // not match": the cached peer ids are stale (the peer was
+            // removed and added again under a new id). Re-learn the region
+            // from the scheduler and try that store's current peer next.
+            retries.other += 1;
+            if let Ok(Some((region, _))) = self.cluster.scheduler().get_region_by_id(region_id) {
+                self.cluster.note_region(&region);
+            }
+            *next = self.peer_on(region_id, target.store_id);
             return Some(RETRY_BACKOFF);
         }
         None

@@ -597,7 +597,7 @@ impl Cluster {
     }
 
     /// Records `region` if its epoch is newer than the one known.
-    fn note_region(&self, region: &metapb::Region) {
+    pub(crate) fn note_region(&self, region: &metapb::Region) {
         let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
         let newer = regions.get(&region.id).is_none_or(|known| {
             let (a, b) = (

@@ -224,6 +224,16 @@ impl Peer {
                 leader: self.leader(),
             });
         }
+        check_command_kind(req)?;
+        check_client_admin(req)?;
+        // The epoch before the peer id: a client with a stale view of the
+        // region learns the current one (EpochNotMatch carries it, peers
+        // included), where "peer not match" alone would teach it nothing.
+        check_region_epoch(req, self.region()).map_err(|e| {
+            // After a split, name the region the keys went to as well.
+            let sibling = ctx.store_meta().right_sibling(self.region());
+            add_regions(e, sibling)
+        })?;
         let peer_id = header.peer.map_or(0, |p| p.id);
         if peer_id != self.meta.id {
             return Err(Error::PeerNotMatch {
@@ -231,13 +241,6 @@ impl Peer {
                 actual: self.meta.id,
             });
         }
-        check_command_kind(req)?;
-        check_client_admin(req)?;
-        check_region_epoch(req, self.region()).map_err(|e| {
-            // After a split, name the region the keys went to as well.
-            let sibling = ctx.store_meta().right_sibling(self.region());
-            add_regions(e, sibling)
-        })?;
         parse_requests(req, self.region(), Some(ctx.cfg.max_value_size)).map(|_| ())
     }
 
