@@ -41,6 +41,10 @@ pub const RETRY_BACKOFF: Duration = Duration::from_millis(10);
 /// until it loses leadership, and the client should try elsewhere.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How raftstore's `PeerNotMatch` error message begins (errorpb has no field
+/// for it).
+const PEER_NOT_MATCH: &str = "peer not match";
+
 /// Attempts of a call that were retried, by the reason they failed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Retries {
@@ -253,11 +257,12 @@ impl<'c> Client<'c> {
             retries.other += 1;
             return Some(RETRY_BACKOFF);
         }
-        if error.key_not_in_region.is_none() {
-            // A region error of no kind matched above — the store's "peer
-            // not match": the cached peer ids are stale (the peer was
-            // removed and added again under a new id). Re-learn the region
-            // from the scheduler and try that store's current peer next.
+        if error.message.starts_with(PEER_NOT_MATCH) {
+            // The cached peer ids are stale (the peer was removed and added
+            // again under a new id). errorpb has no field for this error,
+            // so it is known by its message (raftstore's `PeerNotMatch`).
+            // Re-learn the region from the scheduler and try that store's
+            // current peer next.
             retries.other += 1;
             if let Ok(Some((region, _))) = self.cluster.scheduler().get_region_by_id(region_id) {
                 self.cluster.note_region(&region);
