@@ -51,6 +51,17 @@ pub enum Error {
         /// The store's message.
         message: String,
     },
+    /// A region error no retry can fix (one of a kind this client does not
+    /// know, e.g. a request the store refuses as invalid).
+    #[error("{op} on region {region_id}: region error: {message}")]
+    Region {
+        /// The operation.
+        op: &'static str,
+        /// The region the request went to.
+        region_id: u64,
+        /// The error's message.
+        message: String,
+    },
     /// A gRPC call failed with a status a retry cannot fix
     /// (`INVALID_ARGUMENT`, `UNIMPLEMENTED`, `RESOURCE_EXHAUSTED`, ...).
     #[error("{call} failed: {code:?}: {message}")]

@@ -19,7 +19,8 @@
 //! | `StaleCommand` | — | after a backoff |
 //! | `StoreNotMatch` | the store's address is dropped | after a backoff |
 //! | transport failure, no answer in time | the next peer; on a transport failure the store's address is dropped too | at once |
-//! | another region error (e.g. the store's "peer not match": the cached peer ids are stale) | the region is dropped | after a backoff (re-located) |
+//! | the store's "peer not match" (the cached peer ids are stale; errorpb has no field for it) | the region is dropped | after a backoff (re-located) |
+//! | another region error | — | none: returned |
 //!
 //! Resending a request whose answer was lost (a broken connection, no
 //! answer in time) is safe: Raw writes are idempotent.
@@ -252,7 +253,7 @@ impl Client {
             }
         };
         if let Some(error) = response.take_region_error() {
-            return Err(self.on_region_error(&region, peer, error));
+            return Err(self.on_region_error(Q::OP, &region, peer, error));
         }
         if !response.error().is_empty() {
             return Err(Step::Fatal(Error::Store {
@@ -357,7 +358,13 @@ impl Client {
 
     /// What a region error means for the cache and the next attempt; see
     /// the module docs.
-    fn on_region_error(&self, region: &Region, peer: Peer, error: errorpb::Error) -> Step {
+    fn on_region_error(
+        &self,
+        op: &'static str,
+        region: &Region,
+        peer: Peer,
+        error: errorpb::Error,
+    ) -> Step {
         let id = region.id;
         let mut cache = self.lock_cache();
         if let Some(not_leader) = error.not_leader {
@@ -438,10 +445,18 @@ impl Client {
                 mismatch.request_store_id, mismatch.actual_store_id
             ));
         }
-        // A region error without a kind this client knows (a store's
-        // "peer not match" among them) says the cached view of the region is
-        // wrong in some way: look it up again, after a pause.
-        self.lock_cache().remove(id);
-        Step::backoff(format!("region {id}: {}", error.message))
+        if error.message.starts_with("peer not match") {
+            // The store's peer of the region has another id than the cached
+            // one (removed and added again): errorpb has no field for this
+            // error, so it is known by its message. Look the region up
+            // again, after a pause.
+            self.lock_cache().remove(id);
+            return Step::backoff(format!("region {id}: {}", error.message));
+        }
+        Step::Fatal(Error::Region {
+            op,
+            region_id: id,
+            message: error.message,
+        })
     }
 }

@@ -266,6 +266,27 @@ async fn test_a_region_error_of_unknown_kind_relocates_and_retries() {
     assert_eq!(env.with_world(|w| w.stores_asked()), vec![1, 1]);
 }
 
+/// Any other region error of no known kind (a request the store refuses
+/// as invalid) is returned at once: no retry fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_unknown_region_error_is_returned_at_once() {
+    let env = FakeEnv::start(one_region_setup(&[(1, 1)])).await;
+    env.set_hook(|_, _| {
+        Some(Answer::RegionError(Box::new(region_error(|e| {
+            e.message = "invalid request: no such thing".to_owned();
+        }))))
+    });
+    let client = env.client(TIMEOUT).await;
+    match client.raw_put("", b"k", b"v").await {
+        Err(Error::Region { op, message, .. }) => {
+            assert_eq!(op, "RawPut");
+            assert!(message.contains("no such thing"), "{message}");
+        }
+        other => panic!("expected the region error, got {other:?}"),
+    }
+    assert_eq!(env.with_world(|w| w.stores_asked()), vec![1], "not retried");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_busy_until_the_deadline_is_a_timeout_naming_it() {
     let env = FakeEnv::start(one_region_setup(&[(1, 1)])).await;
