@@ -340,3 +340,132 @@ fn a_dropped_proposal_is_busy_not_not_leader() {
     );
     cluster.must_put(b"k3", b"v3");
 }
+
+/// Drops messages of `types` from store `from` to store `to` whose commit
+/// index is at least `min_commit`.
+struct DropCommitAbove {
+    from: u64,
+    to: u64,
+    types: Vec<MessageType>,
+    min_commit: u64,
+}
+
+impl tinykv_tests::cluster::filter::Filter for DropCommitAbove {
+    fn allow(&self, msg: &RaftMessage, _: &mut tinykv::rng::SplitMix64) -> bool {
+        let route = (
+            msg.from_peer.map_or(0, |p| p.store_id),
+            msg.to_peer.map_or(0, |p| p.store_id),
+        );
+        let Some(m) = &msg.message else {
+            return true;
+        };
+        route != (self.from, self.to)
+            || !self.types.contains(&m.msg_type())
+            || m.commit < self.min_commit
+    }
+}
+
+/// Found by the unreliable conf-change scenario: in a two-member region a
+/// peer won leadership after its own removal was proposed, committed it,
+/// applied it and destroyed itself before the other member learned the
+/// commit. The survivor, still counting both members, could never elect a
+/// leader again. Now the removed leader applies its removal only once the
+/// survivor reports that it knows the commit (operation/own_removal.rs).
+#[test]
+fn own_removal_of_a_leader_waits_for_the_survivor() {
+    let cluster = Cluster::new(
+        2,
+        Config::for_tests(),
+        "own_removal_of_a_leader_waits_for_the_survivor",
+    );
+    cluster.start();
+    let (p1, p2) = (
+        metapb::Peer { id: 1, store_id: 1 },
+        metapb::Peer { id: 2, store_id: 2 },
+    );
+    cluster.must_put(b"k1", b"v1");
+    cluster.must_transfer_leader(FIRST_REGION_ID, p1);
+    let region = cluster.region_for_key(b"k1");
+    let hard_state = |store_id: u64| {
+        cluster
+            .raft_local_state(store_id, FIRST_REGION_ID)
+            .map(|s| (s.last_index, s.hard_state.unwrap_or_default().commit))
+    };
+    let (before, _) = hard_state(1).expect("store 1 holds the region");
+
+    // 1. Store 2's acknowledgements are lost: store 1 appends the removal
+    // of peer 2 but never commits it.
+    cluster.add_filter(Arc::new(DropCommitAbove {
+        from: 2,
+        to: 1,
+        types: vec![MessageType::MsgAppendResponse],
+        min_commit: 0,
+    }));
+    let mut remove = admin_request(
+        &region,
+        AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest {
+                change_type: ConfChangeType::RemoveNode as i32,
+                peer: Some(p2),
+            }),
+            ..Default::default()
+        },
+    );
+    remove.header.as_mut().expect("header").peer = Some(p1);
+    std::thread::scope(|scope| {
+        // Answered only when the removal applies, after the network heals.
+        scope.spawn(|| cluster.call_command(remove, TIMEOUT));
+        must_wait(
+            "peer 2 to hold the removal in its log",
+            || hard_state(2),
+            |seen| seen.is_some_and(|(last, _)| last > before),
+        );
+
+        // 2. Store 1 goes quiet toward store 2 (its votes and append answers
+        // still pass), so peer 2 campaigns, wins with peer 1's vote and
+        // commits the removal of itself; no message telling store 1 of a
+        // commit past `before` gets through.
+        cluster.add_filter(Arc::new(DropCommitAbove {
+            from: 1,
+            to: 2,
+            types: vec![MessageType::MsgAppend, MessageType::MsgHeartbeat],
+            min_commit: 0,
+        }));
+        cluster.add_filter(Arc::new(DropCommitAbove {
+            from: 2,
+            to: 1,
+            types: vec![MessageType::MsgAppend, MessageType::MsgHeartbeat],
+            min_commit: before + 1,
+        }));
+        must_wait(
+            "peer 2 to commit its own removal (or, unfixed, to be destroyed)",
+            || hard_state(2),
+            |seen| seen.is_none_or(|(_, commit)| commit > before),
+        );
+        cluster.clear_filters();
+    });
+
+    // The region goes on with peer 1 alone; peer 2 is gone.
+    cluster.must_put(b"k2", b"v2");
+    must_wait(
+        "store 1 to apply the removal",
+        || cluster.region_local_state(1, FIRST_REGION_ID),
+        |state| {
+            state
+                .as_ref()
+                .and_then(|s| s.region.as_ref())
+                .is_some_and(|r| r.peers == vec![p1])
+        },
+    );
+    must_wait(
+        "peer 2 to destroy itself",
+        || {
+            cluster
+                .region_local_state(2, FIRST_REGION_ID)
+                .map(|s| s.state())
+        },
+        |state| *state == Some(PeerState::Tombstone),
+    );
+    cluster.must_get(b"k2", b"v2");
+}

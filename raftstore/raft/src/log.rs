@@ -184,17 +184,28 @@ impl<S: Storage> RaftLog<S> {
 
     /// Committed entries the host has not applied yet.
     pub fn next_entries(&self) -> Vec<Entry> {
+        self.next_entries_up_to(u64::MAX)
+    }
+
+    /// Like `next_entries`, but none past `limit`.
+    pub fn next_entries_up_to(&self, limit: u64) -> Vec<Entry> {
         let low = (self.applied + 1).max(self.first_index());
-        if self.committed < low {
+        let high = self.committed.min(limit);
+        if high < low {
             return Vec::new();
         }
-        self.slice(low, self.committed + 1)
+        self.slice(low, high + 1)
             .expect("committed entries past applied are available")
     }
 
     /// Whether there are committed entries to apply.
     pub fn has_next_entries(&self) -> bool {
-        self.committed + 1 > (self.applied + 1).max(self.first_index())
+        self.has_next_entries_up_to(u64::MAX)
+    }
+
+    /// Whether there are committed entries up to `limit` to apply.
+    pub fn has_next_entries_up_to(&self, limit: u64) -> bool {
+        self.committed.min(limit) + 1 > (self.applied + 1).max(self.first_index())
     }
 
     /// Whether the log of a candidate whose last entry is

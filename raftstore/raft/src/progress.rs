@@ -53,6 +53,9 @@ pub struct Progress {
     pub(crate) pending_snapshot: u64,
     /// In `Snapshot` state: ticks since the snapshot was sent.
     pub(crate) snapshot_elapsed: usize,
+    /// The highest commit index the peer reported in its answers (0 until
+    /// it answers in this term). A peer that leaves it unset reads as 0.
+    pub(crate) committed: u64,
 }
 
 impl Progress {
@@ -78,6 +81,17 @@ impl Progress {
     /// The replication state.
     pub fn state(&self) -> ProgressState {
         self.state
+    }
+
+    /// The highest commit index the peer reported, so the leader knows
+    /// which committed entries the peer knows to be committed.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Records the commit index carried by the peer's answer.
+    pub(crate) fn update_committed(&mut self, committed: u64) {
+        self.committed = self.committed.max(committed);
     }
 
     /// Records an acknowledged append up to `index`. Returns whether `matched` grew.

@@ -83,6 +83,10 @@ pub struct Raft<S: Storage> {
     pub(crate) msgs: Vec<Message>,
     /// The leader of `term` as far as this node knows, or `INVALID_ID`.
     pub(crate) lead: u64,
+    /// The highest commit index `lead` announced to this follower in
+    /// `term` (0 until it does): entries up to it are known committed by
+    /// the leader itself, not only by this node.
+    pub(crate) leader_commit: u64,
     pub(crate) heartbeat_timeout: usize,
     pub(crate) election_timeout: usize,
     /// Invariant: in `[election_timeout, 2 * election_timeout)`, redrawn at
@@ -130,6 +134,7 @@ impl<S: Storage> Raft<S> {
             votes: BTreeMap::new(),
             msgs: Vec::new(),
             lead: INVALID_ID,
+            leader_commit: 0,
             heartbeat_timeout: config.heartbeat_tick,
             election_timeout: config.election_tick,
             randomized_election_timeout: config.election_tick,
@@ -206,6 +211,12 @@ impl<S: Storage> Raft<S> {
         self.lead
     }
 
+    /// The highest commit index the current leader announced to this
+    /// follower in this term; 0 on a leader or candidate.
+    pub fn leader_commit(&self) -> u64 {
+        self.leader_commit
+    }
+
     /// The log.
     pub fn raft_log(&self) -> &RaftLog<S> {
         &self.raft_log
@@ -267,6 +278,14 @@ impl<S: Storage> Raft<S> {
     fn send(&mut self, mut m: Message) {
         m.from = self.id;
         m.term = self.term;
+        if matches!(
+            m.msg_type(),
+            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+        ) {
+            // Tells the leader which entries this node knows are committed
+            // (`Progress::committed`); a peer that ignores it loses nothing.
+            m.commit = self.raft_log.committed;
+        }
         self.msgs.push(m);
     }
 
@@ -334,6 +353,7 @@ impl<S: Storage> Raft<S> {
             self.vote = INVALID_ID;
         }
         self.lead = INVALID_ID;
+        self.leader_commit = 0;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.reset_randomized_election_timeout();
@@ -618,6 +638,7 @@ impl<S: Storage> Raft<S> {
             MessageType::MsgHeartbeatResponse => {
                 let last_index = self.raft_log.last_index();
                 let behind = self.prs.get_mut(&m.from).is_some_and(|pr| {
+                    pr.update_committed(m.commit);
                     pr.resume_probe();
                     pr.matched < last_index
                 });
@@ -811,6 +832,7 @@ impl<S: Storage> Raft<S> {
         let Some(pr) = self.prs.get_mut(&m.from) else {
             return;
         };
+        pr.update_committed(m.commit);
         if m.reject {
             if pr.maybe_decr_to(m.index, m.reject_hint) {
                 debug!(self.logger, "append rejected, backing off"; "term" => self.term,
@@ -844,6 +866,7 @@ impl<S: Storage> Raft<S> {
     /// before the new ones, then commit what the leader says is committed
     /// among the entries we now know match.
     pub(crate) fn handle_append_entries(&mut self, m: Message) {
+        self.leader_commit = self.leader_commit.max(m.commit);
         if m.index < self.raft_log.committed {
             // Everything up to our commit is already known to match.
             let committed = self.raft_log.committed;
@@ -895,6 +918,7 @@ impl<S: Storage> Raft<S> {
 
     /// Handles a heartbeat: learn the commit index, answer.
     pub(crate) fn handle_heartbeat(&mut self, m: Message) {
+        self.leader_commit = self.leader_commit.max(m.commit);
         let commit = m.commit.min(self.raft_log.last_index());
         self.raft_log.commit_to(commit);
         self.send(Message {
@@ -1117,7 +1141,7 @@ mod tests {
 
     use crate::MemoryStorage;
     use crate::progress::ProgressState;
-    use crate::test_util::{new_message, new_test_raft};
+    use crate::test_util::{new_entry, new_message, new_test_raft};
 
     fn propose(r: &mut super::Raft<MemoryStorage>) {
         let mut m = new_message(1, 1, MessageType::MsgPropose);
@@ -1256,6 +1280,61 @@ mod tests {
             append.entries.len(),
             4,
             "the probe carries everything from next"
+        );
+    }
+
+    /// Followers report their commit index in their answers; the leader
+    /// keeps the highest per peer, so it knows which committed entries a
+    /// peer knows are committed (what a leader waits for before applying
+    /// its own removal from a two-member region).
+    #[test]
+    fn answers_carry_the_commit_index_to_the_leader() {
+        let mut follower = new_test_raft(2, vec![1, 2], 10, 1, MemoryStorage::new());
+        let mut append = new_message(1, 2, MessageType::MsgAppend);
+        append.term = 1;
+        append.entries = vec![new_entry(1, 1), new_entry(2, 1)];
+        append.commit = 2;
+        follower.step(append).expect("append steps");
+        assert_eq!(follower.leader_commit(), 2);
+        let answer = follower.take_messages().pop().expect("append answered");
+        assert_eq!(
+            (answer.msg_type(), answer.index, answer.commit),
+            (MessageType::MsgAppendResponse, 2, 2)
+        );
+        let mut heartbeat = new_message(1, 2, MessageType::MsgHeartbeat);
+        heartbeat.term = 1;
+        heartbeat.commit = 1;
+        follower.step(heartbeat).expect("heartbeat steps");
+        assert_eq!(follower.leader_commit(), 2, "never decreases in a term");
+        let answer = follower.take_messages().pop().expect("heartbeat answered");
+        assert_eq!(answer.commit, 2);
+        let mut vote = new_message(3, 2, MessageType::MsgRequestVote);
+        vote.term = 2;
+        follower.step(vote).expect("vote request steps");
+        assert_eq!(
+            follower.leader_commit(),
+            0,
+            "a new term forgets the old leader's word"
+        );
+
+        let mut leader = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
+        leader.become_candidate();
+        leader.become_leader();
+        assert_eq!(leader.prs[&2].committed(), 0);
+        let mut resp = new_message(2, 1, MessageType::MsgHeartbeatResponse);
+        resp.term = leader.term;
+        resp.commit = 1;
+        leader.step(resp).expect("heartbeat response steps");
+        assert_eq!(leader.prs[&2].committed(), 1);
+        let mut resp = new_message(2, 1, MessageType::MsgAppendResponse);
+        resp.term = leader.term;
+        resp.index = 1;
+        resp.commit = 0;
+        leader.step(resp).expect("append response steps");
+        assert_eq!(
+            leader.prs[&2].committed(),
+            1,
+            "an older report does not lower it"
         );
     }
 }

@@ -19,6 +19,11 @@
 //! Persist comes before send: a vote or an append acknowledgement must never
 //! leave before the state it reports is durable. Nothing may be stepped into
 //! the node between `ready` and `advance`.
+//!
+//! The host may hold apply at an index (`set_apply_limit`): committed
+//! entries past it are not handed out, and do not make `has_ready` true,
+//! until the limit is lifted. A host that truncates `committed_entries`
+//! before `advance` sets the limit to the last entry it kept.
 
 use kvproto::eraftpb::{ConfChange, ConfState, Entry, HardState, Message, MessageType, Snapshot};
 use slog::Logger;
@@ -61,6 +66,8 @@ pub struct RawNode<S: Storage> {
     raft: Raft<S>,
     prev_soft_state: SoftState,
     prev_hard_state: HardState,
+    /// Committed entries past this index are held back from apply.
+    apply_limit: Option<u64>,
 }
 
 impl<S: Storage> RawNode<S> {
@@ -73,6 +80,7 @@ impl<S: Storage> RawNode<S> {
             raft,
             prev_soft_state,
             prev_hard_state,
+            apply_limit: None,
         })
     }
 
@@ -177,13 +185,30 @@ impl<S: Storage> RawNode<S> {
             || raft.hard_state() != self.prev_hard_state
             || !raft.raft_log.unstable_entries().is_empty()
             || raft.raft_log.pending_snapshot().is_some()
-            || raft.raft_log.has_next_entries()
+            || raft.raft_log.has_next_entries_up_to(self.apply_limit())
             || !raft.msgs.is_empty()
+    }
+
+    /// Holds committed entries past `limit` back from apply (`None`: hand
+    /// out everything committed). Holding never blocks persisting, sending
+    /// or a snapshot; a snapshot lifts the limit.
+    pub fn set_apply_limit(&mut self, limit: Option<u64>) {
+        self.apply_limit = limit;
+    }
+
+    /// The index past which apply is held, if it is.
+    pub fn apply_limit_index(&self) -> Option<u64> {
+        self.apply_limit
+    }
+
+    fn apply_limit(&self) -> u64 {
+        self.apply_limit.unwrap_or(u64::MAX)
     }
 
     /// Takes the work to do. Hand it back with `advance` once done, before
     /// calling `ready` again: the messages are handed out only once.
     pub fn ready(&mut self) -> Ready {
+        let limit = self.apply_limit();
         let raft = &mut self.raft;
         let soft_state = raft.soft_state();
         let hard_state = raft.hard_state();
@@ -192,7 +217,7 @@ impl<S: Storage> RawNode<S> {
             hard_state: (hard_state != self.prev_hard_state).then_some(hard_state),
             entries: raft.raft_log.unstable_entries().to_vec(),
             snapshot: raft.raft_log.pending_snapshot().cloned(),
-            committed_entries: raft.raft_log.next_entries(),
+            committed_entries: raft.raft_log.next_entries_up_to(limit),
             messages: raft.take_messages(),
         }
     }
@@ -212,6 +237,8 @@ impl<S: Storage> RawNode<S> {
             if index > log.applied {
                 log.applied_to(index);
             }
+            // The snapshot replaced whatever entry apply was held at.
+            self.apply_limit = None;
         }
         if let Some(last) = rd.entries.last() {
             log.stable_to(last.index, last.term);
@@ -265,6 +292,50 @@ mod tests {
             assert_eq!(node.step(msg), Err(Error::StepLocalMsg), "{msg_type:?}");
         }
         assert_eq!(node.raft().raft_log().last_index(), last);
+        assert!(!node.has_ready());
+    }
+
+    /// A node whose log holds entries 1..=3, all committed, none applied.
+    fn node_with_three_committed_entries() -> RawNode<MemoryStorage> {
+        let storage = MemoryStorage::new();
+        let mut node = RawNode::new(
+            &new_test_config(1, vec![1], 10, 1),
+            storage.clone(),
+            &test_logger(),
+        )
+        .expect("test config is valid");
+        node.campaign().expect("campaign");
+        for _ in 0..2 {
+            node.propose(b"x".to_vec()).expect("leader proposes");
+        }
+        let mut rd = node.ready();
+        storage.append(&rd.entries).expect("append");
+        // Applied later, by the test.
+        rd.committed_entries.clear();
+        node.advance(rd);
+        assert_eq!(node.raft().raft_log().committed, 3);
+        node
+    }
+
+    /// Entries past the apply limit are neither handed out nor make the
+    /// node ready; lifting the limit hands them out.
+    #[test]
+    fn apply_limit_holds_committed_entries_back() {
+        let mut node = node_with_three_committed_entries();
+        node.set_apply_limit(Some(1));
+        let rd = node.ready();
+        let applied: Vec<u64> = rd.committed_entries.iter().map(|e| e.index).collect();
+        assert_eq!(applied, vec![1]);
+        node.advance(rd);
+        assert!(!node.has_ready(), "only held entries are left");
+        assert!(node.ready().committed_entries.is_empty());
+
+        node.set_apply_limit(None);
+        assert!(node.has_ready());
+        let rd = node.ready();
+        let applied: Vec<u64> = rd.committed_entries.iter().map(|e| e.index).collect();
+        assert_eq!(applied, vec![2, 3]);
+        node.advance(rd);
         assert!(!node.has_ready());
     }
 }

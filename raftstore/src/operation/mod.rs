@@ -5,6 +5,7 @@ pub mod command;
 pub mod destroy;
 pub mod heartbeat;
 pub mod log_gc;
+pub mod own_removal;
 pub mod raft_message;
 pub mod ready;
 pub mod snapshot;

@@ -45,6 +45,7 @@ impl Peer {
     /// go on safely: the error is returned and the caller stops the peer.
     pub async fn handle_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
         for _ in 0..MAX_READY_ROUNDS {
+            self.release_own_removal();
             if self.stopped || !self.raft_group.has_ready() {
                 break;
             }
@@ -69,7 +70,7 @@ impl Peer {
     }
 
     async fn handle_one_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
-        let rd = self.raft_group.ready();
+        let mut rd = self.raft_group.ready();
 
         // 1. Persist the snapshot, entries and hard state, synced.
         let mut wb = ctx.engine.write_batch();
@@ -83,7 +84,9 @@ impl Peer {
             self.on_role_changed(ctx, ss.raft_state);
         }
 
-        // 2. Apply what is committed.
+        // 2. Apply what is committed (a removal of this peer may wait,
+        // operation/own_removal.rs; `advance` then covers what was kept).
+        self.hold_own_removal(&mut rd.committed_entries);
         let committed = rd.committed_entries.clone();
         self.apply_committed(ctx, committed).await?;
 
