@@ -8,7 +8,9 @@
 //! one WAL, so syncing it covers every earlier write. Each batch stays atomic.
 //!
 //! Invariant: a task is answered only after its batch is written, and after
-//! the WAL is synced if it asked for that.
+//! the WAL is synced if it asked for that. A task that did not ask is
+//! answered as soon as its own batch is written, not after the group's
+//! fsync: an apply write never waits for another peer's raft-log sync.
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use slog::{Logger, error};
@@ -69,7 +71,7 @@ fn run(engine: Engine, rx: Receiver<WriteTask>, logger: Logger) {
         let sync = group.iter().any(|t| t.sync);
         let last = group.len() - 1;
         let mut outcome: std::result::Result<(), storage::Error> = Ok(());
-        let mut written = Vec::with_capacity(group.len());
+        let mut waiting_for_sync = Vec::with_capacity(group.len());
         for (i, task) in group.drain(..).enumerate() {
             if outcome.is_ok() {
                 outcome = engine.write(task.batch, sync && i == last);
@@ -77,12 +79,16 @@ fn run(engine: Engine, rx: Receiver<WriteTask>, logger: Logger) {
                     error!(logger, "raft write failed"; "err" => %e);
                 }
             }
-            written.push((task.done, outcome.is_ok()));
+            if !task.sync && outcome.is_ok() {
+                let _ = task.done.send(Ok(()));
+            } else {
+                waiting_for_sync.push(task.done);
+            }
         }
-        // Answer only now: the sync at the end covers the whole group. A
-        // failure fails every task of the group, written or not, since none
-        // of them is known to be durable.
-        for (done, _) in written {
+        // The synced ones only now: the sync at the end covers the whole
+        // group. A failure fails every task not answered yet, written or
+        // not, since none of them is known to be durable.
+        for done in waiting_for_sync {
             let answer = match &outcome {
                 Ok(()) => Ok(()),
                 Err(e) => Err(Error::Storage(e.clone())),
