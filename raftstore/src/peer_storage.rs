@@ -227,6 +227,22 @@ impl PeerStorage {
         Ok(entries)
     }
 
+    /// Whether persisting `ready` needs an fsync (etcd's `MustSync`): a
+    /// snapshot, new entries, or a new term or vote must be on disk before
+    /// anything that depends on them leaves; a commit index alone need not
+    /// (a crash only forgets how far the log was known committed, which the
+    /// leader tells again; apply writes that follow it share the WAL, so
+    /// none survives a crash that loses it).
+    pub fn must_sync(&self, ready: &Ready) -> bool {
+        if ready.snapshot.is_some() || !ready.entries.is_empty() {
+            return true;
+        }
+        let persisted = self.raft_state.hard_state.unwrap_or_default();
+        ready
+            .hard_state
+            .is_some_and(|hs| hs.term != persisted.term || hs.vote != persisted.vote)
+    }
+
     /// Builds the raft-CF batch that persists `ready` (its snapshot, entries
     /// and hard state), and the state it leads to. Nothing changes until
     /// `commit_persist`.

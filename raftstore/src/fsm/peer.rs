@@ -1,8 +1,13 @@
 //! `PeerActor`: the kameo shell around a `Peer`. Its mailbox is the only way
 //! in; the router feeds it. Each message is dispatched by a
 //! `PeerMsgHandler` (the peer plus the store context for this one message,
-//! as TiKV's `PeerFsmDelegate`), then the peer's `Ready` is handled
-//! (persist → apply → send → advance) before the next message.
+//! as TiKV's `PeerFsmDelegate`); then, once the raft messages and commands
+//! queued behind it are dispatched too, the peer's `Ready` is handled
+//! (persist → apply → send → advance), one for all of them: many
+//! proposals and appends share one fsync. The router's count of queued
+//! messages (`MailboxHandle::queued`) says whether more are waiting; a tick
+//! or [`MAX_MESSAGES_PER_READY`] messages end a batch regardless, so a
+//! steady stream cannot hold a Ready back.
 //!
 //! Lifecycle:
 //!
@@ -50,6 +55,9 @@ use crate::fsm::tick_loop;
 use crate::operation::raft_message::Verdict;
 use crate::peer::Peer;
 
+/// The most messages dispatched before their Ready is handled.
+pub const MAX_MESSAGES_PER_READY: usize = 256;
+
 /// A region peer as an actor.
 pub struct PeerActor {
     peer: Peer,
@@ -63,6 +71,8 @@ pub struct PeerActor {
     /// Why the actor stops, once it decided to (a panic or a kill decides
     /// for it: `on_stop` gets the reason from kameo then).
     stop_reason: Option<PeerStopReason>,
+    /// Messages dispatched since the last Ready was handled.
+    unreadied: usize,
 }
 
 impl PeerActor {
@@ -74,6 +84,7 @@ impl PeerActor {
             mailbox,
             ticker: None,
             stop_reason: None,
+            unreadied: 0,
         }
     }
 
@@ -349,6 +360,13 @@ impl Message<PeerMsg> for PeerActor {
                 self.peer.region_id
             );
         }
+        let is_tick = matches!(msg, PeerMsg::Tick(_));
+        if matches!(msg, PeerMsg::SplitInit { .. }) && self.unreadied > 0 {
+            // It may replace the peer: what the old one decided goes first.
+            if !self.flush_ready(ctx).await {
+                return;
+            }
+        }
         let flow = PeerMsgHandler::new(&mut self.peer, &self.ctx).handle(msg);
         if let Flow::Destroy = flow {
             if let Err(e) = self.peer.destroy(&self.ctx).await {
@@ -357,17 +375,32 @@ impl Message<PeerMsg> for PeerActor {
             self.stop(ctx, &Error::RegionNotFound(self.peer.region_id));
             return;
         }
+        self.unreadied += 1;
+        if !is_tick && self.mailbox.queued() > 0 && self.unreadied < MAX_MESSAGES_PER_READY {
+            return;
+        }
+        self.flush_ready(ctx).await;
+    }
+}
+
+impl PeerActor {
+    /// Handles the Ready of everything dispatched so far. Returns false
+    /// when the peer stopped (a disk error, or it was removed).
+    async fn flush_ready(&mut self, ctx: &mut Context<Self, ()>) -> bool {
+        self.unreadied = 0;
         if let Err(e) = self.peer.handle_ready(&self.ctx).await {
             error!(self.peer.logger, "peer stopped on an error it cannot recover from"; "err" => %e);
             self.peer.stopped = true;
             self.stop_for(ctx, PeerStopReason::Failed(e.to_string()), &e);
-            return;
+            return false;
         }
         if self.peer.pending_remove {
             if let Err(e) = self.peer.destroy(&self.ctx).await {
                 error!(self.peer.logger, "destroy failed"; "err" => %e);
             }
             self.stop(ctx, &Error::RegionNotFound(self.peer.region_id));
+            return false;
         }
+        true
     }
 }

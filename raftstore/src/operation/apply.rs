@@ -93,16 +93,22 @@ pub(crate) fn error_response(e: &Error, term: u64) -> CmdResponse {
 
 impl Peer {
     /// Applies `entries` (committed, in order) and answers their proposals.
+    /// `first`, if given, is written ahead of them in the same batch (the
+    /// unsynced raft state that committed them), or alone if there are none.
     pub async fn apply_committed(
         &mut self,
         ctx: &Arc<StoreContext>,
         entries: Vec<Entry>,
+        first: Option<WriteBatch>,
     ) -> Result<()> {
         if entries.is_empty() {
+            if let Some(wb) = first {
+                ctx.writer.write(wb, false).await?;
+            }
             return Ok(());
         }
         let mut batch = ApplyBatch {
-            wb: ctx.engine.write_batch(),
+            wb: first.unwrap_or_else(|| ctx.engine.write_batch()),
             apply_state: *self.raft_group.store().apply_state(),
             region: self.region().clone(),
             results: Vec::new(),

@@ -17,8 +17,9 @@ use storage::is_data_cf;
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
+use crate::operation::batch::is_batchable;
 use crate::operation::split::add_regions;
-use crate::peer::{Peer, Proposal};
+use crate::peer::{Answer, Peer, Proposal};
 
 /// Which epoch fields a command depends on (TinyKV's rules): data commands
 /// on the key range (`version`), membership changes on `conf_ver`, splits on both.
@@ -252,6 +253,12 @@ impl Peer {
             callback.respond_error(e.to_region_error());
             return;
         }
+        if is_batchable(&request) {
+            self.batch_write(request, callback);
+            return;
+        }
+        // Order: the writes batched before this command enter the log first.
+        self.propose_pending_writes();
         let result = match request.admin_request.as_ref().map(|a| a.cmd_type()) {
             Some(AdminCmdType::TransferLeader) => {
                 self.transfer_leader(ctx, &request);
@@ -277,11 +284,22 @@ impl Peer {
             Some(other) => Err(Error::InvalidRequest(format!(
                 "admin command {other:?} cannot be proposed by a client"
             ))),
-            None => self
-                .raft_group
-                .propose(request.encode_to_vec())
-                .map_err(Error::from),
+            None => return self.propose_entry(request, callback.into()),
         };
+        self.on_proposed(result, callback.into());
+    }
+
+    /// Proposes a normal command; `answer` gets its result.
+    pub(crate) fn propose_entry(&mut self, request: RaftCmdRequest, answer: Answer) {
+        let result = self
+            .raft_group
+            .propose(request.encode_to_vec())
+            .map_err(Error::from);
+        self.on_proposed(result, answer);
+    }
+
+    /// Queues a proposal the raft node took, or answers why it did not.
+    fn on_proposed(&mut self, result: Result<()>, callback: Answer) {
         match result {
             Ok(()) => {
                 let index = self.raft_group.raft().raft_log().last_index();

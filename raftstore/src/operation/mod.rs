@@ -1,6 +1,7 @@
 //! What a peer does, one feature per file.
 
 pub mod apply;
+pub mod batch;
 pub mod command;
 pub mod destroy;
 pub mod heartbeat;

@@ -4,6 +4,19 @@
 //! leaves this store only after the state it reports is fsynced; an applied
 //! entry is one the raft log already holds durably.
 //!
+//! One exception, a leader's replication (Raft thesis §10.2.1): `MsgAppend`
+//! and `MsgHeartbeat` leave *before* the persist, so the followers write
+//! while the leader does. They report nothing about this node's disk, and
+//! only leaders send them. The leader still counts itself toward a quorum
+//! only once its own write is durable: the actor awaits the persist before
+//! it steps anything else, so no follower's answer is counted before then.
+//! A Ready that changes nothing but the commit index is written without an
+//! fsync (`PeerStorage::must_sync`), in the same batch as the entries it
+//! lets apply.
+//!
+//! Appends to one peer that follow each other (many proposals between two
+//! Readies) are sent as one message (`coalesce_appends`).
+//!
 //! The raw node's rule holds: nothing touches the raft node between
 //! `ready()` and `advance()`. What handling a Ready decides for the node
 //! (a conf change applied, a snapshot or an unreachable peer to report) is
@@ -11,6 +24,7 @@
 //! work that produces (a new leader's messages, a retried probe) is handled
 //! in another round at once, not when the next mailbox message comes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kvproto::eraftpb::{ConfChange, Message, MessageType};
@@ -44,6 +58,7 @@ impl Peer {
     /// Processes everything Raft has ready. On a disk error the peer cannot
     /// go on safely: the error is returned and the caller stops the peer.
     pub async fn handle_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
+        self.propose_pending_writes();
         for _ in 0..MAX_READY_ROUNDS {
             self.release_own_removal();
             if self.stopped || !self.raft_group.has_ready() {
@@ -72,10 +87,32 @@ impl Peer {
     async fn handle_one_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
         let mut rd = self.raft_group.ready();
 
-        // 1. Persist the snapshot, entries and hard state, synced.
+        let (early, late): (Vec<Message>, Vec<Message>) =
+            coalesce_appends(std::mem::take(&mut rd.messages))
+                .into_iter()
+                .partition(|m| {
+                    matches!(
+                        m.msg_type(),
+                        MessageType::MsgAppend | MessageType::MsgHeartbeat
+                    )
+                });
+        // 0. A leader's replication goes out first (module doc).
+        for msg in early {
+            self.send_raft_message(ctx, msg);
+        }
+
+        // 1. Persist the snapshot, entries and hard state; synced when
+        // anything but the commit index changed.
         let mut wb = ctx.engine.write_batch();
-        let pending = self.raft_group.store().prepare_persist(&rd, &mut wb)?;
-        ctx.writer.write(wb, true).await?;
+        let store = self.raft_group.store();
+        let pending = store.prepare_persist(&rd, &mut wb)?;
+        // Unsynced, it rides in the apply batch: one write, not two.
+        let unsynced_state = if store.must_sync(&rd) || rd.snapshot.is_some() {
+            ctx.writer.write(wb, true).await?;
+            None
+        } else {
+            Some(wb)
+        };
         if let Some(install) = self.raft_group.store_mut().commit_persist(pending) {
             // Its data before any entry after it (operation/snapshot.rs).
             self.apply_snapshot(ctx, install).await?;
@@ -88,11 +125,11 @@ impl Peer {
         // operation/own_removal.rs; `advance` then covers what was kept).
         self.hold_own_removal(&mut rd.committed_entries);
         let committed = rd.committed_entries.clone();
-        self.apply_committed(ctx, committed).await?;
+        self.apply_committed(ctx, committed, unsynced_state).await?;
 
         // 3. Send.
-        for msg in &rd.messages {
-            self.send_raft_message(ctx, msg.clone());
+        for msg in late {
+            self.send_raft_message(ctx, msg);
         }
 
         // 4. Advance.
@@ -150,5 +187,121 @@ impl Peer {
             }
             Err(TransportError::Dropped) => {}
         }
+    }
+}
+
+/// Merges each `MsgAppend` into the append before it when both go to the
+/// same peer, nothing else to that peer lies between them, and the second
+/// continues the first (same term, its previous entry is the first's last).
+/// The merged message carries the later commit index. Order per peer is kept.
+fn coalesce_appends(msgs: Vec<Message>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(msgs.len());
+    // Per peer: where its last message so far sits in `out`.
+    let mut last_to: HashMap<u64, usize> = HashMap::new();
+    for msg in msgs {
+        if msg.msg_type() == MessageType::MsgAppend
+            && let Some(&pos) = last_to.get(&msg.to)
+            && continues(&out[pos], &msg)
+        {
+            let prev = &mut out[pos];
+            prev.commit = prev.commit.max(msg.commit);
+            prev.entries.extend(msg.entries);
+            continue;
+        }
+        last_to.insert(msg.to, out.len());
+        out.push(msg);
+    }
+    out
+}
+
+/// Whether append `next` picks up exactly where append `prev` ends.
+fn continues(prev: &Message, next: &Message) -> bool {
+    let Some(last) = prev.entries.last() else {
+        return false;
+    };
+    prev.msg_type() == MessageType::MsgAppend
+        && prev.term == next.term
+        && next.index == last.index
+        && next.log_term == last.term
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::eraftpb::Entry;
+
+    use super::*;
+
+    fn append(to: u64, index: u64, log_term: u64, entries: &[(u64, u64)], commit: u64) -> Message {
+        Message {
+            msg_type: MessageType::MsgAppend as i32,
+            to,
+            term: 2,
+            index,
+            log_term,
+            commit,
+            entries: entries
+                .iter()
+                .map(|&(index, term)| Entry {
+                    index,
+                    term,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn shape(msgs: &[Message]) -> Vec<(u64, MessageType, u64, Vec<u64>, u64)> {
+        msgs.iter()
+            .map(|m| {
+                (
+                    m.to,
+                    m.msg_type(),
+                    m.index,
+                    m.entries.iter().map(|e| e.index).collect(),
+                    m.commit,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_appends_to_one_peer_become_one() {
+        let msgs = vec![
+            append(2, 5, 2, &[(6, 2)], 5),
+            append(3, 5, 2, &[(6, 2)], 5),
+            append(2, 6, 2, &[(7, 2)], 5),
+            append(3, 6, 2, &[(7, 2), (8, 2)], 6),
+            append(2, 7, 2, &[(8, 2)], 6),
+        ];
+        assert_eq!(
+            shape(&coalesce_appends(msgs)),
+            vec![
+                (2, MessageType::MsgAppend, 5, vec![6, 7, 8], 6),
+                (3, MessageType::MsgAppend, 5, vec![6, 7, 8], 6),
+            ]
+        );
+    }
+
+    #[test]
+    fn appends_that_do_not_continue_or_are_separated_stay_apart() {
+        let heartbeat = Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            to: 2,
+            term: 2,
+            ..Default::default()
+        };
+        let msgs = vec![
+            append(2, 5, 2, &[(6, 2)], 5),
+            // A probe from an earlier index: does not continue.
+            append(2, 3, 1, &[(4, 1)], 5),
+            heartbeat,
+            // Continues the probe, but a heartbeat lies between.
+            append(2, 4, 1, &[(5, 2)], 5),
+            // An empty append (commit only) is never merged into.
+            append(3, 6, 2, &[], 6),
+            append(3, 6, 2, &[(7, 2)], 6),
+        ];
+        assert_eq!(shape(&coalesce_appends(msgs.clone())).len(), msgs.len());
     }
 }

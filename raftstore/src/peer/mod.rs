@@ -22,12 +22,13 @@ use storage::Engine;
 
 use crate::config::Config;
 use crate::errors::Result;
+use crate::operation::batch::PendingWrites;
 use crate::operation::heartbeat::PeerLiveness;
 use crate::operation::ready::RaftOp;
 use crate::peer_storage::PeerStorage;
 use crate::snapshot::SnapshotSource;
 
-pub use self::proposal::{Proposal, ProposalQueue};
+pub use self::proposal::{Answer, Proposal, ProposalQueue};
 
 /// One region peer.
 pub struct Peer {
@@ -38,6 +39,9 @@ pub struct Peer {
     /// Members by peer id, to address raft messages.
     pub(crate) peer_cache: HashMap<u64, metapb::Peer>,
     pub(crate) proposals: ProposalQueue,
+    /// Write commands checked and waiting to share one entry, proposed
+    /// before the next Ready (`operation/batch.rs`).
+    pub(crate) pending_writes: Option<PendingWrites>,
     /// Raft ticks since start, to derive the slower ticks from.
     pub(crate) ticks: u64,
     /// Bytes of log entries applied since the last compaction (an estimate
@@ -106,6 +110,7 @@ impl Peer {
             raft_group,
             peer_cache,
             proposals: ProposalQueue::default(),
+            pending_writes: None,
             ticks: 0,
             approximate_log_size: 0,
             last_compacted_index: 0,

@@ -22,7 +22,9 @@
 
 use std::collections::VecDeque;
 
-use router::Callback;
+use kvproto::errorpb;
+use kvproto::raft_cmdpb::RaftCmdResponse;
+use router::{Callback, CmdResponse};
 
 /// A command waiting for its log entry to be applied.
 #[derive(Debug)]
@@ -31,17 +33,68 @@ pub struct Proposal {
     pub index: u64,
     /// The term it was proposed in.
     pub term: u64,
-    /// Answers the client.
-    pub callback: Callback,
+    /// Answers the client(s).
+    pub callback: Answer,
+}
+
+/// Whom an entry's result goes to: one caller, or the callers whose writes
+/// share the entry (`operation/batch.rs`), each with its count of requests.
+#[derive(Debug)]
+pub enum Answer {
+    /// One command, one caller.
+    One(Callback),
+    /// Callers in the order of their requests in the entry.
+    Many(Vec<(Callback, usize)>),
+}
+
+impl From<Callback> for Answer {
+    fn from(callback: Callback) -> Self {
+        Answer::One(callback)
+    }
+}
+
+impl Answer {
+    /// Answers every caller: an error goes to each; otherwise each caller
+    /// gets the header and its own slice of the responses.
+    pub fn respond(self, response: CmdResponse) {
+        match self {
+            Answer::One(callback) => callback.respond(response),
+            Answer::Many(callers) => {
+                let CmdResponse { response, .. } = response;
+                let failed = response.header.as_ref().is_some_and(|h| h.error.is_some());
+                let mut responses = response.responses.into_iter();
+                for (callback, count) in callers {
+                    let own = if failed {
+                        Vec::new()
+                    } else {
+                        responses.by_ref().take(count).collect()
+                    };
+                    callback.respond(CmdResponse {
+                        response: RaftCmdResponse {
+                            header: response.header.clone(),
+                            responses: own,
+                            admin_response: None,
+                        },
+                        snapshot: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Answers every caller with a region error.
+    pub fn respond_error(self, error: errorpb::Error) {
+        self.respond(CmdResponse::from_error(error));
+    }
 }
 
 /// What applying one entry means for the waiting proposals.
 #[derive(Debug, Default)]
 pub struct Matched {
     /// The proposal whose entry this is, if it waits here.
-    pub proposal: Option<Callback>,
+    pub proposal: Option<Answer>,
     /// Proposals that can no longer commit: to be answered `StaleCommand`.
-    pub stale: Vec<Callback>,
+    pub stale: Vec<Answer>,
 }
 
 /// The waiting proposals of one peer.
@@ -89,7 +142,7 @@ impl ProposalQueue {
     /// Takes every proposal whose entry a snapshot up to `index` overtook:
     /// this peer will not apply those entries itself, so their results are
     /// unknown here.
-    pub fn take_covered_by_snapshot(&mut self, index: u64) -> Vec<Callback> {
+    pub fn take_covered_by_snapshot(&mut self, index: u64) -> Vec<Answer> {
         let (covered, kept): (Vec<_>, Vec<_>) =
             self.queue.drain(..).partition(|p| p.index <= index);
         self.queue = kept.into();
@@ -97,7 +150,7 @@ impl ProposalQueue {
     }
 
     /// Takes every proposal.
-    pub fn take_all(&mut self) -> Vec<Callback> {
+    pub fn take_all(&mut self) -> Vec<Answer> {
         self.queue.drain(..).map(|p| p.callback).collect()
     }
 
@@ -114,7 +167,8 @@ impl ProposalQueue {
 
 #[cfg(test)]
 mod tests {
-    use router::{CallbackReceiver, CmdResponse};
+    use kvproto::raft_cmdpb::{CmdType, RaftResponseHeader, Response};
+    use router::CallbackReceiver;
 
     use super::*;
 
@@ -124,14 +178,14 @@ mod tests {
             Proposal {
                 index,
                 term,
-                callback,
+                callback: callback.into(),
             },
             rx,
         )
     }
 
     /// Answers every callback with an empty success, to see who got what.
-    fn answer(callbacks: impl IntoIterator<Item = Callback>) {
+    fn answer(callbacks: impl IntoIterator<Item = Answer>) {
         for cb in callbacks {
             cb.respond(CmdResponse::default());
         }
@@ -215,5 +269,52 @@ mod tests {
         assert_eq!(queue.take_covered_by_snapshot(13).len(), 2);
         assert_eq!(queue.len(), 1);
         assert!(queue.take_applied(14, 8).proposal.is_some());
+    }
+
+    fn put_response() -> Response {
+        Response {
+            cmd_type: CmdType::Put as i32,
+            ..Default::default()
+        }
+    }
+
+    /// Callers sharing an entry each get their own responses, in order; an
+    /// error reaches every one of them.
+    #[test]
+    fn a_shared_entry_answers_each_caller_with_its_part() {
+        let (a, mut rx_a) = Callback::new();
+        let (b, mut rx_b) = Callback::new();
+        Answer::Many(vec![(a, 1), (b, 2)]).respond(CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(RaftResponseHeader {
+                    current_term: 7,
+                    ..Default::default()
+                }),
+                responses: vec![put_response(), put_response(), put_response()],
+                admin_response: None,
+            },
+            snapshot: None,
+        });
+        let a = rx_a.try_recv().expect("a answered");
+        let b = rx_b.try_recv().expect("b answered");
+        assert_eq!(
+            (a.response.responses.len(), b.response.responses.len()),
+            (1, 2)
+        );
+        assert_eq!(b.response.header.map(|h| h.current_term), Some(7));
+
+        let (a, mut rx_a) = Callback::new();
+        let (b, mut rx_b) = Callback::new();
+        Answer::Many(vec![(a, 1), (b, 1)]).respond_error(errorpb::Error {
+            message: "epoch not match".into(),
+            ..Default::default()
+        });
+        for rx in [&mut rx_a, &mut rx_b] {
+            let resp = rx.try_recv().expect("answered");
+            assert_eq!(
+                resp.region_error().map(|e| e.message.as_str()),
+                Some("epoch not match")
+            );
+        }
     }
 }
