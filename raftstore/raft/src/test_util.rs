@@ -36,6 +36,7 @@ pub fn new_test_config(id: u64, peers: Vec<u64>, election: usize, heartbeat: usi
         heartbeat_tick: heartbeat,
         applied: 0,
         rng_seed: Some(id),
+        ..Default::default()
     }
 }
 
