@@ -30,6 +30,8 @@ mod util;
 #[cfg(test)]
 mod raft_paper_test;
 #[cfg(test)]
+mod raft_prevote_test;
+#[cfg(test)]
 mod raft_snap_conf_test;
 #[cfg(test)]
 mod raft_test;
