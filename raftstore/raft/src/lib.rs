@@ -38,6 +38,8 @@ mod raft_test;
 #[cfg(test)]
 mod rawnode_test;
 #[cfg(test)]
+mod read_only_test;
+#[cfg(test)]
 mod sim_regressions_test;
 #[cfg(test)]
 mod test_util;

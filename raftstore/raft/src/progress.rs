@@ -57,8 +57,9 @@ pub struct Progress {
     /// it answers in this term). A peer that leaves it unset reads as 0.
     pub(crate) committed: u64,
     /// CheckQuorum: the peer answered since the leader's last quorum check
-    /// (an append or heartbeat response, or a forwarded read). The leader
-    /// clears it every election timeout; its own entry stays true.
+    /// (an append or heartbeat response; a read request is not proof, as a
+    /// follower may pass on another node's). The leader clears it every
+    /// election timeout; its own entry stays true.
     pub(crate) recent_active: bool,
 }
 

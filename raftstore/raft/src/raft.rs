@@ -918,10 +918,7 @@ impl<S: Storage> Raft<S> {
                     self.handle_read_ack(m.from, &m.context);
                 }
             }
-            MessageType::MsgReadIndex => {
-                self.mark_recent_active(m.from);
-                self.handle_read_index_as_leader(m);
-            }
+            MessageType::MsgReadIndex => self.handle_read_index_as_leader(m),
             MessageType::MsgTransferLeader => self.handle_transfer_leader(m.from),
             _ => {}
         }

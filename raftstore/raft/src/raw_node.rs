@@ -98,6 +98,12 @@ impl<S: Storage> RawNode<S> {
         &self.raft
     }
 
+    /// The node inside, for tests that set up a state directly.
+    #[cfg(test)]
+    pub(crate) fn raft_mut(&mut self) -> &mut Raft<S> {
+        &mut self.raft
+    }
+
     /// The storage, for the host to read what it persisted.
     pub fn store(&self) -> &S {
         &self.raft.raft_log.storage

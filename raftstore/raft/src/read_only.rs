@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use kvproto::eraftpb::{Message, MessageType};
-use slog::{debug, warn};
+use slog::debug;
 
 use crate::config::ReadOnlyOption;
 use crate::raft::{INVALID_ID, Raft};
@@ -238,32 +238,29 @@ impl<S: Storage> Raft<S> {
         });
     }
 
-    /// A follower forwards its host's read to the leader, or drops it when
-    /// it knows none (the host asks again).
-    pub(crate) fn forward_read_index(&mut self, m: Message) {
+    /// A follower forwards a read to the leader, or drops it when it knows
+    /// none (the host asks again). The request keeps its `from`: a request
+    /// that reached a deposed leader is passed on to the new one, which
+    /// answers the node that asked (etcd `TestNodeReadIndexToOldLeader`).
+    pub(crate) fn forward_read_index(&mut self, mut m: Message) {
         if self.lead == INVALID_ID {
             debug!(self.logger, "no leader; dropping read index"; "term" => self.term);
             return;
         }
-        let lead = self.lead;
-        // `send` names this node as the sender and leaves the term at 0.
-        self.send(Message {
-            msg_type: MessageType::MsgReadIndex as i32,
-            to: lead,
-            context: m.context,
-            ..Default::default()
-        });
+        if m.from == INVALID_ID {
+            m.from = self.id;
+        }
+        m.to = self.lead;
+        // No term, as a proposal would carry none: whichever term the leader
+        // is in when it arrives, it confirms the read itself.
+        m.term = 0;
+        self.msgs.push(m);
     }
 
-    /// A follower turns its leader's answer into a `ReadState`.
+    /// A follower turns its leader's answer into a `ReadState`. The term
+    /// check already dropped answers of older terms, and a term has one
+    /// leader, so the sender needs no further check.
     pub(crate) fn handle_read_index_response(&mut self, m: Message) {
-        if m.from != self.lead {
-            // Only the leader this node forwarded to answers; anything else
-            // is malformed traffic and must not confirm a read.
-            warn!(self.logger, "read index response from a non-leader ignored";
-                "term" => self.term, "from" => m.from, "leader" => self.lead);
-            return;
-        }
         self.read_states.push(ReadState {
             index: m.index,
             request_ctx: m.context,
