@@ -872,3 +872,50 @@ fn test_pre_vote_migration_with_free_stuck_pre_candidate() {
     assert_eq!(nt.raft(1).state, StateRole::Follower);
     assert_eq!(nt.raft(3).term, nt.raft(1).term);
 }
+
+/// etcd `TestStateTransition`: which role changes are allowed, and the term
+/// and leader each leaves. A leader cannot become a (pre-)candidate, nor a
+/// follower a leader; those panic.
+#[test]
+fn test_state_transition() {
+    use StateRole::{Candidate, Follower, Leader, PreCandidate};
+    // (from, to, allowed, term, lead)
+    let tests = [
+        (Follower, Follower, true, 1, NONE),
+        (Follower, PreCandidate, true, 0, NONE),
+        (Follower, Candidate, true, 1, NONE),
+        (Follower, Leader, false, 0, NONE),
+        (PreCandidate, Follower, true, 0, NONE),
+        (PreCandidate, PreCandidate, true, 0, NONE),
+        (PreCandidate, Candidate, true, 1, NONE),
+        (PreCandidate, Leader, true, 0, 1),
+        (Candidate, Follower, true, 0, NONE),
+        (Candidate, PreCandidate, true, 0, NONE),
+        (Candidate, Candidate, true, 1, NONE),
+        (Candidate, Leader, true, 0, 1),
+        (Leader, Follower, true, 1, NONE),
+        (Leader, PreCandidate, false, 0, NONE),
+        (Leader, Candidate, false, 1, NONE),
+        (Leader, Leader, true, 0, 1),
+    ];
+    for (i, &(from, to, allowed, wterm, wlead)) in tests.iter().enumerate() {
+        let mut sm = new_test_raft(1, vec![1], 10, 1, MemoryStorage::new());
+        sm.state = from;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match to {
+                Follower => sm.become_follower(wterm, wlead),
+                PreCandidate => sm.become_pre_candidate(),
+                Candidate => sm.become_candidate(),
+                Leader => sm.become_leader(),
+            }
+            (sm.term, sm.lead)
+        }));
+        match result {
+            Ok(got) => {
+                assert!(allowed, "#{i}: {from:?} -> {to:?} must panic");
+                assert_eq!(got, (wterm, wlead), "#{i}: {from:?} -> {to:?}");
+            }
+            Err(_) => assert!(!allowed, "#{i}: {from:?} -> {to:?} panicked"),
+        }
+    }
+}

@@ -330,9 +330,9 @@ fn test_node_read_index_to_old_leader() {
     );
 }
 
-/// Like etcd's `TestMsgReadIndexResp…` cases of raft-rs: a follower turns
+/// Not a port; the follower side of etcd's `stepFollower`: a follower turns
 /// its leader's answer into a `ReadState`, and drops reads while it knows
-/// no leader; a candidate drops them too.
+/// no leader; a candidate drops them too (etcd `stepCandidate`).
 #[test]
 fn test_read_index_on_followers_and_candidates() {
     let mut follower = new_test_raft(2, vec![1, 2, 3], 10, 1, MemoryStorage::new());
