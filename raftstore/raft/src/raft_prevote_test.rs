@@ -919,3 +919,95 @@ fn test_state_transition() {
         }
     }
 }
+
+/// Ticks every node of `nt` until `done` holds, at most `limit` ticks;
+/// returns the ticks taken, or panics with `what` and the last state seen.
+fn tick_until(
+    nt: &mut Network,
+    limit: usize,
+    what: &str,
+    done: impl Fn(&Network) -> bool,
+) -> usize {
+    for ticks in 0..limit {
+        if done(nt) {
+            return ticks;
+        }
+        nt.tick_all();
+    }
+    let seen: Vec<_> = nt
+        .peers
+        .keys()
+        .map(|&id| (id, nt.raft(id).state, nt.raft(id).term, nt.raft(id).lead))
+        .collect();
+    panic!("{what}: not within {limit} ticks; (id, role, term, leader): {seen:?}");
+}
+
+fn leaders(nt: &Network) -> Vec<u64> {
+    nt.peers
+        .keys()
+        .copied()
+        .filter(|&id| nt.raft(id).state == StateRole::Leader)
+        .collect()
+}
+
+/// Not a port: the two features together, driven by ticks alone. A leader
+/// cut off from its group steps down within two election timeouts
+/// (CheckQuorum) without moving its term (PreVote: its pre-votes go
+/// nowhere); the others elect a new leader; when the old one comes back it
+/// follows that leader and the leader is not disturbed. Without PreVote the
+/// returning node would carry a higher term and depose the new leader.
+#[test]
+fn test_isolated_leader_steps_down_and_rejoins_without_disruption() {
+    let cfg = |c: &mut Config| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    };
+    let cfg: Option<&dyn Fn(&mut Config)> = Some(&cfg);
+    let mut nt = Network::new_with_config(cfg, vec![None, None, None, None, None]);
+    let et = nt.raft(1).election_timeout;
+
+    tick_until(&mut nt, 100 * et, "first leader", |nt| {
+        leaders(nt).len() == 1
+    });
+    let old = leaders(&nt)[0];
+    let old_term = nt.raft(old).term;
+
+    nt.isolate(old);
+    let ticks = tick_until(&mut nt, 100 * et, "old leader steps down", |nt| {
+        nt.raft(old).state != StateRole::Leader
+    });
+    // The check runs every election timeout; the period the cut fell in
+    // still counts the answers from before it.
+    assert!(
+        ticks <= 2 * et,
+        "CheckQuorum deposes within two election timeouts, took {ticks}"
+    );
+    tick_until(&mut nt, 100 * et, "new leader", |nt| {
+        leaders(nt).iter().any(|&id| id != old)
+    });
+    // Let the isolated node time out a few more times.
+    for _ in 0..5 * et {
+        nt.tick_all();
+    }
+    assert_eq!(
+        nt.raft(old).term,
+        old_term,
+        "an isolated pre-candidate never moves its term"
+    );
+    let new = leaders(&nt)
+        .into_iter()
+        .find(|&id| id != old)
+        .expect("a new leader");
+    let new_term = nt.raft(new).term;
+    assert!(new_term > old_term);
+
+    nt.recover();
+    tick_until(&mut nt, 100 * et, "old leader follows the new one", |nt| {
+        nt.raft(old).lead == new && nt.raft(old).term == new_term
+    });
+    for _ in 0..5 * et {
+        nt.tick_all();
+    }
+    assert_eq!(leaders(&nt), vec![new], "the new leader was not disturbed");
+    assert_eq!(nt.raft(new).term, new_term);
+}

@@ -291,6 +291,20 @@ impl Network {
         }
     }
 
+    /// Lets every real node tick once, then delivers what they sent
+    /// (through the drops and cuts) and everything that causes.
+    pub fn tick_all(&mut self) {
+        let mut out = Vec::new();
+        for p in self.peers.values_mut() {
+            if let Peer::Raft(r) = p {
+                r.tick();
+                out.extend(r.read_messages());
+            }
+        }
+        let out = self.filter(out);
+        self.send(out);
+    }
+
     /// Drops a share `perc` of messages from `from` to `to`.
     pub fn drop(&mut self, from: u64, to: u64, perc: f64) {
         self.dropm.insert((from, to), perc);
