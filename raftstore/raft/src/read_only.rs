@@ -21,6 +21,10 @@
 //! 4. A confirmed read becomes a `ReadState` on the leader, or a
 //!    `MsgReadIndexResponse` to the follower that forwarded it.
 //!
+//! `Safe` reads need followers that echo `context` (field 101, an
+//! extension): a TinyKV peer does not, so in a group with one a read is
+//! confirmed only if the echoing members alone make a quorum.
+//!
 //! A follower forwards its host's request to the leader it knows (dropped
 //! when it knows none) and turns the answer into a `ReadState`. A request is
 //! dropped, unanswered, when the leader steps down or the node is a
