@@ -1,6 +1,22 @@
 //! `Config`: how a Raft node is set up.
+//!
+//! PreVote, CheckQuorum and ReadIndex's lease mode are off by default, so a
+//! node behaves as TinyKV's raft does and talks to TinyKV peers unchanged.
 
 use crate::errors::{Error, Result};
+
+/// How a leader confirms a read index (Raft thesis §6.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadOnlyOption {
+    /// A quorum answers a heartbeat round sent after the request: correct
+    /// whatever the clocks do. One round confirms every read queued before it.
+    #[default]
+    Safe,
+    /// The leader answers at once, trusting that no other leader can exist
+    /// while its CheckQuorum lease holds. Correct only if clock drift stays
+    /// within the election timeout; requires `check_quorum`.
+    LeaseBased,
+}
 
 /// The parameters of one Raft node.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +38,16 @@ pub struct Config {
     /// Seed for the randomized election timeout. `None` derives one from the
     /// node id and the clock; tests and simulations pass a seed to be repeatable.
     pub rng_seed: Option<u64>,
+    /// PreVote (Raft thesis §9.6): a node whose election timer fires first
+    /// asks whether it could win, without changing its term, so a node that
+    /// was partitioned away does not unseat a working leader on its return.
+    pub pre_vote: bool,
+    /// CheckQuorum: a leader that has not heard from a quorum within an
+    /// election timeout steps down, and a node that heard from a leader
+    /// within an election timeout ignores vote requests (the leader's lease).
+    pub check_quorum: bool,
+    /// How read-index requests are confirmed.
+    pub read_only_option: ReadOnlyOption,
 }
 
 impl Config {
@@ -51,9 +77,39 @@ impl Config {
                 self.election_tick, self.heartbeat_tick
             )));
         }
+        if self.read_only_option == ReadOnlyOption::LeaseBased && !self.check_quorum {
+            // Without CheckQuorum a deposed leader never learns it lost its
+            // lease, and would answer reads from a stale state.
+            return Err(Error::ConfigInvalid(
+                "read_only_option LeaseBased requires check_quorum".into(),
+            ));
+        }
         if self.peers.contains(&0) {
             return Err(Error::ConfigInvalid("peer id 0 is reserved".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease-based read without CheckQuorum is refused with a clear error;
+    /// with it the config is valid.
+    #[test]
+    fn lease_based_reads_require_check_quorum() {
+        let mut cfg = Config {
+            read_only_option: ReadOnlyOption::LeaseBased,
+            ..Config::new(1)
+        };
+        match cfg.validate() {
+            Err(Error::ConfigInvalid(msg)) => assert!(msg.contains("check_quorum"), "{msg}"),
+            other => panic!("expected ConfigInvalid, got {other:?}"),
+        }
+        cfg.check_quorum = true;
+        assert_eq!(cfg.validate(), Ok(()));
+        assert_eq!(Config::new(1).read_only_option, ReadOnlyOption::Safe);
+        assert!(!Config::new(1).pre_vote && !Config::new(1).check_quorum);
     }
 }

@@ -56,6 +56,11 @@ pub struct Progress {
     /// The highest commit index the peer reported in its answers (0 until
     /// it answers in this term). A peer that leaves it unset reads as 0.
     pub(crate) committed: u64,
+    /// CheckQuorum: the peer answered since the leader's last quorum check
+    /// (an append or heartbeat response; a read request is not proof, as a
+    /// follower may pass on another node's). The leader clears it every
+    /// election timeout; its own entry stays true.
+    pub(crate) recent_active: bool,
 }
 
 impl Progress {
@@ -87,6 +92,11 @@ impl Progress {
     /// which committed entries the peer knows to be committed.
     pub fn committed(&self) -> u64 {
         self.committed
+    }
+
+    /// Whether the peer answered since the leader's last quorum check.
+    pub fn recent_active(&self) -> bool {
+        self.recent_active
     }
 
     /// Records the commit index carried by the peer's answer.

@@ -1,5 +1,6 @@
 //! `Raft`: the consensus state machine of one node (Raft paper §5, §6 one
-//! member at a time, and leader transfer from the thesis §3.10).
+//! member at a time, leader transfer from the thesis §3.10, PreVote §9.6,
+//! CheckQuorum §6.2, ReadIndex §6.4 in `read_only`).
 //!
 //! ```text
 //!                 times out,          receives votes
@@ -7,7 +8,42 @@
 //!              ▲  ▲  discovers leader │ ▲  times out,     │
 //!              │  └───────────────────┘ └─ new election   │
 //!              └──────── discovers a higher term ─────────┘
+//!
+//!  with pre_vote:      times out              a quorum grants
+//!            Follower ──────────▶ PreCandidate ──────────────▶ Candidate
+//!              ▲   rejected by a quorum, or hears     │
+//!              └──────── from a leader of its term ───┘
 //! ```
+//!
+//! PreVote and CheckQuorum follow etcd raft (`raft.go`, `Step`,
+//! `stepCandidate`, `stepLeader`), rule for rule:
+//! - A pre-candidate keeps its term and vote; it asks for `term + 1`
+//!   (`MsgPreVote`) and becomes a candidate only when a quorum grants.
+//! - A voter grants a pre-vote for a future term even after voting in its
+//!   own, and answers at the request's term without changing its own (it
+//!   answers a real vote at the request's term too: the same term then).
+//!   A rejection carries the voter's term.
+//! - A higher-term `MsgPreVote` never changes the receiver's term; neither
+//!   does a granted `MsgPreVoteResponse` (the term grows once a quorum
+//!   grants). A rejecting response of a higher term does make the
+//!   pre-candidate a follower of that term.
+//! - A lower-term `MsgPreVote` is rejected at the receiver's term, so a node
+//!   that ran ahead in terms before PreVote was switched on gets back
+//!   (etcd's migration rule).
+//! - The lease (etcd `inLease`): with CheckQuorum, a node that heard from a
+//!   leader less than an election timeout ago (`lead` known and
+//!   `election_elapsed < election_timeout`) ignores higher-term vote and
+//!   pre-vote requests, unless the request is a leader-transfer campaign
+//!   (`context == "CampaignTransfer"`, sent after `MsgTimeoutNow`).
+//! - A leader-transfer campaign skips the pre-vote.
+//! - CheckQuorum: every election timeout a leader checks that a quorum
+//!   (itself included) answered since the last check, else it steps down.
+//!
+//! Ours, not etcd's: a lower-term append, heartbeat or snapshot is always
+//! answered with a rejection carrying our term, and a lower-term vote
+//! request with a rejection (etcd answers only with CheckQuorum or PreVote
+//! on): a member lagging behind a membership change may be heard by no one
+//! else. A vote is lost once a quorum rejects (TinyKV's rule).
 //!
 //! The node does no I/O and keeps no clock: the host calls `tick` and `step`,
 //! and collects what to persist, apply and send through `RawNode::ready`.
@@ -22,9 +58,8 @@
 //! - A conf change is accepted only when the previous one is applied
 //!   (`pending_conf_index <= applied`), so membership changes one node at a time.
 //!
-//! Room is left for PreVote, CheckQuorum and ReadIndex: they would add
-//! message types, a `PreCandidate` role and a step in `step` before the term
-//! check; nothing of them exists yet.
+//! - Only a leader holds unconfirmed reads (`read_only`) or postponed read
+//!   requests; every role change clears them.
 
 use std::collections::BTreeMap;
 
@@ -38,11 +73,27 @@ use crate::config::Config;
 use crate::errors::{Error, Result, StorageError};
 use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
+use crate::read_only::{ReadOnly, ReadState};
 use crate::storage::Storage;
-use crate::util::SplitMix64;
+use crate::util::{SplitMix64, vote_resp_msg_type};
 
 /// "No node": used for an unknown leader or an absent vote.
 pub const INVALID_ID: u64 = 0;
+
+/// The `context` of a vote request sent for a leader transfer: voters grant
+/// it even within a leader's lease (etcd's `campaignTransfer`).
+pub const CAMPAIGN_TRANSFER: &[u8] = b"CampaignTransfer";
+
+/// Why a node campaigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CampaignType {
+    /// The pre-vote round (§9.6): asks without changing the term.
+    PreElection,
+    /// A real election.
+    Election,
+    /// A real election for a leader transfer (`MsgTimeoutNow`).
+    Transfer,
+}
 
 /// The role a node plays in its current term.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -52,6 +103,8 @@ pub enum StateRole {
     Follower,
     /// Asks for votes to become leader.
     Candidate,
+    /// Asks whether it could win an election, before starting one (PreVote).
+    PreCandidate,
     /// Replicates its log to the others.
     Leader,
 }
@@ -102,8 +155,18 @@ pub struct Raft<S: Storage> {
     /// Index of the latest conf-change entry this leader proposed; a new one
     /// is accepted only once it is applied.
     pub(crate) pending_conf_index: u64,
+    /// Campaign with a pre-vote round first.
+    pub(crate) pre_vote: bool,
+    /// Step down without a quorum's answers; ignore votes within a lease.
+    pub(crate) check_quorum: bool,
+    /// A leader's unconfirmed reads.
+    pub(crate) read_only: ReadOnly,
+    /// Read requests a leader took before committing an entry of its term.
+    pub(crate) pending_read_index: Vec<Message>,
+    /// Confirmed reads waiting to be handed to the host.
+    pub(crate) read_states: Vec<ReadState>,
     rng: SplitMix64,
-    logger: Logger,
+    pub(crate) logger: Logger,
 }
 
 impl<S: Storage> Raft<S> {
@@ -142,6 +205,11 @@ impl<S: Storage> Raft<S> {
             election_elapsed: 0,
             lead_transferee: INVALID_ID,
             pending_conf_index: 0,
+            pre_vote: config.pre_vote,
+            check_quorum: config.check_quorum,
+            read_only: ReadOnly::new(config.read_only_option),
+            pending_read_index: Vec::new(),
+            read_states: Vec::new(),
             rng: SplitMix64::new(seed),
             logger: logger.new(o!("raft_id" => config.id)),
         };
@@ -166,6 +234,7 @@ impl<S: Storage> Raft<S> {
         raft.become_follower(term, INVALID_ID);
         info!(raft.logger, "raft node started";
             "term" => raft.term, "commit" => raft.raft_log.committed,
+            "pre_vote" => raft.pre_vote, "check_quorum" => raft.check_quorum,
             "applied" => raft.raft_log.applied, "last_index" => raft.raft_log.last_index(),
             "peers" => ?raft.prs.keys().collect::<Vec<_>>());
         Ok(raft)
@@ -275,9 +344,21 @@ impl<S: Storage> Raft<S> {
         self.prs.len() / 2 + 1
     }
 
-    fn send(&mut self, mut m: Message) {
+    pub(crate) fn send(&mut self, mut m: Message) {
         m.from = self.id;
-        m.term = self.term;
+        match m.msg_type() {
+            // Vote traffic names its term: a pre-vote asks about a future
+            // term, and a grant answers at the request's term.
+            MessageType::MsgRequestVote
+            | MessageType::MsgRequestVoteResponse
+            | MessageType::MsgPreVote
+            | MessageType::MsgPreVoteResponse
+                if m.term != 0 => {}
+            // A forwarded read carries no term, as a proposal would not:
+            // the leader it reaches serves it whatever its term.
+            MessageType::MsgReadIndex => m.term = 0,
+            _ => m.term = self.term,
+        }
         if matches!(
             m.msg_type(),
             MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
@@ -295,7 +376,9 @@ impl<S: Storage> Raft<S> {
     pub fn tick(&mut self) {
         match self.state {
             StateRole::Leader => self.tick_heartbeat(),
-            StateRole::Follower | StateRole::Candidate => self.tick_election(),
+            StateRole::Follower | StateRole::Candidate | StateRole::PreCandidate => {
+                self.tick_election()
+            }
         }
     }
 
@@ -318,6 +401,12 @@ impl<S: Storage> Raft<S> {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout {
             self.election_elapsed = 0;
+            if self.check_quorum {
+                self.check_quorum_active();
+                if self.state != StateRole::Leader {
+                    return;
+                }
+            }
             if self.lead_transferee != INVALID_ID {
                 info!(self.logger, "leader transfer timed out";
                     "term" => self.term, "transferee" => self.lead_transferee);
@@ -345,6 +434,29 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// CheckQuorum: steps down unless a quorum (this node included) answered
+    /// within the last election timeout, then starts the next period.
+    fn check_quorum_active(&mut self) {
+        let id = self.id;
+        let active = self
+            .prs
+            .iter()
+            .filter(|&(&pid, pr)| pid == id || pr.recent_active)
+            .count();
+        if active < self.quorum() {
+            warn!(self.logger, "stepping down: quorum not active";
+                "term" => self.term, "active" => active, "members" => self.prs.len());
+            let term = self.term;
+            self.become_follower(term, INVALID_ID);
+            return;
+        }
+        for (&pid, pr) in self.prs.iter_mut() {
+            if pid != id {
+                pr.recent_active = false;
+            }
+        }
+    }
+
     // ---- role changes ----
 
     fn reset(&mut self, term: u64) {
@@ -359,6 +471,10 @@ impl<S: Storage> Raft<S> {
         self.reset_randomized_election_timeout();
         self.lead_transferee = INVALID_ID;
         self.votes.clear();
+        // Reads and their rounds belong to one leadership; the host asks
+        // again for those dropped here.
+        self.read_only = ReadOnly::new(self.read_only.option);
+        self.pending_read_index.clear();
         let last_index = self.raft_log.last_index();
         let id = self.id;
         for (&pid, pr) in self.prs.iter_mut() {
@@ -404,6 +520,24 @@ impl<S: Storage> Raft<S> {
         info!(self.logger, "became candidate"; "term" => term);
     }
 
+    /// Becomes a pre-candidate (§9.6): only the role changes; term, vote and
+    /// the election clock stay, so a failed pre-vote leaves no trace.
+    ///
+    /// # Panics
+    /// If this node is the leader.
+    pub fn become_pre_candidate(&mut self) {
+        assert_ne!(
+            self.state,
+            StateRole::Leader,
+            "a leader cannot become pre-candidate directly"
+        );
+        self.votes.clear();
+        self.lead = INVALID_ID;
+        self.leader_commit = 0;
+        self.state = StateRole::PreCandidate;
+        info!(self.logger, "became pre-candidate"; "term" => self.term);
+    }
+
     /// Becomes the leader of the current term and appends a no-op entry, so
     /// entries of earlier terms can commit with one of this term (§5.4.2, §8).
     ///
@@ -419,6 +553,10 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.lead = self.id;
         self.state = StateRole::Leader;
+        let id = self.id;
+        if let Some(pr) = self.prs.get_mut(&id) {
+            pr.recent_active = true;
+        }
         // Entries past the commit may hold a conf change of an earlier
         // leader; refuse new ones until everything up to here is applied.
         self.pending_conf_index = self.raft_log.last_index();
@@ -433,14 +571,45 @@ impl<S: Storage> Raft<S> {
 
     // ---- elections ----
 
-    fn campaign(&mut self) {
-        self.become_candidate();
+    /// Starts an election (or its pre-vote round) unless this node leads or
+    /// is not a member.
+    fn hup(&mut self, t: CampaignType) {
+        if self.state == StateRole::Leader {
+            debug!(self.logger, "ignored campaign: already leader"; "term" => self.term);
+            return;
+        }
+        if !self.promotable() {
+            return;
+        }
+        self.campaign(t);
+    }
+
+    fn campaign(&mut self, t: CampaignType) {
+        let (vote_msg, term) = if t == CampaignType::PreElection {
+            self.become_pre_candidate();
+            self.votes.insert(self.id, true);
+            // Asked for the next term before this node moves to it.
+            (MessageType::MsgPreVote, self.term + 1)
+        } else {
+            self.become_candidate();
+            (MessageType::MsgRequestVote, self.term)
+        };
         if self.count_votes().0 >= self.quorum() {
-            self.become_leader();
+            // A group of one: its own vote wins.
+            if t == CampaignType::PreElection {
+                self.campaign(CampaignType::Election);
+            } else {
+                self.become_leader();
+            }
             return;
         }
         let last_index = self.raft_log.last_index();
         let last_term = self.raft_log.last_term();
+        let context = if t == CampaignType::Transfer {
+            CAMPAIGN_TRANSFER.to_vec()
+        } else {
+            Vec::new()
+        };
         let peers: Vec<u64> = self
             .prs
             .keys()
@@ -449,10 +618,12 @@ impl<S: Storage> Raft<S> {
             .collect();
         for to in peers {
             self.send(Message {
-                msg_type: MessageType::MsgRequestVote as i32,
+                msg_type: vote_msg as i32,
                 to,
+                term,
                 index: last_index,
                 log_term: last_term,
+                context: context.clone(),
                 ..Default::default()
             });
         }
@@ -469,18 +640,34 @@ impl<S: Storage> Raft<S> {
             })
     }
 
+    /// Answers a vote or pre-vote request of this term or (pre-vote only) a
+    /// later one.
     fn handle_vote_request(&mut self, m: &Message) {
-        let can_vote = self.vote == m.from || (self.vote == INVALID_ID && self.lead == INVALID_ID);
+        let pre_vote = m.msg_type() == MessageType::MsgPreVote;
+        // A repeat of our vote, or no vote and no leader in this term, or
+        // a pre-vote for a future term (which binds nothing).
+        let can_vote = self.vote == m.from
+            || (self.vote == INVALID_ID && self.lead == INVALID_ID)
+            || (pre_vote && m.term > self.term);
         let grant = can_vote && self.raft_log.is_up_to_date(m.index, m.log_term);
-        if grant {
+        if grant && !pre_vote {
             self.vote = m.from;
             self.election_elapsed = 0;
         }
         debug!(self.logger, "vote request"; "term" => self.term, "from" => m.from,
-            "granted" => grant, "index" => m.index, "log_term" => m.log_term);
+            "pre_vote" => pre_vote, "granted" => grant, "index" => m.index,
+            "log_term" => m.log_term, "msg_term" => m.term);
+        // A grant answers at the request's term: a voter behind in terms
+        // would otherwise answer a pre-vote at a term its asker ignores.
+        let term = if grant {
+            m.term.max(self.term)
+        } else {
+            self.term
+        };
         self.send(Message {
-            msg_type: MessageType::MsgRequestVoteResponse as i32,
+            msg_type: vote_resp_msg_type(m.msg_type()) as i32,
             to: m.from,
+            term,
             reject: !grant,
             ..Default::default()
         });
@@ -492,18 +679,58 @@ impl<S: Storage> Raft<S> {
     pub fn step(&mut self, m: Message) -> Result<()> {
         let msg_type = m.msg_type();
         if m.term > self.term {
-            // §5.1: a higher term makes anyone a follower. The sender of an
-            // append, heartbeat or snapshot is that term's leader.
-            let lead = match msg_type {
-                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
-                    m.from
+            if matches!(
+                msg_type,
+                MessageType::MsgRequestVote | MessageType::MsgPreVote
+            ) && m.context != CAMPAIGN_TRANSFER
+                && self.in_lease()
+            {
+                // CheckQuorum's lease (etcd `inLease`, thesis §4.2.3): a
+                // leader was heard within the minimum election timeout, so
+                // neither the term nor the vote moves. Only a transfer the
+                // leader itself started gets through.
+                info!(self.logger, "ignored vote request within the leader's lease";
+                    "term" => self.term, "msg_term" => m.term, "from" => m.from,
+                    "msg" => ?msg_type, "leader" => self.lead,
+                    "remaining_ticks" => self.election_timeout - self.election_elapsed);
+                return Ok(());
+            }
+            match msg_type {
+                // A pre-vote never changes the receiver's term (§9.6).
+                MessageType::MsgPreVote => {}
+                // Granted for the term after ours: the term grows once a
+                // quorum grants. A rejection's term is real: we follow it.
+                MessageType::MsgPreVoteResponse if !m.reject => {}
+                _ => {
+                    // §5.1: a higher term makes anyone a follower. The sender
+                    // of an append, heartbeat or snapshot is that term's leader.
+                    let lead = match msg_type {
+                        MessageType::MsgAppend
+                        | MessageType::MsgHeartbeat
+                        | MessageType::MsgSnapshot => m.from,
+                        _ => INVALID_ID,
+                    };
+                    debug!(self.logger, "higher term seen"; "term" => self.term, "msg_term" => m.term,
+                        "from" => m.from, "msg" => ?msg_type);
+                    self.become_follower(m.term, lead);
                 }
-                _ => INVALID_ID,
-            };
-            debug!(self.logger, "higher term seen"; "term" => self.term, "msg_term" => m.term,
-                "from" => m.from, "msg" => ?msg_type);
-            self.become_follower(m.term, lead);
+            }
         } else if m.term != 0 && m.term < self.term {
+            if msg_type == MessageType::MsgPreVote {
+                // etcd's migration rule: a node that ran ahead in terms
+                // without PreVote would otherwise never hear an answer, and
+                // a cluster switching PreVote on could deadlock.
+                debug!(self.logger, "rejected pre-vote from an older term"; "term" => self.term,
+                    "msg_term" => m.term, "from" => m.from);
+                self.send(Message {
+                    msg_type: MessageType::MsgPreVoteResponse as i32,
+                    to: m.from,
+                    term: self.term,
+                    reject: true,
+                    ..Default::default()
+                });
+                return Ok(());
+            }
             if msg_type == MessageType::MsgRequestVote {
                 // Figure 2, RequestVote: "reply false if term < currentTerm",
                 // carrying currentTerm so the candidate catches up (§5.1).
@@ -516,6 +743,7 @@ impl<S: Storage> Raft<S> {
                 self.send(Message {
                     msg_type: MessageType::MsgRequestVoteResponse as i32,
                     to: m.from,
+                    term: self.term,
                     reject: true,
                     ..Default::default()
                 });
@@ -550,21 +778,32 @@ impl<S: Storage> Raft<S> {
 
         match msg_type {
             MessageType::MsgHup => {
-                if self.state != StateRole::Leader && self.promotable() {
-                    self.campaign();
-                }
+                let t = if self.pre_vote {
+                    CampaignType::PreElection
+                } else {
+                    CampaignType::Election
+                };
+                self.hup(t);
                 Ok(())
             }
-            MessageType::MsgRequestVote => {
+            MessageType::MsgRequestVote | MessageType::MsgPreVote => {
                 self.handle_vote_request(&m);
                 Ok(())
             }
             _ => match self.state {
                 StateRole::Follower => self.step_follower(m),
-                StateRole::Candidate => self.step_candidate(m),
+                StateRole::Candidate | StateRole::PreCandidate => self.step_candidate(m),
                 StateRole::Leader => self.step_leader(m),
             },
         }
+    }
+
+    /// CheckQuorum's lease: a leader was heard (or, on a leader, the quorum
+    /// check passed) less than an election timeout ago.
+    fn in_lease(&self) -> bool {
+        self.check_quorum
+            && self.lead != INVALID_ID
+            && self.election_elapsed < self.election_timeout
     }
 
     fn step_follower(&mut self, mut m: Message) -> Result<()> {
@@ -592,15 +831,26 @@ impl<S: Storage> Raft<S> {
                 self.msgs.push(m);
             }
             MessageType::MsgTimeoutNow if self.promotable() => {
+                // No pre-vote: the leader asked for this election, so this
+                // node is not coming back from a partition.
                 info!(self.logger, "campaigning for a leader transfer"; "term" => self.term, "from" => m.from);
-                self.campaign();
+                self.hup(CampaignType::Transfer);
             }
+            MessageType::MsgReadIndex => self.forward_read_index(m),
+            MessageType::MsgReadIndexResponse => self.handle_read_index_response(m),
             _ => {}
         }
         Ok(())
     }
 
     fn step_candidate(&mut self, m: Message) -> Result<()> {
+        // Only answers to this candidacy count: a candidate may still get
+        // answers to its pre-vote of the same term.
+        let my_vote_resp = if self.state == StateRole::PreCandidate {
+            MessageType::MsgPreVoteResponse
+        } else {
+            MessageType::MsgRequestVoteResponse
+        };
         match m.msg_type() {
             MessageType::MsgPropose => return Err(Error::ProposalDropped),
             MessageType::MsgAppend => {
@@ -615,15 +865,30 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(self.term, m.from);
                 self.handle_snapshot(m);
             }
-            MessageType::MsgRequestVoteResponse => {
+            t if t == my_vote_resp => {
                 self.votes.entry(m.from).or_insert(!m.reject);
                 let (granted, rejected) = self.count_votes();
+                debug!(self.logger, "vote response"; "term" => self.term, "from" => m.from,
+                    "msg" => ?t, "rejected" => m.reject, "granted_total" => granted,
+                    "rejected_total" => rejected);
                 if granted >= self.quorum() {
-                    self.become_leader();
-                    self.bcast_append();
+                    if self.state == StateRole::PreCandidate {
+                        self.campaign(CampaignType::Election);
+                    } else {
+                        self.become_leader();
+                        self.bcast_append();
+                    }
                 } else if rejected >= self.quorum() {
+                    // A pre-vote response's term is ours + 1: keep ours.
                     self.become_follower(self.term, INVALID_ID);
                 }
+            }
+            MessageType::MsgTimeoutNow => {
+                debug!(self.logger, "ignored timeout-now while campaigning";
+                    "term" => self.term, "from" => m.from);
+            }
+            MessageType::MsgReadIndex => {
+                debug!(self.logger, "no leader; dropping read index"; "term" => self.term);
             }
             _ => {}
         }
@@ -634,8 +899,12 @@ impl<S: Storage> Raft<S> {
         match m.msg_type() {
             MessageType::MsgBeat => self.bcast_heartbeat(),
             MessageType::MsgPropose => return self.handle_propose(m),
-            MessageType::MsgAppendResponse => self.handle_append_response(&m),
+            MessageType::MsgAppendResponse => {
+                self.mark_recent_active(m.from);
+                self.handle_append_response(&m);
+            }
             MessageType::MsgHeartbeatResponse => {
+                self.mark_recent_active(m.from);
                 let last_index = self.raft_log.last_index();
                 let behind = self.prs.get_mut(&m.from).is_some_and(|pr| {
                     pr.update_committed(m.commit);
@@ -645,11 +914,22 @@ impl<S: Storage> Raft<S> {
                 if behind {
                     self.send_append(m.from);
                 }
+                if self.prs.contains_key(&m.from) {
+                    self.handle_read_ack(m.from, &m.context);
+                }
             }
+            MessageType::MsgReadIndex => self.handle_read_index_as_leader(m),
             MessageType::MsgTransferLeader => self.handle_transfer_leader(m.from),
             _ => {}
         }
         Ok(())
+    }
+
+    /// CheckQuorum: a member was heard from in this period.
+    fn mark_recent_active(&mut self, from: u64) {
+        if let Some(pr) = self.prs.get_mut(&from) {
+            pr.recent_active = true;
+        }
     }
 
     // ---- leader: proposals and replication ----
@@ -703,7 +983,9 @@ impl<S: Storage> Raft<S> {
         if let Some(pr) = self.prs.get_mut(&id) {
             pr.maybe_update(last);
         }
-        self.maybe_commit();
+        if self.maybe_commit() {
+            self.release_pending_read_index();
+        }
     }
 
     /// Commits the highest index a quorum has replicated, if it is of the
@@ -731,7 +1013,15 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn bcast_heartbeat(&mut self) {
+    /// Sends every follower a heartbeat carrying the latest read round.
+    /// A heartbeat not yet handed to the host is replaced, not repeated: the
+    /// new one carries everything the old one did, a commit index at least
+    /// as high and a read round at least as late, so many reads taken
+    /// between two `Ready`s share one heartbeat per follower.
+    pub(crate) fn bcast_heartbeat(&mut self) {
+        let ctx = self.read_only.heartbeat_ctx();
+        self.msgs
+            .retain(|m| m.msg_type() != MessageType::MsgHeartbeat);
         let peers: Vec<u64> = self
             .prs
             .keys()
@@ -739,11 +1029,11 @@ impl<S: Storage> Raft<S> {
             .filter(|&id| id != self.id)
             .collect();
         for to in peers {
-            self.send_heartbeat(to);
+            self.send_heartbeat(to, ctx.clone());
         }
     }
 
-    fn send_heartbeat(&mut self, to: u64) {
+    fn send_heartbeat(&mut self, to: u64, context: Vec<u8>) {
         // Never tell a follower to commit past what it is known to hold.
         let matched = self.prs.get(&to).map_or(0, |pr| pr.matched);
         let commit = matched.min(self.raft_log.committed);
@@ -751,6 +1041,7 @@ impl<S: Storage> Raft<S> {
             msg_type: MessageType::MsgHeartbeat as i32,
             to,
             commit,
+            context,
             ..Default::default()
         });
     }
@@ -847,6 +1138,8 @@ impl<S: Storage> Raft<S> {
         }
         let (matched, next) = (pr.matched, pr.next);
         if self.maybe_commit() {
+            // Reads postponed until an entry of this term committed may go.
+            self.release_pending_read_index();
             // Tell everyone about the new commit index.
             self.bcast_append();
         } else if was_paused || next <= self.raft_log.last_index() {
@@ -921,9 +1214,11 @@ impl<S: Storage> Raft<S> {
         self.leader_commit = self.leader_commit.max(m.commit);
         let commit = m.commit.min(self.raft_log.last_index());
         self.raft_log.commit_to(commit);
+        // The read round is echoed so the leader knows its reads confirmed.
         self.send(Message {
             msg_type: MessageType::MsgHeartbeatResponse as i32,
             to: m.from,
+            context: m.context,
             ..Default::default()
         });
     }
@@ -1036,7 +1331,11 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let next = self.raft_log.last_index() + 1;
-        self.prs.insert(id, Progress::new(0, next));
+        let mut pr = Progress::new(0, next);
+        // A new member counts as active, or CheckQuorum could depose the
+        // leader before the newcomer had a chance to answer (etcd does so).
+        pr.recent_active = true;
+        self.prs.insert(id, pr);
         info!(self.logger, "added node"; "term" => self.term, "node" => id,
             "members" => ?self.prs.keys().collect::<Vec<_>>());
     }
@@ -1067,8 +1366,11 @@ impl<S: Storage> Raft<S> {
             self.abort_leader_transfer();
         }
         if self.maybe_commit() {
+            self.release_pending_read_index();
             self.bcast_append();
         }
+        // With one voter fewer, a quorum may already have confirmed reads.
+        self.confirm_reads();
     }
 
     // ---- host feedback ----
@@ -1132,209 +1434,15 @@ impl<S: Storage> Raft<S> {
             t >= self.election_timeout && t < 2 * self.election_timeout,
             "randomized election timeout {t} out of range"
         );
+        if self.state != StateRole::Leader {
+            assert!(
+                self.read_only.unconfirmed.is_empty() && self.pending_read_index.is_empty(),
+                "only a leader holds reads"
+            );
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use kvproto::eraftpb::{ConfState, Entry, MessageType, Snapshot, SnapshotMetadata};
-
-    use crate::MemoryStorage;
-    use crate::progress::ProgressState;
-    use crate::test_util::{new_entry, new_message, new_test_raft};
-
-    fn propose(r: &mut super::Raft<MemoryStorage>) {
-        let mut m = new_message(1, 1, MessageType::MsgPropose);
-        m.entries = vec![Entry {
-            data: b"x".to_vec(),
-            ..Default::default()
-        }];
-        r.step(m).expect("leader accepts proposals");
-    }
-
-    fn appends_to(msgs: &[kvproto::eraftpb::Message], to: u64) -> usize {
-        msgs.iter()
-            .filter(|m| m.to == to && m.msg_type() == MessageType::MsgAppend)
-            .count()
-    }
-
-    /// A leader that needs a snapshot for node 2: its log starts after the
-    /// snapshot at index 11, node 2 needs index 10, and node 2 has not
-    /// answered yet (its probe is marked sent, as after a heartbeat).
-    fn new_leader_needing_a_snapshot() -> super::Raft<MemoryStorage> {
-        let storage = MemoryStorage::new();
-        storage
-            .apply_snapshot(Snapshot {
-                data: Vec::new(),
-                metadata: Some(SnapshotMetadata {
-                    conf_state: Some(ConfState { nodes: vec![1, 2] }),
-                    index: 11,
-                    term: 11,
-                }),
-            })
-            .expect("apply snapshot");
-        let mut r = new_test_raft(1, vec![1, 2], 10, 1, storage);
-        r.become_candidate();
-        r.become_leader();
-        r.take_messages();
-        let pr = r.prs.get_mut(&2).expect("node 2 is a member");
-        pr.next = 10;
-        pr.probe_sent = false;
-        r
-    }
-
-    fn snapshots_to(msgs: &[kvproto::eraftpb::Message], to: u64) -> usize {
-        msgs.iter()
-            .filter(|m| m.to == to && m.msg_type() == MessageType::MsgSnapshot)
-            .count()
-    }
-
-    /// A failed snapshot is not sent again on every append while the peer
-    /// stays silent: the leader waits for a heartbeat response (etcd
-    /// `MsgSnapStatus`). Found by the 2C cluster scenarios: a leader sent a
-    /// snapshot to a partitioned follower on every proposal, hundreds of
-    /// failed transfers a second.
-    #[test]
-    fn failed_snapshot_waits_for_a_heartbeat_response() {
-        let mut r = new_leader_needing_a_snapshot();
-        propose(&mut r);
-        assert_eq!(snapshots_to(&r.take_messages(), 2), 1);
-        r.report_snapshot(2, true);
-        let pr = &r.prs[&2];
-        assert_eq!((pr.state, pr.pending_snapshot), (ProgressState::Probe, 0));
-        for _ in 0..3 {
-            propose(&mut r);
-        }
-        let msgs = r.take_messages();
-        assert_eq!(
-            snapshots_to(&msgs, 2) + appends_to(&msgs, 2),
-            0,
-            "paused after a failed snapshot: {msgs:?}"
-        );
-        let mut resp = new_message(2, 1, MessageType::MsgHeartbeatResponse);
-        resp.term = r.term;
-        r.step(resp).expect("heartbeat response steps");
-        assert_eq!(
-            snapshots_to(&r.take_messages(), 2),
-            1,
-            "a heartbeat response resumes: the snapshot is sent again"
-        );
-    }
-
-    /// After a delivered snapshot the leader waits for the peer's append
-    /// response before sending entries after it (etcd `MsgSnapStatus`).
-    #[test]
-    fn delivered_snapshot_waits_for_the_append_response() {
-        let mut r = new_leader_needing_a_snapshot();
-        propose(&mut r);
-        assert_eq!(snapshots_to(&r.take_messages(), 2), 1);
-        r.report_snapshot(2, false);
-        assert_eq!(r.prs[&2].next, 12, "probing from after the snapshot");
-        propose(&mut r);
-        let msgs = r.take_messages();
-        assert_eq!(
-            snapshots_to(&msgs, 2) + appends_to(&msgs, 2),
-            0,
-            "paused until the peer answers: {msgs:?}"
-        );
-        let mut resp = new_message(2, 1, MessageType::MsgAppendResponse);
-        resp.term = r.term;
-        resp.index = 11;
-        r.step(resp).expect("append response steps");
-        assert_eq!(r.prs[&2].state, ProgressState::Replicate);
-        assert_eq!(
-            appends_to(&r.take_messages(), 2),
-            1,
-            "the answer resumes appending after the snapshot"
-        );
-    }
-
-    /// A leader probing a silent follower sends it one append, not one per
-    /// proposal, until the follower answers (here: a heartbeat response).
-    #[test]
-    fn probe_sends_one_append_until_answered() {
-        let mut r = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
-        r.become_candidate();
-        r.become_leader();
-        r.bcast_append();
-        assert_eq!(appends_to(&r.take_messages(), 2), 1);
-        for _ in 0..3 {
-            propose(&mut r);
-        }
-        assert_eq!(
-            appends_to(&r.take_messages(), 2),
-            0,
-            "paused while the probe is unanswered"
-        );
-        let mut resp = new_message(2, 1, MessageType::MsgHeartbeatResponse);
-        resp.term = r.term;
-        r.step(resp).expect("heartbeat response steps");
-        let msgs = r.take_messages();
-        assert_eq!(
-            appends_to(&msgs, 2),
-            1,
-            "a heartbeat response resumes probing"
-        );
-        let append = msgs.iter().find(|m| m.to == 2).expect("append to 2");
-        assert_eq!(
-            append.entries.len(),
-            4,
-            "the probe carries everything from next"
-        );
-    }
-
-    /// Followers report their commit index in their answers; the leader
-    /// keeps the highest per peer, so it knows which committed entries a
-    /// peer knows are committed (what a leader waits for before applying
-    /// its own removal from a two-member region).
-    #[test]
-    fn answers_carry_the_commit_index_to_the_leader() {
-        let mut follower = new_test_raft(2, vec![1, 2], 10, 1, MemoryStorage::new());
-        let mut append = new_message(1, 2, MessageType::MsgAppend);
-        append.term = 1;
-        append.entries = vec![new_entry(1, 1), new_entry(2, 1)];
-        append.commit = 2;
-        follower.step(append).expect("append steps");
-        assert_eq!(follower.leader_commit(), 2);
-        let answer = follower.take_messages().pop().expect("append answered");
-        assert_eq!(
-            (answer.msg_type(), answer.index, answer.commit),
-            (MessageType::MsgAppendResponse, 2, 2)
-        );
-        let mut heartbeat = new_message(1, 2, MessageType::MsgHeartbeat);
-        heartbeat.term = 1;
-        heartbeat.commit = 1;
-        follower.step(heartbeat).expect("heartbeat steps");
-        assert_eq!(follower.leader_commit(), 2, "never decreases in a term");
-        let answer = follower.take_messages().pop().expect("heartbeat answered");
-        assert_eq!(answer.commit, 2);
-        let mut vote = new_message(3, 2, MessageType::MsgRequestVote);
-        vote.term = 2;
-        follower.step(vote).expect("vote request steps");
-        assert_eq!(
-            follower.leader_commit(),
-            0,
-            "a new term forgets the old leader's word"
-        );
-
-        let mut leader = new_test_raft(1, vec![1, 2], 10, 1, MemoryStorage::new());
-        leader.become_candidate();
-        leader.become_leader();
-        assert_eq!(leader.prs[&2].committed(), 0);
-        let mut resp = new_message(2, 1, MessageType::MsgHeartbeatResponse);
-        resp.term = leader.term;
-        resp.commit = 1;
-        leader.step(resp).expect("heartbeat response steps");
-        assert_eq!(leader.prs[&2].committed(), 1);
-        let mut resp = new_message(2, 1, MessageType::MsgAppendResponse);
-        resp.term = leader.term;
-        resp.index = 1;
-        resp.commit = 0;
-        leader.step(resp).expect("append response steps");
-        assert_eq!(
-            leader.prs[&2].committed(),
-            1,
-            "an older report does not lower it"
-        );
-    }
-}
+#[path = "raft_tests.rs"]
+mod tests;

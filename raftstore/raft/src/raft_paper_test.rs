@@ -109,6 +109,7 @@ fn test_update_term_from_message(state: StateRole) {
     match state {
         StateRole::Follower => r.become_follower(1, 2),
         StateRole::Candidate => r.become_candidate(),
+        StateRole::PreCandidate => r.become_pre_candidate(),
         StateRole::Leader => {
             r.become_candidate();
             r.become_leader();
@@ -183,6 +184,7 @@ fn test_nonleader_start_election(state: StateRole) {
     match state {
         StateRole::Follower => r.become_follower(1, 2),
         StateRole::Candidate => r.become_candidate(),
+        StateRole::PreCandidate => r.become_pre_candidate(),
         StateRole::Leader => unreachable!("only non-leaders time out"),
     }
 
@@ -319,6 +321,7 @@ fn test_nonleader_election_timeout_randomized(state: StateRole) {
                 r.become_follower(term, 2);
             }
             StateRole::Candidate => r.become_candidate(),
+            StateRole::PreCandidate => r.become_pre_candidate(),
             StateRole::Leader => unreachable!("only non-leaders time out"),
         }
 
@@ -369,6 +372,7 @@ fn test_nonleaders_election_timeout_nonconflict(state: StateRole) {
                     r.become_follower(term, NONE);
                 }
                 StateRole::Candidate => r.become_candidate(),
+                StateRole::PreCandidate => r.become_pre_candidate(),
                 StateRole::Leader => unreachable!("only non-leaders time out"),
             }
         }

@@ -214,6 +214,7 @@ fn test_vote_from_any_state_2aa() {
                 r.become_follower(term, 3);
             }
             StateRole::Candidate => r.become_candidate(),
+            StateRole::PreCandidate => r.become_pre_candidate(),
             StateRole::Leader => {
                 r.become_candidate();
                 r.become_leader();
@@ -628,6 +629,7 @@ fn test_all_server_stepdown_2ab() {
         match state {
             StateRole::Follower => sm.become_follower(1, NONE),
             StateRole::Candidate => sm.become_candidate(),
+            StateRole::PreCandidate => sm.become_pre_candidate(),
             StateRole::Leader => {
                 sm.become_candidate();
                 sm.become_leader();

@@ -20,6 +20,11 @@
 //! leave before the state it reports is durable. Nothing may be stepped into
 //! the node between `ready` and `advance`.
 //!
+//! Reads: `read_index(ctx)` asks for a read index; the answer comes as a
+//! `ReadState` in a later `Ready` (see `read_only`). The host serves the read
+//! once it has applied up to `ReadState::index`. A read may be dropped (no
+//! leader, or the leader stepped down): the host times it out and asks again.
+//!
 //! The host may hold apply at an index (`set_apply_limit`): committed
 //! entries past it are not handed out, and do not make `has_ready` true,
 //! until the limit is lifted. A host that truncates `committed_entries`
@@ -31,6 +36,7 @@ use slog::Logger;
 use crate::config::Config;
 use crate::errors::{Error, Result};
 use crate::raft::{Raft, SoftState};
+use crate::read_only::ReadState;
 use crate::storage::Storage;
 use crate::util::{is_local_msg, is_response_msg};
 
@@ -50,6 +56,9 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Messages to send once everything above is persisted.
     pub messages: Vec<Message>,
+    /// Reads confirmed since the last `Ready`, in the order confirmed; each
+    /// is handed out once.
+    pub read_states: Vec<ReadState>,
 }
 
 /// Whether a snapshot sent to a peer was applied there.
@@ -87,6 +96,12 @@ impl<S: Storage> RawNode<S> {
     /// The node inside.
     pub fn raft(&self) -> &Raft<S> {
         &self.raft
+    }
+
+    /// The node inside, for tests that set up a state directly.
+    #[cfg(test)]
+    pub(crate) fn raft_mut(&mut self) -> &mut Raft<S> {
+        &mut self.raft
     }
 
     /// The storage, for the host to read what it persisted.
@@ -157,6 +172,20 @@ impl<S: Storage> RawNode<S> {
         self.raft.step(m)
     }
 
+    /// Asks for a read index; `ctx` identifies the request in the
+    /// `ReadState` that answers it and should be unique among the host's
+    /// pending reads. On a follower the request goes to the leader; without
+    /// a known leader it is dropped.
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        // Stepping a read request never fails.
+        let _ = self.raft.step(Message {
+            msg_type: MessageType::MsgReadIndex as i32,
+            from: self.raft.id,
+            context: ctx,
+            ..Default::default()
+        });
+    }
+
     /// Asks the leader to hand leadership to `transferee`.
     pub fn transfer_leader(&mut self, transferee: u64) {
         // Stepping a transfer request never fails.
@@ -187,6 +216,7 @@ impl<S: Storage> RawNode<S> {
             || raft.raft_log.pending_snapshot().is_some()
             || raft.raft_log.has_next_entries_up_to(self.apply_limit())
             || !raft.msgs.is_empty()
+            || !raft.read_states.is_empty()
     }
 
     /// Holds committed entries past `limit` back from apply (`None`: hand
@@ -219,6 +249,7 @@ impl<S: Storage> RawNode<S> {
             snapshot: raft.raft_log.pending_snapshot().cloned(),
             committed_entries: raft.raft_log.next_entries_up_to(limit),
             messages: raft.take_messages(),
+            read_states: raft.read_states.clone(),
         }
     }
 
@@ -246,6 +277,10 @@ impl<S: Storage> RawNode<S> {
         if let Some(last) = rd.committed_entries.last() {
             log.applied_to(last.index);
         }
+        // Nothing was stepped since `ready`: these are exactly the ones
+        // handed out.
+        let handed_out = rd.read_states.len().min(self.raft.read_states.len());
+        self.raft.read_states.drain(..handed_out);
         if cfg!(debug_assertions) {
             self.raft.check_invariants();
         }

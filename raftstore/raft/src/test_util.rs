@@ -36,6 +36,7 @@ pub fn new_test_config(id: u64, peers: Vec<u64>, election: usize, heartbeat: usi
         heartbeat_tick: heartbeat,
         applied: 0,
         rng_seed: Some(id),
+        ..Default::default()
     }
 }
 
@@ -288,6 +289,20 @@ impl Network {
             let out = self.filter(out);
             queue.extend(out);
         }
+    }
+
+    /// Lets every real node tick once, then delivers what they sent
+    /// (through the drops and cuts) and everything that causes.
+    pub fn tick_all(&mut self) {
+        let mut out = Vec::new();
+        for p in self.peers.values_mut() {
+            if let Peer::Raft(r) = p {
+                r.tick();
+                out.extend(r.read_messages());
+            }
+        }
+        let out = self.filter(out);
+        self.send(out);
     }
 
     /// Drops a share `perc` of messages from `from` to `to`.

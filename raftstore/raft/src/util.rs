@@ -37,12 +37,82 @@ pub fn is_local_msg(t: MessageType) -> bool {
     )
 }
 
-/// Messages that answer a request.
+/// Messages that answer a request. `MsgReadIndex` is neither local nor a
+/// response: a follower forwards its host's read to the leader.
 pub fn is_response_msg(t: MessageType) -> bool {
     matches!(
         t,
         MessageType::MsgAppendResponse
             | MessageType::MsgRequestVoteResponse
             | MessageType::MsgHeartbeatResponse
+            | MessageType::MsgPreVoteResponse
+            | MessageType::MsgReadIndexResponse
     )
+}
+
+/// The answer type for a vote request type (`MsgRequestVote` or `MsgPreVote`).
+pub(crate) fn vote_resp_msg_type(t: MessageType) -> MessageType {
+    if t == MessageType::MsgPreVote {
+        MessageType::MsgPreVoteResponse
+    } else {
+        MessageType::MsgRequestVoteResponse
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvproto::eraftpb::Message;
+    use prost::Message as _;
+
+    use super::*;
+
+    /// The extensions' wire form: message types 100..=103 and `context` as
+    /// field 101, after TinyKV's own numbers.
+    #[test]
+    fn extensions_encode_past_tinykv_numbers() {
+        let msg = Message {
+            msg_type: MessageType::MsgReadIndex as i32,
+            to: 1,
+            from: 2,
+            context: b"r1".to_vec(),
+            ..Default::default()
+        };
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            0x08, 0x66,             // 1 msg_type: MsgReadIndex = 102
+            0x10, 0x01,             // 2 to: 1
+            0x18, 0x02,             // 3 from: 2
+            0xaa, 0x06, 0x02,       // 101 context: key (101 << 3) | 2 = 810, len 2
+            b'r', b'1',
+        ];
+        assert_eq!(msg.encode_to_vec(), expected);
+        assert_eq!(Message::decode(expected).expect("decodes"), msg);
+        assert_eq!(MessageType::MsgPreVote as i32, 100);
+        assert_eq!(MessageType::MsgPreVoteResponse as i32, 101);
+        assert_eq!(MessageType::MsgReadIndexResponse as i32, 103);
+    }
+
+    /// Which kinds the host may step from the network.
+    #[test]
+    fn message_predicates() {
+        for t in [
+            MessageType::MsgPreVote,
+            MessageType::MsgPreVoteResponse,
+            MessageType::MsgReadIndex,
+            MessageType::MsgReadIndexResponse,
+        ] {
+            assert!(!is_local_msg(t), "{t:?} comes from the network");
+        }
+        assert!(is_response_msg(MessageType::MsgPreVoteResponse));
+        assert!(is_response_msg(MessageType::MsgReadIndexResponse));
+        assert!(!is_response_msg(MessageType::MsgReadIndex));
+        assert_eq!(
+            vote_resp_msg_type(MessageType::MsgPreVote),
+            MessageType::MsgPreVoteResponse
+        );
+        assert_eq!(
+            vote_resp_msg_type(MessageType::MsgRequestVote),
+            MessageType::MsgRequestVoteResponse
+        );
+    }
 }
