@@ -250,3 +250,53 @@ fn the_client_retries_server_is_busy() {
         cluster.must_get(key, b"v");
     }
 }
+
+/// Reads go through ReadIndex, not the log: under a read-only load no
+/// store's last log index moves, and every read sees the last write, also
+/// right after a leader change.
+#[test]
+fn reads_write_nothing_to_the_log() {
+    let cluster = Cluster::new(3, Config::for_tests(), "reads_write_nothing_to_the_log");
+    cluster.start();
+    cluster.must_put(b"k", b"v1");
+    for store_id in cluster.store_ids() {
+        cluster.must_get_equal_on_store(store_id, b"k", b"v1", Duration::from_secs(10));
+    }
+    let last_indexes = || -> Vec<u64> {
+        cluster
+            .store_ids()
+            .into_iter()
+            .map(|s| {
+                cluster
+                    .raft_local_state(s, FIRST_REGION_ID)
+                    .map_or(0, |r| r.last_index)
+            })
+            .collect()
+    };
+    // Wait until the last write's commit reached every store's log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let seen = last_indexes();
+        if seen.iter().all(|&i| i == seen[0]) || Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for _ in 0..200 {
+        cluster.must_get(b"k", b"v1");
+    }
+    assert_eq!(cluster.scan(b"", b""), vec![b"v1".to_vec()]);
+    assert_eq!(last_indexes(), before, "a read wrote to the log");
+
+    // After a leader change the new leader's reads see the last write too.
+    let leader = cluster.must_leader_by_read(FIRST_REGION_ID);
+    let other = cluster
+        .region_for_key(b"k")
+        .peers
+        .into_iter()
+        .find(|p| p.store_id != leader.store_id)
+        .expect("another peer");
+    cluster.must_put(b"k", b"v2");
+    cluster.must_transfer_leader(FIRST_REGION_ID, other);
+    cluster.must_get(b"k", b"v2");
+}

@@ -236,6 +236,8 @@ impl<'a> PeerMsgHandler<'a> {
             PeerTick::Raft => {
                 self.peer.raft_group.tick();
                 self.peer.ticks += 1;
+                self.peer
+                    .expire_reads(self.ctx.cfg.raft_election_timeout_ticks as u64);
                 let gc_every = self.ctx.cfg.raft_log_gc_tick_ticks.max(1) as u64;
                 if self.peer.ticks.is_multiple_of(gc_every) {
                     self.peer.on_raft_log_gc_tick(self.ctx);

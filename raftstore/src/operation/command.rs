@@ -18,6 +18,7 @@ use storage::is_data_cf;
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::operation::batch::is_batchable;
+use crate::operation::read::is_read;
 use crate::operation::split::add_regions;
 use crate::peer::{Answer, Peer, Proposal};
 
@@ -251,6 +252,10 @@ impl Peer {
         if let Err(e) = self.pre_propose_check(ctx, &request) {
             debug!(self.logger, "command refused"; "err" => %e);
             callback.respond_error(e.to_region_error());
+            return;
+        }
+        if is_read(&request) {
+            self.queue_read(request, callback);
             return;
         }
         if is_batchable(&request) {

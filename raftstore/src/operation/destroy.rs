@@ -42,6 +42,7 @@ impl Peer {
     /// Answers every waiting proposal with `error`.
     pub fn fail_proposals(&mut self, error: &Error) {
         self.fail_pending_writes(error);
+        self.fail_reads(error);
         for callback in self.proposals.take_all() {
             callback.respond_error(error.to_region_error());
         }

@@ -8,6 +8,7 @@ pub mod heartbeat;
 pub mod log_gc;
 pub mod own_removal;
 pub mod raft_message;
+pub mod read;
 pub mod ready;
 pub mod snapshot;
 pub mod split;

@@ -90,9 +90,7 @@ impl Peer {
                 .prs()
                 .get(&other.id)
                 .is_some_and(|pr| pr.committed() >= index),
-            StateRole::Follower | StateRole::Candidate => {
-                raft.leader_id() == other.id && raft.leader_commit() >= index
-            }
+            _ => raft.leader_id() == other.id && raft.leader_commit() >= index,
         }
     }
 }

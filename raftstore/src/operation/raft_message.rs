@@ -14,9 +14,9 @@
 //! 4. Membership and epoch, once this peer is initialized (an uninitialized
 //!    peer knows no members yet and takes what its leader sends):
 //!    - a sender that is not a member, with a stale epoch, was removed:
-//!      dropped, and a vote request is answered with a tombstone notice so
-//!      the removed peer destroys itself rather than campaigning forever
-//!      with ever higher terms (there is no PreVote to stop it);
+//!      dropped, and a vote or pre-vote request is answered with a
+//!      tombstone notice so the removed peer destroys itself rather than
+//!      campaigning forever;
 //!    - a sender that is not a member, with a newer epoch, is one this peer
 //!      has not learned of yet (it lags a membership change): accepted;
 //!    - any other non-member is dropped.
@@ -127,7 +127,10 @@ pub fn check_raft_message(
             .any(|p| p.id == from.id && p.store_id == from.store_id);
         if !is_member {
             if is_epoch_stale(&msg_epoch, &my_epoch) {
-                return if message.msg_type() == MessageType::MsgRequestVote {
+                return if matches!(
+                    message.msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgPreVote
+                ) {
                     Verdict::TellSenderRemoved
                 } else {
                     drop("stale epoch from a peer no longer in the region")

@@ -59,6 +59,7 @@ impl Peer {
     /// go on safely: the error is returned and the caller stops the peer.
     pub async fn handle_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
         self.propose_pending_writes();
+        self.request_read_index();
         for _ in 0..MAX_READY_ROUNDS {
             self.release_own_removal();
             if self.stopped || !self.raft_group.has_ready() {
@@ -126,6 +127,8 @@ impl Peer {
         self.hold_own_removal(&mut rd.committed_entries);
         let committed = rd.committed_entries.clone();
         self.apply_committed(ctx, committed, unsynced_state).await?;
+        self.on_read_states(&rd.read_states);
+        self.run_ready_reads(ctx)?;
 
         // 3. Send.
         for msg in late {
@@ -144,6 +147,8 @@ impl Peer {
             "leader" => self.raft_group.raft().leader_id());
         if role == StateRole::Leader {
             self.heartbeat_scheduler(ctx);
+        } else {
+            self.fail_reads_on_step_down();
         }
     }
 

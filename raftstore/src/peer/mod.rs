@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::errors::Result;
 use crate::operation::batch::PendingWrites;
 use crate::operation::heartbeat::PeerLiveness;
+use crate::operation::read::PendingReads;
 use crate::operation::ready::RaftOp;
 use crate::peer_storage::PeerStorage;
 use crate::snapshot::SnapshotSource;
@@ -42,6 +43,8 @@ pub struct Peer {
     /// Write commands checked and waiting to share one entry, proposed
     /// before the next Ready (`operation/batch.rs`).
     pub(crate) pending_writes: Option<PendingWrites>,
+    /// Reads waiting for their read index (`operation/read.rs`).
+    pub(crate) reads: PendingReads,
     /// Raft ticks since start, to derive the slower ticks from.
     pub(crate) ticks: u64,
     /// Bytes of log entries applied since the last compaction (an estimate
@@ -100,6 +103,12 @@ impl Peer {
             heartbeat_tick: cfg.raft_heartbeat_ticks,
             applied: storage.applied_index(),
             rng_seed: None,
+            // Reads confirm leadership with a heartbeat round
+            // (`operation/read.rs`); PreVote and CheckQuorum stay off here
+            // until the raftstore's leases and tombstone notices handle them.
+            read_only_option: raft::ReadOnlyOption::Safe,
+            pre_vote: false,
+            check_quorum: false,
         };
         let raft_group = RawNode::new(&raft_cfg, storage, &logger)?;
         info!(logger, "create peer"; "applied" => raft_cfg.applied,
@@ -111,6 +120,7 @@ impl Peer {
             peer_cache,
             proposals: ProposalQueue::default(),
             pending_writes: None,
+            reads: PendingReads::default(),
             ticks: 0,
             approximate_log_size: 0,
             last_compacted_index: 0,

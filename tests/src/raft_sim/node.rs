@@ -315,6 +315,7 @@ impl Host {
             heartbeat_tick: self.timing.heartbeat_tick,
             applied: self.durable.applied,
             rng_seed: Some(self.rng_seed ^ self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            ..Default::default()
         };
         let node = RawNode::new(&config, self.storage.clone(), &self.logger)
             .unwrap_or_else(|e| panic!("node {} cannot restart from its disk: {e}", self.id));
