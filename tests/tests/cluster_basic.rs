@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvproto::metapb;
-use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
+use kvproto::raft_cmdpb::{
+    CmdType, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+};
 use raftstore::Config;
 use storage::CF_DEFAULT;
 use tinykv_tests::cluster::filter::IsolateFilter;
@@ -298,5 +300,58 @@ fn reads_write_nothing_to_the_log() {
         .expect("another peer");
     cluster.must_put(b"k", b"v2");
     cluster.must_transfer_leader(FIRST_REGION_ID, other);
+    cluster.must_get(b"k", b"v2");
+}
+
+/// A leader cut off from the others never serves a stale read: its lease
+/// runs out before anyone else can be elected, then its reads wait for a
+/// heartbeat round no quorum answers, and CheckQuorum makes it step down.
+#[test]
+fn a_cut_off_leader_serves_no_stale_read() {
+    let cluster = Cluster::new(
+        3,
+        Config::for_tests(),
+        "a_cut_off_leader_serves_no_stale_read",
+    );
+    cluster.start();
+    cluster.must_put(b"k", b"v1");
+    cluster.must_get(b"k", b"v1");
+    let old = cluster.must_leader_by_read(FIRST_REGION_ID);
+    let region = cluster.region_for_key(b"k");
+    cluster.add_filter(Arc::new(IsolateFilter(old.store_id)));
+    // Through the others: they elect a new leader and take the write.
+    cluster.must_put(b"k", b"v2");
+
+    let get = RaftCmdRequest {
+        header: Some(RaftRequestHeader {
+            region_id: region.id,
+            peer: Some(old),
+            region_epoch: region.region_epoch,
+            ..Default::default()
+        }),
+        requests: vec![Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: CF_DEFAULT.to_owned(),
+                key: b"k".to_vec(),
+            }),
+            ..Default::default()
+        }],
+        admin_request: None,
+    };
+    match cluster.call_command(get, Duration::from_secs(5)) {
+        Some(resp) if resp.region_error().is_none() => {
+            let value = resp
+                .response
+                .responses
+                .first()
+                .and_then(|r| r.get.as_ref())
+                .map(|g| g.value.clone());
+            panic!("the cut-off leader answered a read: {value:?}");
+        }
+        // Refused (no longer leader, or not confirmed in time), or no answer.
+        _ => {}
+    }
+    cluster.clear_filters();
     cluster.must_get(b"k", b"v2");
 }

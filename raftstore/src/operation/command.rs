@@ -255,7 +255,7 @@ impl Peer {
             return;
         }
         if is_read(&request) {
-            self.queue_read(request, callback);
+            self.queue_read(ctx, request, callback);
             return;
         }
         if is_batchable(&request) {
@@ -375,6 +375,10 @@ impl Peer {
                 "term" => self.term(), "transferee" => target.id, "silent_for" => ?silent_for);
             return;
         }
+        // The transferee's campaign ignores the members' leases.
+        let election =
+            ctx.cfg.raft_base_tick_interval * (ctx.cfg.raft_election_timeout_ticks as u32);
+        self.lease.suspend(std::time::Instant::now() + 2 * election);
         self.raft_group.transfer_leader(target.id);
     }
 

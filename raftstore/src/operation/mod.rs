@@ -5,6 +5,7 @@ pub mod batch;
 pub mod command;
 pub mod destroy;
 pub mod heartbeat;
+pub mod lease;
 pub mod log_gc;
 pub mod own_removal;
 pub mod raft_message;

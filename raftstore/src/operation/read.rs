@@ -9,6 +9,10 @@
 //! commit index; the reads then wait until this peer has applied up to the
 //! index, and run against the engine.
 //!
+//! Under the leader's lease (`operation/lease.rs`, renewed by each
+//! confirmed round) a read is answered at once instead, if this peer has
+//! applied everything it knows committed and no read waits before it.
+//!
 //! Why that is linearizable: the commit index taken while leadership was
 //! confirmed covers every write acknowledged before the read arrived (an
 //! acknowledged write was committed), and the raft node hands out a read
@@ -20,13 +24,15 @@
 //!   decrease, so they run in that order too.
 //! - Each read is answered exactly once: with its result, with `NotLeader`
 //!   when this peer stops leading (the raft node forgets its pending read
-//!   requests then), with `ServerIsBusy` when no quorum confirmed it within
-//!   [`READ_TIMEOUT_ELECTIONS`] election timeouts, or with the peer's stop
-//!   error.
+//!   requests then) or when no quorum confirmed it within
+//!   [`READ_TIMEOUT_ELECTIONS`] election timeouts (a leader cut off from
+//!   its quorum is as good as gone: the client should try the others, not
+//!   wait here), or with the peer's stop error.
 //! - A read is checked against the region again when it runs: a split or a
 //!   membership change may have come in between.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use kvproto::raft_cmdpb::{
     CmdType, GetResponse, RaftCmdRequest, RaftCmdResponse, Response, SnapResponse,
@@ -40,10 +46,11 @@ use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::operation::apply::{error_response, header};
 use crate::operation::command::{DataRequest, check_region_epoch, parse_requests};
+use crate::operation::lease::lease_length;
 use crate::peer::Peer;
 
 /// Election timeouts a read waits for its confirmation before it is
-/// refused as busy (the client retries).
+/// refused as `NotLeader` (the client tries the other peers).
 pub const READ_TIMEOUT_ELECTIONS: u64 = 2;
 
 /// Reads sharing one read-index request.
@@ -55,6 +62,10 @@ struct ReadBatch {
     index: Option<u64>,
     /// The peer's tick count when the request went out.
     issued_at_tick: u64,
+    /// When the request went out, and in which term: a confirmation
+    /// renews the lease from then (`operation/lease.rs`).
+    issued_at: Instant,
+    term: u64,
     reads: Vec<(RaftCmdRequest, Callback)>,
 }
 
@@ -79,9 +90,30 @@ pub(crate) fn is_read(request: &RaftCmdRequest) -> bool {
 }
 
 impl Peer {
-    /// Queues a checked read for the next read-index request.
-    pub(crate) fn queue_read(&mut self, request: RaftCmdRequest, callback: Callback) {
-        self.reads.unsent.push((request, callback));
+    /// Answers a checked read at once under the leader's lease, when this
+    /// peer applied everything it knows committed; otherwise queues it for
+    /// the next read-index request.
+    pub(crate) fn queue_read(
+        &mut self,
+        ctx: &StoreContext,
+        request: RaftCmdRequest,
+        callback: Callback,
+    ) {
+        let raft = self.raft_group.raft();
+        let by_lease = self.reads.unsent.is_empty()
+            && self.reads.waiting.is_empty()
+            && raft.lead_transferee() == 0
+            && raft.has_committed_in_term()
+            && self.raft_group.store().applied_index() >= raft.raft_log().committed()
+            && self.lease.covers(Instant::now(), self.term());
+        if !by_lease {
+            self.reads.unsent.push((request, callback));
+            return;
+        }
+        match self.execute_read(ctx, &request, self.term()) {
+            Ok(response) => callback.respond(response),
+            Err(e) => callback.respond_error(e.to_region_error()),
+        }
     }
 
     /// Sends one read-index request for the reads queued since the last.
@@ -107,12 +139,20 @@ impl Peer {
             id,
             index: None,
             issued_at_tick: self.ticks,
+            issued_at: Instant::now(),
+            term: self.term(),
             reads,
         });
     }
 
-    /// Records the read indexes the raft node confirmed.
-    pub(crate) fn on_read_states(&mut self, states: &[ReadState]) {
+    /// Records the read indexes the raft node confirmed, and renews the
+    /// lease from when their rounds were sent.
+    pub(crate) fn on_read_states(&mut self, ctx: &StoreContext, states: &[ReadState]) {
+        let length = lease_length(
+            ctx.cfg.raft_election_timeout_ticks,
+            ctx.cfg.raft_base_tick_interval,
+        );
+        let (term, leading) = (self.term(), self.is_leader());
         for state in states {
             let Ok(id) = <[u8; 8]>::try_from(state.request_ctx.as_slice()).map(u64::from_be_bytes)
             else {
@@ -120,6 +160,9 @@ impl Peer {
             };
             if let Some(batch) = self.reads.waiting.iter_mut().find(|b| b.id == id) {
                 batch.index = Some(state.index);
+                if leading && batch.term == term {
+                    self.lease.renew(batch.issued_at, term, length);
+                }
             }
         }
     }
@@ -163,8 +206,8 @@ impl Peer {
         }
     }
 
-    /// Refuses, as busy, the reads whose confirmation is overdue (a quorum
-    /// did not answer): the client retries, perhaps at another leader.
+    /// Refuses the reads whose confirmation is overdue (a quorum did not
+    /// answer) as `NotLeader` without a hint: the client tries the others.
     pub(crate) fn expire_reads(&mut self, election_ticks: u64) {
         let limit = election_ticks.max(1) * READ_TIMEOUT_ELECTIONS;
         while let Some(batch) = self.reads.waiting.front() {
@@ -174,7 +217,10 @@ impl Peer {
             let batch = self.reads.waiting.pop_front().expect("front exists");
             debug!(self.logger, "read index not confirmed in time"; "reads" => batch.reads.len(),
                 "term" => self.term());
-            let e = Error::ServerIsBusy("read index not confirmed in time".into());
+            let e = Error::NotLeader {
+                region_id: self.region_id,
+                leader: None,
+            };
             for (_, callback) in batch.reads {
                 callback.respond_error(e.to_region_error());
             }

@@ -127,7 +127,7 @@ impl Peer {
         self.hold_own_removal(&mut rd.committed_entries);
         let committed = rd.committed_entries.clone();
         self.apply_committed(ctx, committed, unsynced_state).await?;
-        self.on_read_states(&rd.read_states);
+        self.on_read_states(ctx, &rd.read_states);
         self.run_ready_reads(ctx)?;
 
         // 3. Send.
@@ -145,6 +145,7 @@ impl Peer {
     fn on_role_changed(&mut self, ctx: &StoreContext, role: StateRole) {
         info!(self.logger, "role changed"; "role" => ?role, "term" => self.term(),
             "leader" => self.raft_group.raft().leader_id());
+        self.lease.expire();
         if role == StateRole::Leader {
             self.heartbeat_scheduler(ctx);
         } else {

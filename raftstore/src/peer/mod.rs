@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::errors::Result;
 use crate::operation::batch::PendingWrites;
 use crate::operation::heartbeat::PeerLiveness;
+use crate::operation::lease::LeaderLease;
 use crate::operation::read::PendingReads;
 use crate::operation::ready::RaftOp;
 use crate::peer_storage::PeerStorage;
@@ -45,6 +46,8 @@ pub struct Peer {
     pub(crate) pending_writes: Option<PendingWrites>,
     /// Reads waiting for their read index (`operation/read.rs`).
     pub(crate) reads: PendingReads,
+    /// While it covers now, reads need no heartbeat round (`operation/lease.rs`).
+    pub(crate) lease: LeaderLease,
     /// Raft ticks since start, to derive the slower ticks from.
     pub(crate) ticks: u64,
     /// Bytes of log entries applied since the last compaction (an estimate
@@ -104,11 +107,12 @@ impl Peer {
             applied: storage.applied_index(),
             rng_seed: None,
             // Reads confirm leadership with a heartbeat round
-            // (`operation/read.rs`); PreVote and CheckQuorum stay off here
-            // until the raftstore's leases and tombstone notices handle them.
+            // (`operation/read.rs`), or rely on the lease CheckQuorum makes
+            // safe (`operation/lease.rs`); PreVote keeps a member that was
+            // cut off from deposing a working leader when it returns.
             read_only_option: raft::ReadOnlyOption::Safe,
-            pre_vote: false,
-            check_quorum: false,
+            pre_vote: true,
+            check_quorum: true,
         };
         let raft_group = RawNode::new(&raft_cfg, storage, &logger)?;
         info!(logger, "create peer"; "applied" => raft_cfg.applied,
@@ -121,6 +125,7 @@ impl Peer {
             proposals: ProposalQueue::default(),
             pending_writes: None,
             reads: PendingReads::default(),
+            lease: LeaderLease::default(),
             ticks: 0,
             approximate_log_size: 0,
             last_compacted_index: 0,
