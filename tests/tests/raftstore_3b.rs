@@ -40,7 +40,7 @@ fn test_transfer_leader_3b() {
         let peer = new_peer(id, id);
         cluster.must_transfer_leader(region_id, peer);
         // Beyond TinyKV, which trusts the scheduler's view: the peer that
-        // answers a read through the log is the new leader.
+        // answers a linearizable read is the new leader.
         assert_eq!(cluster.must_leader_by_read(region_id), peer);
     }
 }

@@ -264,6 +264,7 @@ impl Actor for PeerActor {
 
     async fn on_start(mut state: Self, actor_ref: ActorRef<Self>) -> Result<Self, Self::Error> {
         state.start_ticker(&actor_ref);
+        state.peer.gc_log_left_by_a_stop(&state.ctx);
         state.peer.maybe_campaign();
         Ok(state)
     }

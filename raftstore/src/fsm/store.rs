@@ -248,10 +248,15 @@ impl StoreActor {
                 }
             }
         }
-        // Only a vote request or a leader's first heartbeat (commit 0) can
-        // come to a peer that does not exist yet; anything else is stale.
-        let initial = message.msg_type() == MessageType::MsgRequestVote
-            || (message.msg_type() == MessageType::MsgHeartbeat && message.commit == 0);
+        // Only a (pre-)vote request or a leader's first heartbeat (commit 0)
+        // can come to a peer that does not exist yet; anything else is
+        // stale. The pre-vote matters: a leader of a two-member region whose
+        // new member never answered steps down (CheckQuorum), and from then
+        // on sends only pre-votes, which must create the member.
+        let initial = matches!(
+            message.msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgPreVote
+        ) || (message.msg_type() == MessageType::MsgHeartbeat && message.commit == 0);
         if !initial {
             debug!(self.ctx.logger, "dropped a message for a missing peer"; "region_id" => region_id,
                 "msg" => ?message.msg_type());

@@ -3,12 +3,12 @@
 //! the truncated state (in the same batch as the data), and the GC worker
 //! deletes the entries off the hot path.
 //!
-//! The GC range starts where the previous one ended, and at index 0 for the
-//! first compaction after the peer starts (`Peer::last_compacted_index`):
-//! GC tasks live only in memory, so a crash after the truncated state was
-//! written but before the worker deleted the entries leaves them behind, and
-//! the first GC after the restart deletes them too (a range delete costs the
-//! same whatever its start; TiKV starts its first GC at 0 as well).
+//! The GC range starts where the previous one ended (`Peer::last_compacted_index`).
+//! GC tasks live only in memory, so a crash or a stop after the truncated
+//! state was written but before the worker deleted the entries leaves them
+//! behind: a peer that starts deletes everything up to its truncated index
+//! at once (a range delete costs the same whatever its start), not at its
+//! next compaction, which an idle region may never make.
 //!
 //! The compact index is the lowest index every follower has (so none of them
 //! needs a snapshot for it) unless a follower lags so far that keeping the
@@ -87,6 +87,16 @@ impl Peer {
             "kept" => kept, "approximate_size" => self.approximate_log_size);
         // Nobody waits for this command; a dropped proposal is retried next tick.
         let _ = self.raft_group.propose(request.encode_to_vec());
+    }
+
+    /// At start: deletes what a stop left of the log below the truncated
+    /// index (module doc).
+    pub(crate) fn gc_log_left_by_a_stop(&mut self, ctx: &StoreContext) {
+        let store = self.raft_group.store();
+        if store.is_initialized() && store.truncated_index() > 0 {
+            let truncated = store.truncated_index();
+            self.schedule_log_gc(ctx, truncated);
+        }
     }
 
     /// Hands the deletion of entries `[last_compacted_index, truncated_index]`

@@ -497,8 +497,8 @@ impl Cluster {
         }
     }
 
-    /// The leader of `region_id` confirmed by a linearizable read (a read
-    /// goes through the log, so only a leader answers it), unlike the
+    /// The leader of `region_id` confirmed by a linearizable read (only a
+    /// leader a quorum still follows answers one), unlike the
     /// scheduler's possibly stale view (`leader_of_region`). Panics if no
     /// leader answers within 15 s.
     pub fn must_leader_by_read(&self, region_id: u64) -> metapb::Peer {
