@@ -20,6 +20,7 @@
 //! the term the entry was committed in.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use super::{EntryId, Observed, Violation};
 
@@ -63,6 +64,24 @@ impl CommittedLog {
     /// Records from `low` on, in index order.
     pub fn from(&self, low: u64) -> impl Iterator<Item = (u64, &CommittedRec)> {
         self.entries.range(low..).map(|(&i, r)| (i, r))
+    }
+
+    /// Records of `[low, high]`, in index order.
+    pub fn between(
+        &self,
+        low: u64,
+        high: u64,
+    ) -> impl DoubleEndedIterator<Item = (u64, &CommittedRec)> {
+        // `BTreeMap::range` refuses a start past the end: an empty range
+        // is `low..low`.
+        let end = if low <= high {
+            Bound::Included(high)
+        } else {
+            Bound::Excluded(low)
+        };
+        self.entries
+            .range((Bound::Included(low), end))
+            .map(|(&i, r)| (i, r))
     }
 
     /// Node `node`, in term `term`, holds `id` committed at `index`.
@@ -192,6 +211,19 @@ mod tests {
         // Same term, other content: still a different entry.
         let v = log.observe(3, 10, id(2, 9), 2).unwrap_err();
         assert_eq!(v.checker, "committed_stable");
+    }
+
+    #[test]
+    fn between_is_empty_when_low_passes_high() {
+        let mut log = CommittedLog::default();
+        for i in 1..=5 {
+            log.observe(1, i, id(2, i), 2).unwrap();
+        }
+        let indexes = |low, high| log.between(low, high).map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(indexes(2, 4), vec![2, 3, 4]);
+        assert_eq!(indexes(4, 4), vec![4]);
+        assert!(indexes(4, 3).is_empty());
+        assert!(indexes(9, 0).is_empty());
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! committed, so the other node's entries there must be the committed ones
 //! in the record.
 //!
+//! `check_against_record` treats the record of committed entries as one
+//! more log: a node holding a committed entry's index and term must hold
+//! the committed entries below it, even where every node that committed
+//! them has since compacted them or is gone.
+//!
 //! `Windows` runs the check every step over each node's latest entries,
 //! re-reading a node's window only when a fingerprint of its terms changed;
 //! `Checkers::check_full` runs it over every node's whole log at every
@@ -163,6 +168,45 @@ fn mismatch(a: &LogView, b: &LogView, matched: u64, index: u64, ea: &str, eb: &s
     )
 }
 
+/// `log_matching` between `view` (a whole log) and the record of committed
+/// entries: below the highest index where the view holds a committed
+/// entry's term, every entry must be the committed one. (At or below the
+/// node's own commit index `committed_stable` already compares them.)
+pub(super) fn check_against_record(
+    view: &LogView,
+    node_committed: u64,
+    committed: &CommittedLog,
+) -> Result<(), Violation> {
+    let low = view.before.0.max(node_committed) + 1;
+    let Some(matched) = committed
+        .between(low, view.last())
+        .rev()
+        .find(|(i, rec)| view.term(*i) == Some(rec.id.term))
+        .map(|(i, _)| i)
+    else {
+        return Ok(());
+    };
+    for (index, rec) in committed.between(low, matched) {
+        let Some(e) = view.get(index) else {
+            continue;
+        };
+        if EntryId::of(e) != rec.id {
+            return Err(Violation::new(
+                "log_matching",
+                format!(
+                    "node {} holds the committed entry's term at {matched}, but has {} at \
+                     {index} where {:?} was committed (seen by node {})",
+                    view.node,
+                    short(e),
+                    rec.id,
+                    rec.observed_by
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn short(e: &Entry) -> String {
     format!(
         "(index {}, term {}, {:?}, {:?})",
@@ -297,5 +341,29 @@ mod tests {
         let window = LogView::capture(&b, 55).unwrap();
         check_pair(&LogView::whole(&a).unwrap(), &window, &committed)
             .expect("a window says nothing below itself");
+    }
+
+    #[test]
+    fn a_log_disagreeing_with_the_record_below_a_committed_entry_is_rejected() {
+        let mut committed = CommittedLog::default();
+        for i in 6..=50 {
+            committed
+                .observe(2, i, EntryId::of(&entry(i, 2, &format!("{i}@2"))), 2)
+                .unwrap();
+        }
+        // No other log left to compare with: `a` committed up to 10 only,
+        // holds committed entry 40, but a stale entry at 20.
+        let mut a = FakeNode::new(1, 2, (5, 5), &[2; 45]).committed_to(10);
+        a.set(entry(20, 2, "stale"));
+        let v = check_against_record(&LogView::whole(&a).unwrap(), a.committed, &committed)
+            .unwrap_err();
+        assert_eq!(v.checker, "log_matching");
+        assert!(v.detail.contains("at 20"), "{}", v.detail);
+        // A stale tail of an older term past its commit index is allowed.
+        let mut terms = vec![2; 10];
+        terms.extend([1; 35]);
+        let b = FakeNode::new(2, 2, (5, 5), &terms).committed_to(10);
+        check_against_record(&LogView::whole(&b).unwrap(), b.committed, &committed)
+            .expect("no committed term held past its commit index");
     }
 }

@@ -19,7 +19,7 @@
 //! | a node applies (`observe_applied`) | the entries against the record (`committed_stable`, which records them) and against what others applied (`state_machine_safety`); a snapshot against both |
 //! | a node writes entries to its disk (`observe_persisted`) | remembered for the step's check; a leader's log from the lowest index written on (`leader_completeness`) |
 //! | every step (`check_hosts`) | commit index monotonic; each node's newly committed entries, and its rewritten ones at or below its commit index (`committed_stable`); `log_matching` over each node's latest `window` entries |
-//! | every `checkpoint_every` steps, the end of a run, before a node's disk is destroyed (`check_full`) | over every node's whole log: `committed_stable` (with the snapshot a compacted log starts after), `log_matching` for every pair, `leader_completeness` for every current leader |
+//! | every `checkpoint_every` steps, the end of a run, before a node's disk is destroyed (`check_full`) | over every node's whole log: `committed_stable` (with the snapshot a compacted log starts after), `log_matching` for every pair and against the record of committed entries, `leader_completeness` for every current leader |
 //!
 //! Recording a committed entry also checks it against every leader of a
 //! later term already elected, as that leader's log was when it became
@@ -50,7 +50,7 @@ use kvproto::eraftpb::Entry;
 use self::applied::AppliedLog;
 use self::committed::{CommitMarks, CommittedLog, Recorded};
 use self::leaders::Leaders;
-use self::matching::{LogView, Windows, check_pair};
+use self::matching::{LogView, Windows, check_against_record, check_pair};
 pub use self::observed::Observed;
 use super::node::{Applied, chain_digest};
 
@@ -255,6 +255,7 @@ impl Checkers {
             if committed > view.last() {
                 return Err(lost_committed(node.id(), committed, view.last()));
             }
+            check_against_record(&view, committed, &self.committed)?;
             views.push(view);
         }
         for (i, a) in views.iter().enumerate() {
