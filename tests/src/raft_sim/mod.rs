@@ -102,9 +102,9 @@ impl Default for SimConfig {
             nodes: None,
             log: false,
             check_window: 24,
-            // A whole-log check costs about as much as 7 steps: every 10
-            // steps it adds about three quarters to a run's time, and a
-            // change the per-step checks cannot see is caught within 10 steps.
+            // A whole-log check costs about as much as 4 to 5 steps: every
+            // 10 steps they add about 40% to a run's time, and a change the
+            // per-step checks cannot see is caught within 10 steps.
             checkpoint_every: 10,
             liveness_timeouts: 50,
         }

@@ -21,6 +21,12 @@
 //! | every step (`check_hosts`) | commit index monotonic; each node's newly committed entries, and its rewritten ones at or below its commit index (`committed_stable`); `log_matching` over each node's latest `window` entries |
 //! | every `checkpoint_every` steps, the end of a run, before a node's disk is destroyed (`check_full`) | over every node's whole log: `committed_stable` (with the snapshot a compacted log starts after), `log_matching` for every pair and against the record of committed entries, `leader_completeness` for every current leader |
 //!
+//! `committed_stable` holds a node to the record only up to its own commit
+//! index: a node cut off from the leader may still hold a stale entry at an
+//! index committed elsewhere, until the leader overwrites it. Past its
+//! commit index, `log_matching` against the record still rejects a log
+//! that holds a committed entry but not the committed entries below it.
+//!
 //! Recording a committed entry also checks it against every leader of a
 //! later term already elected, as that leader's log was when it became
 //! leader: so the order in which the simulation happens to observe commits
@@ -29,10 +35,11 @@
 //! The history (leaders by term with their logs at election, committed and
 //! applied entries by index) spans the whole run, so a violation is caught
 //! whenever its two sides are observed, however far apart. The per-step
-//! work is incremental so that a run stays cheap; the checkpoints bound how
+//! work is incremental so that a run stays cheap (every step, whole logs
+//! would make a run about seven times slower); the checkpoints bound how
 //! long a change the incremental checks cannot see (one in a node's memory
-//! that never reaches its disk, or a mismatch below the log window) goes
-//! unnoticed, and the end of the run catches it regardless.
+//! that never reaches its disk, or a log mismatch below the window) goes
+//! unnoticed, and the end of the run catches whatever is still there.
 //!
 //! Checkers read nodes through `Observed`, so each can be run on a
 //! hand-built history in its unit tests; a new checker (of reads, say) is a
