@@ -2,6 +2,9 @@
 //!
 //! - `SIM_SEEDS=N` runs seeds `0..N` (default 500).
 //! - `SIM_SEED=K` replays seed K alone; add `RAFT_SIM_LOG=1` for its log.
+//! - `SIM_CHECKPOINT_EVERY=S` checks every node's whole log every S steps
+//!   (default `SimConfig::default().checkpoint_every`; 0: only at the end
+//!   of each run).
 //!
 //! A failure prints each failing seed, what broke, and the command that
 //! replays it.
@@ -24,9 +27,11 @@ fn replay_command(seed: u64) -> String {
 #[test]
 fn raft_sim_seeds() {
     let log = std::env::var_os("RAFT_SIM_LOG").is_some();
+    let defaults = SimConfig::default();
     let config = SimConfig {
         log,
-        ..SimConfig::default()
+        checkpoint_every: env_u64("SIM_CHECKPOINT_EVERY").unwrap_or(defaults.checkpoint_every),
+        ..defaults
     };
     if let Some(seed) = env_u64("SIM_SEED") {
         match run(seed, &config) {

@@ -162,6 +162,9 @@ pub struct ReadyOutput {
     pub applied: Vec<Applied>,
     /// The hard state persisted, if it changed.
     pub hard_state: Option<HardState>,
+    /// The index of the first entry written to disk (replacing any there
+    /// from it on), if any was.
+    pub persisted_from: Option<u64>,
 }
 
 /// Everything a host's processing of a `Ready` can find wrong.
@@ -364,6 +367,7 @@ impl Host {
         self.storage
             .append(&rd.entries)
             .map_err(|e| format!("node {} cannot persist entries: {e}", self.id))?;
+        out.persisted_from = rd.entries.first().map(|e| e.index);
         if let Some(hs) = rd.hard_state {
             self.storage.set_hard_state(hs);
             out.hard_state = Some(hs);

@@ -87,6 +87,8 @@ pub struct Totals {
     pub crashes: u64,
     /// See `steps`.
     pub partitions: u64,
+    /// See `steps`.
+    pub full_checks: u64,
     /// Messages sent, dropped and duplicated.
     pub messages: u64,
     /// See `messages`.
@@ -123,6 +125,7 @@ impl Totals {
             t.transfers_done += r.transfers_done;
             t.crashes += r.crashes;
             t.partitions += r.partitions;
+            t.full_checks += r.full_checks;
             t.messages += r.net.sent;
             t.dropped += r.net.dropped;
             t.duplicated += r.net.duplicated;
@@ -157,7 +160,7 @@ impl std::fmt::Display for Totals {
             "leader transfers {} ({} made the transferee leader), crashes {}, partitions {}",
             self.transfers, self.transfers_done, self.crashes, self.partitions
         )?;
-        write!(
+        writeln!(
             f,
             "messages {} ({} dropped, {} duplicated), slowest recovery {} ticks (seed {})",
             self.messages,
@@ -165,6 +168,7 @@ impl std::fmt::Display for Totals {
             self.duplicated,
             self.max_liveness_ticks,
             self.slowest_seed
-        )
+        )?;
+        write!(f, "whole-log checks {}", self.full_checks)
     }
 }
