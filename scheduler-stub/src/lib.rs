@@ -47,7 +47,7 @@ mod tso;
 pub use crate::client::{RegionHeartbeatResponseHandler, SchedulerClient};
 pub use crate::config::Config;
 pub use crate::errors::{Error, Result};
-pub use crate::memory::{MemoryScheduler, ScheduleLoop};
+pub use crate::memory::{MemoryScheduler, ScheduleLoop, StoreRegionStats};
 pub use crate::operator::Operator;
 pub use crate::schedule::ScheduleConfig;
 pub use crate::service::{SchedulerService, serve};

@@ -107,6 +107,23 @@ impl StoreRecord {
     }
 }
 
+/// The regions of one store as the scheduler knows them
+/// ([`MemoryScheduler::store_region_stats`]): peers from the region map,
+/// leaders, pending peers and sizes from the leaders' last reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreRegionStats {
+    /// Regions with a peer on the store.
+    pub region_count: u64,
+    /// Regions whose last reported leader is the store's peer.
+    pub leader_count: u64,
+    /// The sum of those regions' reported sizes, in bytes.
+    pub region_size: u64,
+    /// The sum of the led regions' reported sizes, in bytes.
+    pub leader_size: u64,
+    /// Regions whose leader reports the store's peer as pending.
+    pub pending_peer_count: u64,
+}
+
 /// What a region's leader last reported about it.
 #[derive(Debug, Clone, PartialEq)]
 struct LeaderReport {
@@ -666,6 +683,32 @@ impl MemoryScheduler {
             .get(&store_id)
             .ok_or(Error::StoreNotFound(store_id))?;
         Ok(record.stats.clone())
+    }
+
+    /// What the region map and the leaders' last reports say about the
+    /// regions with a peer on `store_id` (all zero for a store holding none,
+    /// known or not). Read-only; for tests and diagnostics.
+    pub fn store_region_stats(&self, store_id: u64) -> Result<StoreRegionStats> {
+        let state = self.read();
+        state.check_bootstrapped()?;
+        let mut stats = StoreRegionStats::default();
+        for region in state.regions.iter() {
+            let Some(peer) = region.peers.iter().find(|p| p.store_id == store_id) else {
+                continue;
+            };
+            let report = state.reports.get(&region.id);
+            let size = report.map_or(0, |r| r.approximate_size);
+            stats.region_count += 1;
+            stats.region_size += size;
+            if report.is_some_and(|r| r.leader.id == peer.id) {
+                stats.leader_count += 1;
+                stats.leader_size += size;
+            }
+            if report.is_some_and(|r| r.pending.iter().any(|p| p.id == peer.id)) {
+                stats.pending_peer_count += 1;
+            }
+        }
+        Ok(stats)
     }
 
     /// The cluster config (cluster id and replica count).
