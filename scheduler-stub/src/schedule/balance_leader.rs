@@ -1,37 +1,46 @@
-//! Balance-leader: move one leadership from the store with the most leaders
-//! to a store with fewer that holds a follower of one of its regions.
+//! Balance-leader: move one leadership from a store with many leaders to a
+//! store with fewer that holds a follower of one of its regions.
 //!
-//! Only healthy stores take part. The source is the store with the most
-//! leaders; targets are tried from the fewest leaders up. A leader moves only
-//! if the two counts differ by more than the tolerance (1): the move changes
-//! the difference by 2, so with a difference of at least 2 it never reverses
-//! and leaders do not move back and forth. The new leader must be a healthy,
-//! caught-up follower of a region with no operator under way.
+//! Sources are the stores not down, offline ones included: an offline store
+//! still serves, and handing its leaders away helps it drain (PD does the
+//! same). Targets are healthy stores (up, not down). Sources are tried from
+//! the most leaders down, and for each, targets from the fewest up, so that
+//! when the fullest store has no follower on an emptier one, a leader still
+//! moves into the emptiest store from another (PD's "transfer in"). A leader
+//! moves only if the two counts differ by more than the tolerance (1 by
+//! default): the move changes the difference by 2, so with a difference of
+//! at least 2 it never reverses and leaders do not move back and forth. The
+//! new leader must be a healthy, caught-up follower of a region with no
+//! operator under way.
+
+use std::cmp::Reverse;
 
 use super::{ClusterView, Plan, StoreView};
 
 /// One leader transfer that balances leader counts, if any is worth it.
 pub(crate) fn schedule(view: &ClusterView, tolerance: u64) -> Option<Plan> {
-    let mut stores: Vec<&StoreView> = view.stores.values().filter(|s| s.is_healthy()).collect();
-    stores.sort_by_key(|s| (s.leader_count, s.id));
-    let source = *stores.last()?;
-    for target in stores.iter().filter(|s| s.id != source.id) {
-        if source.leader_count.saturating_sub(target.leader_count) <= tolerance {
-            // Targets only get fuller from here.
-            return None;
-        }
-        let follower = view
-            .regions
-            .values()
-            .filter(|r| !r.has_operator)
-            .filter(|r| r.leader.is_some_and(|l| l.store_id == source.id))
-            .filter_map(|r| {
-                let peer = r.peer_on(target.id)?;
-                (!r.is_pending(&peer) && view.is_peer_healthy(r, &peer)).then_some(peer)
-            })
-            .next();
-        if let Some(peer) = follower {
-            return Some(Plan::TransferLeader(peer));
+    let mut sources: Vec<&StoreView> = view.stores.values().filter(|s| !s.is_down).collect();
+    sources.sort_by_key(|s| (Reverse(s.leader_count), s.id));
+    let mut targets: Vec<&StoreView> = view.stores.values().filter(|s| s.is_healthy()).collect();
+    targets.sort_by_key(|s| (s.leader_count, s.id));
+    for source in sources {
+        for target in targets.iter().filter(|t| t.id != source.id) {
+            if source.leader_count.saturating_sub(target.leader_count) <= tolerance {
+                // Targets only get fuller from here.
+                break;
+            }
+            let follower = view
+                .regions
+                .values()
+                .filter(|r| !r.has_operator)
+                .filter(|r| r.leader.is_some_and(|l| l.store_id == source.id))
+                .find_map(|r| {
+                    let peer = r.peer_on(target.id)?;
+                    (!r.is_pending(&peer) && view.is_peer_healthy(r, &peer)).then_some(peer)
+                });
+            if let Some(peer) = follower {
+                return Some(Plan::TransferLeader(peer));
+            }
         }
     }
     None

@@ -31,6 +31,9 @@ pub(crate) mod balance_region;
 pub(crate) mod replica_checker;
 pub(crate) mod store_liveness;
 
+#[cfg(test)]
+mod balance_test;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -2,7 +2,8 @@
 //!
 //! For one region, in this order:
 //! 1. An unhealthy peer (its store is down, offline, tombstone or unknown,
-//!    or its leader reports it down) goes first. With more peers than
+//!    or its leader reports it down) goes first; one that is gone (down,
+//!    unknown store, reported down) before one on an offline store. With more peers than
 //!    `max_replicas` it is just removed; otherwise it is replaced: a peer is
 //!    added on the best healthy store (least region size, then fewest
 //!    regions), then the bad one is removed (`Plan::MovePeer`). With no
@@ -34,7 +35,13 @@ pub(crate) fn check(view: &ClusterView, region: &RegionView) -> Option<Plan> {
 
     // Never "replace" the leader: it just reported, so it is alive; a
     // store-down verdict on it is stale.
-    if let Some(bad) = unhealthy.iter().find(|p| p.id != leader.id) {
+    // A peer that is gone (down, unknown store) before one on an offline
+    // store that still serves, as PD orders them.
+    let bad = unhealthy
+        .iter()
+        .filter(|p| p.id != leader.id)
+        .min_by_key(|p| is_only_offline(view, region, p));
+    if let Some(bad) = bad {
         // With a surplus the bad peer just goes; otherwise it is replaced.
         if peers.len() > max {
             return Some(Plan::RemovePeer(*bad));
@@ -57,6 +64,15 @@ pub(crate) fn check(view: &ClusterView, region: &RegionView) -> Option<Plan> {
         return new_leader_among_followers(view, region).map(Plan::TransferLeader);
     }
     None
+}
+
+/// Whether `peer` is unhealthy only because its store is offline (the store
+/// is known and not down, the leader does not report the peer down).
+fn is_only_offline(view: &ClusterView, region: &RegionView, peer: &Peer) -> bool {
+    view.stores
+        .get(&peer.store_id)
+        .is_some_and(|s| !s.is_up && !s.is_down)
+        && !region.is_reported_down(peer)
 }
 
 /// The peer to remove from a region with too many: pending first, then the
