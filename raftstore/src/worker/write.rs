@@ -11,6 +11,19 @@
 //! the WAL is synced if it asked for that. A task that did not ask is
 //! answered as soon as its own batch is written, not after the group's
 //! fsync: an apply write never waits for another peer's raft-log sync.
+//!
+//! An unsynced write (an apply batch, a Ready that only moved the commit
+//! index) is written by the caller itself when the writer thread is idle:
+//! it costs a memtable insert and a buffered WAL append, far less than the
+//! two thread hand-offs of a queued task, and it is on the path of every
+//! answer. "Idle" is the write lock: the thread holds it while it writes a
+//! group, the caller only tries it, so a caller never waits behind an
+//! fsync here (RocksDB may still queue it behind a synced write of another
+//! worker, which is rare and short). Under load the lock is mostly taken
+//! and unsynced writes join the group as before. A caller has at most one
+//! write outstanding, so its own writes stay in order either way.
+
+use std::sync::{Arc, Mutex, TryLockError};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use slog::{Logger, error};
@@ -33,6 +46,9 @@ struct WriteTask {
 #[derive(Clone)]
 pub struct RaftWriter {
     tx: Sender<WriteTask>,
+    engine: Engine,
+    /// Held by the thread while it writes a group (module doc).
+    writing: Arc<Mutex<()>>,
 }
 
 impl RaftWriter {
@@ -41,14 +57,36 @@ impl RaftWriter {
     pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<(RaftWriter, WorkerThread)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
-        let thread = WorkerThread::spawn("raft-writer", move || run(engine, rx, logger))?;
-        Ok((RaftWriter { tx }, thread))
+        let writing = Arc::new(Mutex::new(()));
+        let thread = {
+            let (engine, writing) = (engine.clone(), writing.clone());
+            WorkerThread::spawn("raft-writer", move || run(engine, rx, &writing, logger))?
+        };
+        Ok((
+            RaftWriter {
+                tx,
+                engine,
+                writing,
+            },
+            thread,
+        ))
     }
 
     /// Writes `batch` atomically; with `sync`, it is on disk when this returns.
     pub async fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if !sync {
+            let idle = match self.writing.try_lock() {
+                Ok(guard) => Some(guard),
+                // A panic while writing poisons nothing the lock guards.
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(_guard) = idle {
+                return self.engine.write(batch, false).map_err(Error::Storage);
+            }
         }
         let (done, rx) = oneshot::channel();
         self.tx
@@ -58,9 +96,12 @@ impl RaftWriter {
     }
 }
 
-fn run(engine: Engine, rx: Receiver<WriteTask>, logger: Logger) {
+fn run(engine: Engine, rx: Receiver<WriteTask>, writing: &Mutex<()>, logger: Logger) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = rx.recv() {
+        let _writing = writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -100,8 +141,60 @@ fn run(engine: Engine, rx: Receiver<WriteTask>, logger: Logger) {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
     use storage::CF_DEFAULT;
+
+    fn writer() -> (tempfile::TempDir, Engine, RaftWriter, WorkerThread) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path()).expect("open engine");
+        let (writer, thread) = RaftWriter::start(
+            engine.clone(),
+            &slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("start writer");
+        (dir, engine, writer, thread)
+    }
+
+    fn one_put(engine: &Engine, key: &[u8]) -> WriteBatch {
+        let mut wb = engine.write_batch();
+        wb.put_cf(CF_DEFAULT, key, b"v").expect("put");
+        wb
+    }
+
+    /// An unsynced write to an idle writer is done by the caller: it is
+    /// finished at its first poll, with no thread to wait for.
+    #[test]
+    fn an_unsynced_write_to_an_idle_writer_is_written_inline() {
+        let (_dir, engine, writer, _thread) = writer();
+        let mut cx = Context::from_waker(Waker::noop());
+        let write = pin!(writer.write(one_put(&engine, b"a"), false));
+        assert!(matches!(write.poll(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(
+            engine.get_cf(CF_DEFAULT, b"a").expect("get"),
+            Some(b"v".to_vec())
+        );
+    }
+
+    /// While the thread writes a group, an unsynced write queues behind it
+    /// instead of writing beside it; it is answered once the group is done.
+    #[tokio::test]
+    async fn an_unsynced_write_to_a_busy_writer_joins_the_queue() {
+        let (_dir, engine, writer, _thread) = writer();
+        let busy = writer.writing.lock().expect("not poisoned");
+        let mut write = Box::pin(writer.write(one_put(&engine, b"a"), false));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(engine.get_cf(CF_DEFAULT, b"a").expect("get"), None);
+        drop(busy);
+        write.await.expect("write");
+        assert_eq!(
+            engine.get_cf(CF_DEFAULT, b"a").expect("get"),
+            Some(b"v".to_vec())
+        );
+    }
 
     #[tokio::test]
     async fn writes_are_visible_and_grouped_writes_all_answer() {
