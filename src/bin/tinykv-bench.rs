@@ -128,7 +128,7 @@ struct Args {
     /// Print one JSON object per line on stdout (a line per run, `kind`
     /// "run", and one for the baseline, `kind` "baseline") instead of
     /// tables: the same as --format json. --help describes the fields.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     json: bool,
 }
 
@@ -560,5 +560,54 @@ fn print_baselines(b: &Baselines) {
             fmt_ms(l.percentile(99.0)),
             fmt_ms(l.max())
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tinykv-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn json_and_format_json_both_print_lines() {
+        let defaults = parse(&[]).expect("no flags");
+        assert!(defaults.table(), "tables are the default");
+        assert_eq!(defaults.mix(), Mix::Put);
+        for flags in [&["--json"][..], &["--format", "json"]] {
+            assert!(!parse(flags).expect("parses").table(), "{flags:?}");
+        }
+        let both = parse(&["--json", "--format", "table"]).map(|_| ());
+        assert!(both.is_err(), "--json and --format table contradict");
+    }
+
+    #[test]
+    fn the_workload_applies_without_remote() {
+        let args = parse(&["--workload", "get", "--key-space", "500", "--json"]).expect("parses");
+        assert_eq!(args.mix(), Mix::Get);
+        assert!(args.remote.is_none());
+        assert_eq!(args.key_space, 500);
+        assert_eq!(
+            parse(&["--workload", "mixed"]).expect("parses").mix(),
+            Mix::Mixed
+        );
+        assert!(parse(&["--workload", "scan"]).is_err());
+        assert!(parse(&["--key-space", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_explains_json() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("--json"), "{help}");
+        assert!(help.contains("\"kind\":\"run\""), "{help}");
+        assert!(help.contains("sync_writes_per_sec"), "{help}");
     }
 }
