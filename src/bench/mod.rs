@@ -7,15 +7,22 @@
 //! (straight into the leader's router, no gRPC).
 //!
 //! Modules:
-//! - [`workload`]: closed-loop clients issuing puts, and how a run is
-//!   measured ([`RunReport`]).
+//! - [`workload`]: closed-loop clients issuing puts, gets or both, how a
+//!   run is measured ([`RunReport`]) and how much the raft log grew in its
+//!   window.
+//! - [`keyspace`]: the keys and values of the get and mixed workloads, and
+//!   loading them before a run.
 //! - [`remote`]: the same against a running cluster, through the client
 //!   library over gRPC: put, get or mixed requests over a key space.
 //! - [`baseline`]: the raw cost of one durable write on the same disk
 //!   (append + `fdatasync`, and a synced RocksDB put), to read the figures
 //!   against.
+//! - [`output`]: the `--json` lines, one JSON object per run and per
+//!   baseline, for scripts that compare runs.
 
 pub mod baseline;
+pub mod keyspace;
+pub mod output;
 pub mod remote;
 pub mod workload;
 
@@ -43,6 +50,33 @@ pub enum BenchError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// What the requests of a run are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// Puts only.
+    Put,
+    /// Gets only (of keys loaded first).
+    Get,
+    /// Gets and puts, half each.
+    Mixed,
+}
+
+impl Mix {
+    /// The flag's name of this mix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Put => "put",
+            Mix::Get => "get",
+            Mix::Mixed => "mixed",
+        }
+    }
+
+    /// Whether the mix reads keys, so that the key space is loaded first.
+    pub fn reads(self) -> bool {
+        self != Mix::Put
+    }
 }
 
 /// The latencies of a run, sorted ascending, with nearest-rank percentiles.
@@ -77,7 +111,10 @@ impl Latencies {
             return Duration::ZERO;
         }
         let n = self.sorted.len();
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        // `p / 100 * n` is a whole number more often than binary floating
+        // point can say (99.9 / 100 * 1000 = 999.0000000000001): without
+        // the slack, ceil would skip to the next rank.
+        let rank = ((p / 100.0) * n as f64 - 1e-9).ceil() as usize;
         self.sorted[rank.clamp(1, n) - 1]
     }
 
@@ -121,6 +158,17 @@ mod tests {
         assert_eq!(l.percentile(100.0), Duration::from_millis(100));
         assert_eq!(l.max(), Duration::from_millis(100));
         assert_eq!(l.mean(), Duration::from_micros(50_500));
+    }
+
+    #[test]
+    fn a_whole_rank_is_not_rounded_up() {
+        let l = Latencies::from_unsorted((1..=1000).map(Duration::from_micros).collect());
+        assert_eq!(l.percentile(99.9), Duration::from_micros(999));
+        assert_eq!(l.percentile(99.0), Duration::from_micros(990));
+        assert_eq!(l.percentile(50.0), Duration::from_micros(500));
+        assert_eq!(l.percentile(100.0), Duration::from_micros(1000));
+        let l = Latencies::from_unsorted((1..=7).map(Duration::from_micros).collect());
+        assert_eq!(l.percentile(50.0), Duration::from_micros(4));
     }
 
     #[test]

@@ -20,30 +20,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Latencies;
+use super::keyspace::{bench_key, value};
 use crate::client::Client;
 use crate::rng::SplitMix64;
 
-/// What the requests are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mix {
-    /// Puts only.
-    Put,
-    /// Gets only (of keys loaded first).
-    Get,
-    /// Gets and puts, half each.
-    Mixed,
-}
-
-impl Mix {
-    /// The flag's name of this mix.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mix::Put => "put",
-            Mix::Get => "get",
-            Mix::Mixed => "mixed",
-        }
-    }
-}
+pub use super::Mix;
 
 /// One run's settings.
 #[derive(Debug, Clone)]
@@ -86,17 +67,6 @@ impl RemoteReport {
     pub fn ops_per_sec(&self) -> f64 {
         self.latencies.len() as f64 / self.window.as_secs_f64()
     }
-}
-
-/// The key of index `i`.
-pub fn bench_key(i: u64) -> Vec<u8> {
-    format!("bench-{i:010}").into_bytes()
-}
-
-fn value(size: usize, i: u64) -> Vec<u8> {
-    let mut v = format!("{i:x}-").into_bytes();
-    v.resize(size, b'v');
-    v
 }
 
 /// Writes every key of `0..key_space` once (with `concurrency` tasks),

@@ -6,11 +6,15 @@
 //!
 //! Without it: starts an in-process cluster (3 stores by default, one region, real
 //! RocksDB with synced raft-log writes in a temp dir), waits until a put
-//! succeeds (a leader is elected), then runs closed-loop put clients for a
-//! warm-up and a measured window, once per client count, each on a fresh
-//! cluster. Ends with a one-thread durable-write baseline on the same disk.
-//! `--help` lists the flags; `docs/BENCHMARKS.md` has results and how to
-//! read them.
+//! succeeds (a leader is elected), loads the key space for get and mixed
+//! workloads, then runs closed-loop clients (put, get or mixed,
+//! `bench::workload`) for a warm-up and a measured window, once per client
+//! count, each on a fresh cluster. Ends with a one-thread durable-write
+//! baseline on the same disk.
+//!
+//! Output: tables (the default), or with `--json` one JSON object per line
+//! (`bench::output`). Progress always goes to stderr. `--help` lists the
+//! flags; `docs/BENCHMARKS.md` has results and how to read them.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -19,11 +23,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use raftstore::Config;
-use serde_json::json;
 use slog::{Drain, Logger, o};
 use tinykv::bench::baseline::{self, BaselineReport};
-use tinykv::bench::remote::{self, Mix, RemoteOptions, RemoteReport};
-use tinykv::bench::{BenchError, RunReport, WorkloadOptions, fmt_ms, workload};
+use tinykv::bench::remote::{self, RemoteOptions, RemoteReport};
+use tinykv::bench::{
+    BenchError, Mix, RunReport, WorkloadOptions, fmt_ms, keyspace, output, workload,
+};
 use tinykv::client::{Client, ClientOptions};
 use tinykv::cluster::{Cluster, ClusterOptions};
 
@@ -32,16 +37,17 @@ use tinykv::cluster::{Cluster, ClusterOptions};
 enum Format {
     /// Aligned tables.
     Table,
-    /// One JSON document on stdout (progress stays on stderr).
+    /// One JSON object per line on stdout, per run and for the baseline
+    /// (progress stays on stderr); the same as --json.
     Json,
 }
 
-/// What the requests are (`--remote` only; in-process runs are puts).
+/// What the requests are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum MixFlag {
     /// Puts only.
     Put,
-    /// Gets only, of keys loaded before the runs.
+    /// Linearizable gets only, of keys loaded before the runs.
     Get,
     /// Gets and puts, half each.
     Mixed,
@@ -54,13 +60,23 @@ enum MixFlag {
     about = "Throughput and latency of a tinykv-rs cluster: in-process, or a running one over gRPC",
     long_about = "Measures requests/s and latency percentiles of the replicated store.\n\n\
         Without --remote: starts an in-process cluster (N stores, one region, real RocksDB \
-        with synced raft-log writes in a temp dir under --data-dir), and runs closed-loop put \
-        clients straight into the leader's router, one fresh cluster per client count.\n\n\
+        with synced raft-log writes in a temp dir under --data-dir), and runs closed-loop \
+        clients straight into the leader's router, one fresh cluster per client count: puts \
+        of fresh keys, or (--workload get|mixed) linearizable gets, or half gets and half \
+        puts, of keys drawn from --key-space keys loaded first. Runs report the raft-log \
+        entries appended during the window (log growth; 0 for gets).\n\n\
         With --remote SCHEDULER: runs closed-loop requests through the client library over \
         gRPC against a running cluster (e.g. tinykv-playground), put/get/mixed over a key \
         space, one run per concurrency.\n\n\
         Both end with a one-writer durable-write baseline (fdatasync and a synced RocksDB \
-        put) on the --data-dir disk. TINYKV_BENCH_LOG=LEVEL logs in-process stores on stderr. \
+        put) on the --data-dir disk.\n\n\
+        Output: aligned tables by default. --json (or --format json) prints one JSON object \
+        per line on stdout instead, `kind` first: per run {\"kind\":\"run\",\"workload\",\
+        \"clients\",\"ops_per_sec\",\"p50_ms\",\"p99_ms\",\"p999_ms\",\"failed\",...}, and \
+        for the baseline {\"kind\":\"baseline\",\"sync_writes_per_sec\",\
+        \"sync_write_p50_ms\",...} (the synced RocksDB put; fdatasync_* fields for the \
+        append + fdatasync). Progress goes to stderr.\n\n\
+        TINYKV_BENCH_LOG=LEVEL logs in-process stores on stderr. \
         docs/BENCHMARKS.md has results and how to read them."
 )]
 struct Args {
@@ -98,16 +114,36 @@ struct Args {
     /// (HOST:PORT) instead of an in-process one.
     #[arg(long, value_name = "SCHEDULER")]
     remote: Option<String>,
-    /// --remote: what the requests are.
+    /// What the requests are; get and mixed load --key-space keys first.
     #[arg(long, value_enum, default_value = "put")]
     workload: MixFlag,
-    /// --remote: keys are drawn uniformly from this many.
+    /// Gets, and the puts of --remote and mixed runs, draw keys uniformly
+    /// from this many (in-process put runs write fresh keys instead).
     #[arg(long, value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     key_space: u64,
     /// How results are printed.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// Print one JSON object per line on stdout (a line per run, `kind`
+    /// "run", and one for the baseline, `kind` "baseline") instead of
+    /// tables: the same as --format json. --help describes the fields.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+}
+
+impl Args {
+    fn mix(&self) -> Mix {
+        match self.workload {
+            MixFlag::Put => Mix::Put,
+            MixFlag::Get => Mix::Get,
+            MixFlag::Mixed => Mix::Mixed,
+        }
+    }
+
+    fn table(&self) -> bool {
+        !self.json && self.format == Format::Table
+    }
 }
 
 fn secs(flag: &str, s: f64) -> Result<Duration, String> {
@@ -153,6 +189,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.mix().reads() && args.value_size == 0 {
+        // A loaded key must read back non-empty: the protocol has no
+        // not-found flag, an absent key reads as an empty value.
+        eprintln!(
+            "tinykv-bench: --workload {} needs --value-size of at least 1",
+            args.mix().name()
+        );
+        return ExitCode::from(2);
+    }
     let timing = Timing {
         duration,
         warmup,
@@ -186,7 +231,8 @@ fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
     let runtime_threads = args
         .runtime_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let table = args.format == Format::Table;
+    let table = args.table();
+    let mix = args.mix();
     if table {
         println!(
             "tinykv-bench: {} stores in one process, 1 region, in-memory transport, RocksDB \
@@ -201,10 +247,27 @@ fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
             cfg.raft_election_timeout_ticks,
             runtime_threads
         );
-        println!(
-            "workload: puts of {} B values to fresh keys, seed {}, warm-up {:?}, measured {:?} per run",
-            args.value_size, args.seed, t.warmup, t.duration
-        );
+        match mix {
+            Mix::Put => println!(
+                "workload: puts of {} B values to fresh keys, seed {}, warm-up {:?}, measured {:?} per run",
+                args.value_size, args.seed, t.warmup, t.duration
+            ),
+            Mix::Get | Mix::Mixed => println!(
+                "workload: {} ({}) over {} loaded keys of {} B values, seed {}, warm-up {:?}, \
+                 measured {:?} per run",
+                mix.name(),
+                if mix == Mix::Get {
+                    "linearizable gets through the leader"
+                } else {
+                    "half gets, half puts"
+                },
+                args.key_space,
+                args.value_size,
+                args.seed,
+                t.warmup,
+                t.duration
+            ),
+        }
         println!("data under: {}", t.data_dir.display());
         println!();
     }
@@ -222,8 +285,28 @@ fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
         // to one file.
         let _ = std::io::stdout().flush();
         eprintln!(
-            "clients {clients}: leader (store {leader}) ready after {:.2} s; running {:?} + {:?} ...",
+            "clients {clients}: leader (store {leader}) ready after {:.2} s",
             elected.as_secs_f64(),
+        );
+        let op_timeout = Duration::from_secs(10);
+        if mix.reads() {
+            eprintln!(
+                "  loading {} keys with {LOAD_WRITERS} writers ...",
+                args.key_space
+            );
+            let key_space = args.key_space;
+            keyspace::load(
+                &cluster,
+                key_space,
+                args.value_size,
+                LOAD_WRITERS,
+                op_timeout,
+                |done| eprintln!("  loaded {done}/{key_space}"),
+            )?;
+        }
+        eprintln!(
+            "  running {} clients: {:?} + {:?} ...",
+            mix.name(),
             t.warmup,
             t.duration
         );
@@ -231,13 +314,21 @@ fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
             &cluster,
             &WorkloadOptions {
                 clients,
+                mix,
+                key_space: args.key_space,
                 warmup: t.warmup,
                 duration: t.duration,
                 value_size: args.value_size,
                 seed: args.seed,
-                op_timeout: Duration::from_secs(10),
+                op_timeout,
             },
         );
+        if !table {
+            println!(
+                "{}",
+                output::in_process_run(&report, args.stores, args.value_size, args.key_space)
+            );
+        }
         // The stores stop and their data goes before the next run; data
         // left behind is worth a warning, not a lost report.
         let dir = cluster.path().to_owned();
@@ -249,41 +340,34 @@ fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
     let baselines = run_baselines(args, t)?;
     if table {
         print_runs(&reports);
-        if !baselines.is_empty() {
+        if let Some(b) = &baselines {
             println!();
-            print_baselines(&baselines);
+            print_baselines(b);
         }
-    } else {
-        let runs: Vec<_> = reports
-            .iter()
-            .map(|r| {
-                let mut run = latency_json(&r.latencies, r.window);
-                run["clients"] = json!(r.clients);
-                run["failed"] = json!(r.failures);
-                run["retries"] = json!(r.retries.total());
-                run
-            })
-            .collect();
-        print_json(json!({
-            "mode": "in-process",
-            "stores": args.stores,
-            "value_size": args.value_size,
-            "runs": runs,
-            "baselines": baselines_json(&baselines),
-        }));
+    } else if let Some(b) = &baselines {
+        println!("{}", output::baseline(&b.rocksdb_sync_put, &b.fdatasync));
     }
     Ok(())
 }
 
-fn run_baselines(args: &Args, t: &Timing) -> Result<Vec<BaselineReport>, BenchError> {
+/// Threads that load the key space, each with one put in flight.
+const LOAD_WRITERS: usize = 64;
+
+/// The two durable-write baselines.
+struct Baselines {
+    fdatasync: BaselineReport,
+    rocksdb_sync_put: BaselineReport,
+}
+
+fn run_baselines(args: &Args, t: &Timing) -> Result<Option<Baselines>, BenchError> {
     if t.baseline.is_zero() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     eprintln!("durable-write baseline on {} ...", t.data_dir.display());
-    Ok(vec![
-        baseline::fdatasync(&t.data_dir, args.value_size, t.baseline)?,
-        baseline::rocksdb_sync_put(&t.data_dir, args.value_size, t.baseline)?,
-    ])
+    Ok(Some(Baselines {
+        fdatasync: baseline::fdatasync(&t.data_dir, args.value_size, t.baseline)?,
+        rocksdb_sync_put: baseline::rocksdb_sync_put(&t.data_dir, args.value_size, t.baseline)?,
+    }))
 }
 
 fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
@@ -294,12 +378,8 @@ fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
             what: "start the async runtime",
             source,
         })?;
-    let mix = match args.workload {
-        MixFlag::Put => Mix::Put,
-        MixFlag::Get => Mix::Get,
-        MixFlag::Mixed => Mix::Mixed,
-    };
-    let table = args.format == Format::Table;
+    let mix = args.mix();
+    let table = args.table();
     let reports = runtime.block_on(async {
         let client = Client::connect(addr, ClientOptions::default()).await?;
         if table {
@@ -345,6 +425,12 @@ fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
                 );
             })
             .await;
+            if !table {
+                println!(
+                    "{}",
+                    output::remote_run(&report, args.value_size, args.key_space)
+                );
+            }
             reports.push(report);
         }
         Ok::<_, BenchError>(reports)
@@ -352,79 +438,23 @@ fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
     let baselines = run_baselines(args, t)?;
     if table {
         print_remote_runs(&reports);
-        if !baselines.is_empty() {
+        if let Some(b) = &baselines {
             println!();
-            print_baselines(&baselines);
+            print_baselines(b);
         }
-    } else {
-        let runs: Vec<_> = reports
-            .iter()
-            .map(|r| {
-                let mut run = latency_json(&r.latencies, r.window);
-                run["concurrency"] = json!(r.concurrency);
-                run["workload"] = json!(r.mix.name());
-                run["errors"] = json!(r.errors);
-                run["first_error"] = json!(r.first_error);
-                run
-            })
-            .collect();
-        print_json(json!({
-            "mode": "remote",
-            "scheduler": addr,
-            "value_size": args.value_size,
-            "key_space": args.key_space,
-            "runs": runs,
-            "baselines": baselines_json(&baselines),
-        }));
+    } else if let Some(b) = &baselines {
+        println!("{}", output::baseline(&b.rocksdb_sync_put, &b.fdatasync));
     }
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn latency_json(l: &tinykv::bench::Latencies, window: Duration) -> serde_json::Value {
-    json!({
-        "ops": l.len(),
-        "ops_per_sec": l.len() as f64 / window.as_secs_f64(),
-        "mean_ms": ms(l.mean()),
-        "p50_ms": ms(l.percentile(50.0)),
-        "p90_ms": ms(l.percentile(90.0)),
-        "p99_ms": ms(l.percentile(99.0)),
-        "p999_ms": ms(l.percentile(99.9)),
-        "max_ms": ms(l.max()),
-    })
-}
-
-fn baselines_json(reports: &[BaselineReport]) -> serde_json::Value {
-    reports
-        .iter()
-        .map(|r| {
-            let mut b = json!({
-                "what": r.what,
-                "writes_per_sec": r.ops_per_sec(),
-            });
-            b["p50_ms"] = json!(ms(r.latencies.percentile(50.0)));
-            b["p99_ms"] = json!(ms(r.latencies.percentile(99.0)));
-            b
-        })
-        .collect()
-}
-
-fn print_json(value: serde_json::Value) {
-    match serde_json::to_string_pretty(&value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("tinykv-bench: cannot print JSON: {e}"),
-    }
-}
-
 fn print_runs(reports: &[RunReport]) {
     println!(
-        "{:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+        "{:>7} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>10}",
         "clients",
-        "puts",
-        "puts/s",
+        "workload",
+        "ops",
+        "ops/s",
         "mean ms",
         "p50 ms",
         "p90 ms",
@@ -432,13 +462,15 @@ fn print_runs(reports: &[RunReport]) {
         "p99.9 ms",
         "max ms",
         "retries",
-        "failed"
+        "failed",
+        "log growth"
     );
     for r in reports {
         let l = &r.latencies;
         println!(
-            "{:>7} {:>8} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+            "{:>7} {:>8} {:>8} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6} {:>10}",
             r.clients,
+            r.mix.name(),
             r.ops(),
             r.ops_per_sec(),
             fmt_ms(l.mean()),
@@ -448,7 +480,15 @@ fn print_runs(reports: &[RunReport]) {
             fmt_ms(l.percentile(99.9)),
             fmt_ms(l.max()),
             r.retries.total(),
-            r.failures
+            r.failures,
+            r.log_growth
+        );
+    }
+    for r in reports.iter().filter(|r| r.first_failure.is_some()) {
+        println!(
+            "  first failure at {} clients: {}",
+            r.clients,
+            r.first_failure.as_deref().unwrap_or_default()
         );
     }
     for r in reports.iter().filter(|r| r.retries.total() > 0) {
@@ -502,7 +542,8 @@ fn print_remote_runs(reports: &[RemoteReport]) {
     }
 }
 
-fn print_baselines(reports: &[BaselineReport]) {
+fn print_baselines(b: &Baselines) {
+    let reports = [&b.fdatasync, &b.rocksdb_sync_put];
     println!("durable-write baseline, one writer, same disk:");
     println!(
         "{:<24} {:>8} {:>9} {:>8} {:>8} {:>8}",
@@ -519,5 +560,54 @@ fn print_baselines(reports: &[BaselineReport]) {
             fmt_ms(l.percentile(99.0)),
             fmt_ms(l.max())
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tinykv-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn json_and_format_json_both_print_lines() {
+        let defaults = parse(&[]).expect("no flags");
+        assert!(defaults.table(), "tables are the default");
+        assert_eq!(defaults.mix(), Mix::Put);
+        for flags in [&["--json"][..], &["--format", "json"]] {
+            assert!(!parse(flags).expect("parses").table(), "{flags:?}");
+        }
+        let both = parse(&["--json", "--format", "table"]).map(|_| ());
+        assert!(both.is_err(), "--json and --format table contradict");
+    }
+
+    #[test]
+    fn the_workload_applies_without_remote() {
+        let args = parse(&["--workload", "get", "--key-space", "500", "--json"]).expect("parses");
+        assert_eq!(args.mix(), Mix::Get);
+        assert!(args.remote.is_none());
+        assert_eq!(args.key_space, 500);
+        assert_eq!(
+            parse(&["--workload", "mixed"]).expect("parses").mix(),
+            Mix::Mixed
+        );
+        assert!(parse(&["--workload", "scan"]).is_err());
+        assert!(parse(&["--key-space", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_explains_json() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("--json"), "{help}");
+        assert!(help.contains("\"kind\":\"run\""), "{help}");
+        assert!(help.contains("sync_writes_per_sec"), "{help}");
     }
 }

@@ -17,7 +17,7 @@
 //! | `NotLeader` without one, `StaleCommand`, `RegionNotFound`, no answer | the next store, after the back-off |
 //! | `ServerIsBusy` | the same peer (it leads, it is only loaded), after the back-off or the `backoff_ms` it asks for, whichever is longer |
 //! | `EpochNotMatch` | the same peer with the newer epoch the error carries, after the back-off |
-//! | `KeyNotInRegion` (from [`Client::put`]) | the region the scheduler says holds the key, after the back-off |
+//! | `KeyNotInRegion` (from [`Client::put`], [`Client::get`]) | the region the scheduler says holds the key, after the back-off |
 //! | any other error | none: the answer is returned, a retry cannot fix it |
 //!
 //! Every attempt and every wait is bounded by the call's deadline.
@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use kvproto::errorpb;
 use kvproto::metapb;
-use kvproto::raft_cmdpb::{CmdType, PutRequest, RaftCmdRequest, RaftRequestHeader, Request};
+use kvproto::raft_cmdpb::{
+    CmdType, GetRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+};
 use router::{CallbackReceiver, CmdResponse};
 use scheduler_stub::SchedulerClient as _;
 use storage::CF_DEFAULT;
@@ -295,43 +297,90 @@ impl<'c> Client<'c> {
         value: Vec<u8>,
         timeout: Duration,
     ) -> Result<Retries, ClusterError> {
+        let request = Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: CF_DEFAULT.to_owned(),
+                key: key.clone(),
+                value,
+            }),
+            ..Default::default()
+        };
+        self.call_for_key(&key, request, timeout)
+            .map(|(_, retries)| retries)
+    }
+
+    /// Reads `key` from the default CF through the leader of the region
+    /// holding `key`, retrying as [`Client::put`] does. The read is a
+    /// command of one `Get` request with the same header as a put: the
+    /// leader serves it linearizably (lease or ReadIndex) without writing
+    /// to the log. Returns the value (`None` when the key is absent: the
+    /// protocol's `GetResponse` has no not-found flag, an absent key reads
+    /// as an empty value) and the attempts retried.
+    pub fn get(
+        &self,
+        key: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(Option<Vec<u8>>, Retries), ClusterError> {
+        let request = Request {
+            cmd_type: CmdType::Get as i32,
+            get: Some(GetRequest {
+                cf: CF_DEFAULT.to_owned(),
+                key: key.clone(),
+            }),
+            ..Default::default()
+        };
+        let (response, retries) = self.call_for_key(&key, request, timeout)?;
+        let value = response
+            .response
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|r| r.get)
+            .map(|g| g.value)
+            .filter(|v| !v.is_empty());
+        Ok((value, retries))
+    }
+
+    /// Sends the one-request command `request` about `key` to the leader of
+    /// the region holding `key`, retrying until `timeout`, and moving to
+    /// the region the scheduler names when the one tried no longer holds
+    /// the key. Returns the successful answer and the attempts retried.
+    fn call_for_key(
+        &self,
+        key: &[u8],
+        request: Request,
+        timeout: Duration,
+    ) -> Result<(CmdResponse, Retries), ClusterError> {
         let deadline = Instant::now() + timeout;
         let mut retries = Retries::default();
         loop {
-            let region = self.cluster.region_for_key(&key).ok_or_else(|| TimedOut {
+            let region = self.cluster.region_for_key(key).ok_or_else(|| TimedOut {
                 timeout,
                 retries,
                 last: "no region known: the cluster is not started".to_owned(),
             })?;
-            let request = RaftCmdRequest {
+            let command = RaftCmdRequest {
                 header: Some(RaftRequestHeader {
                     region_id: region.id,
                     region_epoch: region.region_epoch,
                     ..Default::default()
                 }),
-                requests: vec![Request {
-                    cmd_type: CmdType::Put as i32,
-                    put: Some(PutRequest {
-                        cf: CF_DEFAULT.to_owned(),
-                        key: key.clone(),
-                        value: value.clone(),
-                    }),
-                    ..Default::default()
-                }],
+                requests: vec![request.clone()],
                 admin_request: None,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = self.call_on_leader(request, left).map_err(|mut e| {
+            let answer = self.call_on_leader(command, left).map_err(|mut e| {
                 e.timeout = timeout;
                 e.retries.add(&retries);
                 e
             })?;
             retries.add(&answer.retries);
             match answer.response.region_error() {
-                None => return Ok(retries),
+                None => return Ok((answer.response, retries)),
                 Some(error) if error.key_not_in_region.is_some() && Instant::now() < deadline => {
                     retries.other += 1;
-                    self.cluster.refresh_region_for_key(&key);
+                    self.cluster.refresh_region_for_key(key);
                     self.back_off(RETRY_BACKOFF, deadline);
                 }
                 Some(error) => return Err(ClusterError::Failed(Box::new(error.clone()))),
