@@ -20,8 +20,7 @@ use kvproto::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use kvproto::metapb;
 use kvproto::raft_cmdpb::{
     AdminCmdType, AdminResponse, ChangePeerResponse, CompactLogResponse, DeleteResponse,
-    GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
-    SnapResponse,
+    PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
 };
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState};
 use prost::Message as _;
@@ -38,6 +37,7 @@ use crate::operation::command::{
 use std::sync::Arc;
 
 use crate::operation::log_gc::check_compact_log;
+use crate::operation::read::read_into;
 use crate::operation::ready::RaftOp;
 use crate::peer::Peer;
 use crate::peer_storage::write_region_state;
@@ -217,23 +217,10 @@ impl Peer {
                     self.size_diff_hint += key.len() as u64;
                     resp.delete = Some(DeleteResponse {});
                 }
-                DataRequest::Get { cf, key } => {
+                read @ (DataRequest::Get { .. } | DataRequest::Snap) => {
+                    // A read sees every write before it in this batch.
                     self.flush(ctx, batch).await?;
-                    let value = ctx
-                        .engine
-                        .get_cf(cf, &keys::data_key(key))?
-                        .unwrap_or_default();
-                    resp.get = Some(GetResponse { value });
-                }
-                DataRequest::Snap => {
-                    self.flush(ctx, batch).await?;
-                    snapshot = Some(ReadSnapshot::new(crate::RegionSnapshot::for_region(
-                        ctx.engine.snapshot(),
-                        &batch.region,
-                    )));
-                    resp.snap = Some(SnapResponse {
-                        region: Some(batch.region.clone()),
-                    });
+                    read_into(ctx, &batch.region, read, &mut resp, &mut snapshot)?;
                 }
             }
             responses.push(resp);

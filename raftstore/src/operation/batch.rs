@@ -40,15 +40,8 @@ pub(crate) struct PendingWrites {
     bytes: usize,
 }
 
-/// Whether `request` may share an entry: only puts and deletes.
-pub(crate) fn is_batchable(request: &RaftCmdRequest) -> bool {
-    request.admin_request.is_none()
-        && !request.requests.is_empty()
-        && request
-            .requests
-            .iter()
-            .all(|r| matches!(r.cmd_type(), CmdType::Put | CmdType::Delete))
-}
+/// The commands that may share an entry (`command::only_commands`).
+pub(crate) const BATCHABLE_COMMANDS: &[CmdType] = &[CmdType::Put, CmdType::Delete];
 
 fn payload_bytes(request: &RaftCmdRequest) -> usize {
     request
@@ -125,47 +118,20 @@ impl Peer {
 
 #[cfg(test)]
 mod tests {
-    use kvproto::raft_cmdpb::{
-        AdminCmdType, AdminRequest, DeleteRequest, GetRequest, PutRequest, Request,
-    };
+    use crate::operation::command::only_commands;
+    use crate::operation::command::tests::request_of;
 
     use super::*;
 
-    fn request(cmd_types: &[CmdType]) -> RaftCmdRequest {
-        RaftCmdRequest {
-            requests: cmd_types
-                .iter()
-                .map(|&t| Request {
-                    cmd_type: t as i32,
-                    put: (t == CmdType::Put).then(|| PutRequest {
-                        cf: String::new(),
-                        key: b"k".to_vec(),
-                        value: b"vv".to_vec(),
-                    }),
-                    delete: (t == CmdType::Delete).then(|| DeleteRequest {
-                        cf: String::new(),
-                        key: b"k".to_vec(),
-                    }),
-                    get: (t == CmdType::Get).then(GetRequest::default),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn only_puts_and_deletes_share_an_entry() {
-        assert!(is_batchable(&request(&[CmdType::Put, CmdType::Delete])));
-        assert!(!is_batchable(&request(&[])));
-        assert!(!is_batchable(&request(&[CmdType::Put, CmdType::Get])));
-        assert!(!is_batchable(&request(&[CmdType::Snap])));
-        let mut admin = request(&[CmdType::Put]);
-        admin.admin_request = Some(AdminRequest {
-            cmd_type: AdminCmdType::ChangePeer as i32,
-            ..Default::default()
-        });
-        assert!(!is_batchable(&admin));
-        assert_eq!(payload_bytes(&request(&[CmdType::Put, CmdType::Delete])), 4);
+        let batchable = |kinds: &[CmdType]| only_commands(&request_of(kinds), BATCHABLE_COMMANDS);
+        assert!(batchable(&[CmdType::Put, CmdType::Delete]));
+        assert!(!batchable(&[CmdType::Put, CmdType::Get]));
+        assert!(!batchable(&[CmdType::Snap]));
+        assert_eq!(
+            payload_bytes(&request_of(&[CmdType::Put, CmdType::Delete])),
+            4
+        );
     }
 }

@@ -17,10 +17,21 @@ use storage::is_data_cf;
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
-use crate::operation::batch::is_batchable;
-use crate::operation::read::is_read;
+use crate::operation::batch::BATCHABLE_COMMANDS;
+use crate::operation::read::READ_COMMANDS;
 use crate::operation::split::add_regions;
 use crate::peer::{Answer, Peer, Proposal};
+
+/// Whether `request` holds data commands only, at least one, each of a
+/// kind in `kinds`.
+pub(crate) fn only_commands(request: &RaftCmdRequest, kinds: &[CmdType]) -> bool {
+    request.admin_request.is_none()
+        && !request.requests.is_empty()
+        && request
+            .requests
+            .iter()
+            .all(|r| kinds.contains(&r.cmd_type()))
+}
 
 /// Which epoch fields a command depends on (TinyKV's rules): data commands
 /// on the key range (`version`), membership changes on `conf_ver`, splits on both.
@@ -254,11 +265,11 @@ impl Peer {
             callback.respond_error(e.to_region_error());
             return;
         }
-        if is_read(&request) {
+        if only_commands(&request, READ_COMMANDS) {
             self.queue_read(ctx, request, callback);
             return;
         }
-        if is_batchable(&request) {
+        if only_commands(&request, BATCHABLE_COMMANDS) {
             self.batch_write(request, callback);
             return;
         }
@@ -413,10 +424,53 @@ impl Peer {
 }
 
 #[cfg(test)]
-mod tests {
-    use kvproto::raft_cmdpb::{AdminRequest, GetRequest, PutRequest, Request};
+pub(crate) mod tests {
+    use kvproto::raft_cmdpb::{AdminRequest, DeleteRequest, GetRequest, PutRequest, Request};
 
     use super::*;
+    use crate::operation::batch::BATCHABLE_COMMANDS;
+    use crate::operation::read::READ_COMMANDS;
+
+    /// A command of one request per kind in `kinds`; a put writes `k` =
+    /// `vv`, a delete removes `k`.
+    pub(crate) fn request_of(kinds: &[CmdType]) -> RaftCmdRequest {
+        RaftCmdRequest {
+            requests: kinds
+                .iter()
+                .map(|&t| Request {
+                    cmd_type: t as i32,
+                    put: (t == CmdType::Put).then(|| PutRequest {
+                        cf: String::new(),
+                        key: b"k".to_vec(),
+                        value: b"vv".to_vec(),
+                    }),
+                    delete: (t == CmdType::Delete).then(|| DeleteRequest {
+                        cf: String::new(),
+                        key: b"k".to_vec(),
+                    }),
+                    get: (t == CmdType::Get).then(GetRequest::default),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_commands_needs_one_command_and_every_one_of_the_kinds() {
+        let reads = |kinds: &[CmdType]| only_commands(&request_of(kinds), READ_COMMANDS);
+        assert!(reads(&[CmdType::Get, CmdType::Snap]));
+        assert!(reads(&[CmdType::Get]));
+        assert!(!reads(&[]));
+        assert!(!reads(&[CmdType::Get, CmdType::Put]));
+        assert!(!reads(&[CmdType::Delete]));
+        let mut admin = request_of(&[CmdType::Put]);
+        admin.admin_request = Some(AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            ..Default::default()
+        });
+        assert!(!only_commands(&admin, BATCHABLE_COMMANDS));
+    }
 
     fn region() -> metapb::Region {
         metapb::Region {

@@ -34,6 +34,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use kvproto::metapb;
 use kvproto::raft_cmdpb::{
     CmdType, GetResponse, RaftCmdRequest, RaftCmdResponse, Response, SnapResponse,
 };
@@ -79,15 +80,8 @@ pub(crate) struct PendingReads {
     waiting: VecDeque<ReadBatch>,
 }
 
-/// Whether `request` is a read: only `Get`s and `Snap`s.
-pub(crate) fn is_read(request: &RaftCmdRequest) -> bool {
-    request.admin_request.is_none()
-        && !request.requests.is_empty()
-        && request
-            .requests
-            .iter()
-            .all(|r| matches!(r.cmd_type(), CmdType::Get | CmdType::Snap))
-}
+/// The commands a read is made of (`command::only_commands`).
+pub(crate) const READ_COMMANDS: &[CmdType] = &[CmdType::Get, CmdType::Snap];
 
 impl Peer {
     /// Answers a checked read at once under the leader's lease, when this
@@ -249,29 +243,11 @@ impl Peer {
                 cmd_type: r.cmd_type,
                 ..Default::default()
             };
-            match parsed {
-                DataRequest::Get { cf, key } => {
-                    let value = ctx
-                        .engine
-                        .get_cf(cf, &keys::data_key(key))?
-                        .unwrap_or_default();
-                    resp.get = Some(GetResponse { value });
-                }
-                DataRequest::Snap => {
-                    snapshot = Some(ReadSnapshot::new(crate::RegionSnapshot::for_region(
-                        ctx.engine.snapshot(),
-                        region,
-                    )));
-                    resp.snap = Some(SnapResponse {
-                        region: Some(region.clone()),
-                    });
-                }
-                DataRequest::Put { .. } | DataRequest::Delete { .. } => {
-                    return Ok(error_response(
-                        &Error::InvalidRequest("a write is not a read".into()),
-                        term,
-                    ));
-                }
+            if let Err(e) = read_into(ctx, region, parsed, &mut resp, &mut snapshot) {
+                return match e {
+                    Error::InvalidRequest(_) => Ok(error_response(&e, term)),
+                    e => Err(e),
+                };
             }
             responses.push(resp);
         }
@@ -286,30 +262,38 @@ impl Peer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use kvproto::raft_cmdpb::Request;
-
-    use super::*;
-
-    fn request(cmd_types: &[CmdType]) -> RaftCmdRequest {
-        RaftCmdRequest {
-            requests: cmd_types
-                .iter()
-                .map(|&t| Request {
-                    cmd_type: t as i32,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
+/// Runs one read request against the engine as it is now: a `Get` fills
+/// `resp.get`, a `Snap` fills `resp.snap` and takes `snapshot`. Shared by
+/// reads served outside the log and by reads that come through it
+/// (`operation/apply.rs`, after flushing what the entry batch holds so
+/// far). A write is refused as `InvalidRequest`.
+pub(crate) fn read_into(
+    ctx: &StoreContext,
+    region: &metapb::Region,
+    request: DataRequest<'_>,
+    resp: &mut Response,
+    snapshot: &mut Option<ReadSnapshot>,
+) -> Result<()> {
+    match request {
+        DataRequest::Get { cf, key } => {
+            let value = ctx
+                .engine
+                .get_cf(cf, &keys::data_key(key))?
+                .unwrap_or_default();
+            resp.get = Some(GetResponse { value });
+        }
+        DataRequest::Snap => {
+            *snapshot = Some(ReadSnapshot::new(crate::RegionSnapshot::for_region(
+                ctx.engine.snapshot(),
+                region,
+            )));
+            resp.snap = Some(SnapResponse {
+                region: Some(region.clone()),
+            });
+        }
+        DataRequest::Put { .. } | DataRequest::Delete { .. } => {
+            return Err(Error::InvalidRequest("a write is not a read".into()));
         }
     }
-
-    #[test]
-    fn only_gets_and_snaps_are_reads() {
-        assert!(is_read(&request(&[CmdType::Get, CmdType::Snap])));
-        assert!(!is_read(&request(&[])));
-        assert!(!is_read(&request(&[CmdType::Get, CmdType::Put])));
-        assert!(!is_read(&request(&[CmdType::Delete])));
-    }
+    Ok(())
 }
