@@ -3,7 +3,7 @@
 //! `PeerMsgHandler` (the peer plus the store context for this one message,
 //! as TiKV's `PeerFsmDelegate`); then, once the raft messages and commands
 //! queued behind it are dispatched too, the peer's `Ready` is handled
-//! (persist → apply → send → advance), one for all of them: many
+//! (persist → send → apply → advance), one for all of them: many
 //! proposals and appends share one fsync. The router's count of queued
 //! messages (`MailboxHandle::queued`) says whether more are waiting; a tick
 //! or [`MAX_MESSAGES_PER_READY`] messages end a batch regardless, so a

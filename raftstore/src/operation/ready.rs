@@ -1,8 +1,13 @@
-//! Handling a `Ready`: persist, then apply, then send, then advance.
+//! Handling a `Ready`: persist, then send, then apply, then advance.
 //!
 //! The order is the durability argument: a vote or an append acknowledgement
 //! leaves this store only after the state it reports is fsynced; an applied
-//! entry is one the raft log already holds durably.
+//! entry is one the raft log already holds durably. Messages go before the
+//! apply, as etcd orders it: raft built them from its log and hard state,
+//! never from the state machine, so no message depends on the entries this
+//! Ready applies (a snapshot this Ready installs is installed during the
+//! persist, before anything is sent). A follower's acknowledgement thus
+//! does not wait for the entries the same append told it were committed.
 //!
 //! One exception, a leader's replication (Raft thesis §10.2.1): `MsgAppend`
 //! and `MsgHeartbeat` leave *before* the persist, so the followers write
@@ -122,18 +127,18 @@ impl Peer {
             self.on_role_changed(ctx, ss.raft_state);
         }
 
-        // 2. Apply what is committed (a removal of this peer may wait,
+        // 2. Send (module doc).
+        for msg in late {
+            self.send_raft_message(ctx, msg);
+        }
+
+        // 3. Apply what is committed (a removal of this peer may wait,
         // operation/own_removal.rs; `advance` then covers what was kept).
         self.hold_own_removal(&mut rd.committed_entries);
         let committed = rd.committed_entries.clone();
         self.apply_committed(ctx, committed, unsynced_state).await?;
         self.on_read_states(ctx, &rd.read_states);
         self.run_ready_reads(ctx)?;
-
-        // 3. Send.
-        for msg in late {
-            self.send_raft_message(ctx, msg);
-        }
 
         // 4. Advance.
         self.raft_group.advance(rd);
