@@ -137,6 +137,10 @@ struct TestServer {
 
 impl TestServer {
     async fn start(router: Router, snap_mgr: SnapManager) -> TestServer {
+        Self::start_with(router, snap_mgr, ServiceOptions::default()).await
+    }
+
+    async fn start_with(router: Router, snap_mgr: SnapManager, opts: ServiceOptions) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -146,15 +150,13 @@ impl TestServer {
         // only its store-to-store streams are under test.
         let data = tempfile::tempdir().expect("temp dir");
         let storage = StandaloneStorage::open(data.path()).expect("open standalone storage");
-        let service = TinyKvService::new(storage, ServiceOptions::default()).with_store_streams(
-            StoreStreams {
-                router,
-                snap_mgr,
-                receive_limit: SnapshotReceiveLimit::new(2),
-                closing: stop_rx.clone(),
-                logger: logger(),
-            },
-        );
+        let service = TinyKvService::new(storage, opts).with_store_streams(StoreStreams {
+            router,
+            snap_mgr,
+            receive_limit: SnapshotReceiveLimit::new(2),
+            closing: stop_rx.clone(),
+            logger: logger(),
+        });
         let mut shutdown = stop_rx;
         let task = tokio::spawn(async move {
             let _data = data;
@@ -1248,4 +1250,84 @@ async fn test_measure_grpc_messages_per_tick_of_heartbeats() {
         "{REGIONS} regions' heartbeats per tick: {per_tick:?} gRPC messages per tick \
          on BatchRaft ({REGIONS} each on Raft)"
     );
+}
+
+/// A heartbeat turned into an append of `bytes` bytes of entry data.
+fn append_of(region_id: u64, to_store: u64, n: u64, bytes: usize) -> RaftMessage {
+    let mut msg = numbered(region_id, to_store, n);
+    if let Some(m) = msg.message.as_mut() {
+        m.msg_type = MessageType::MsgAppend as i32;
+        m.entries = vec![Entry {
+            data: vec![7; bytes],
+            ..Default::default()
+        }];
+    }
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_message_size_limit_holds_per_batch_and_the_budget_keeps_under_it() {
+    use prost::Message as _;
+
+    const LIMIT: usize = 64 * 1024;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let opts = ServiceOptions {
+        max_message_size: LIMIT,
+        ..ServiceOptions::default()
+    };
+    let server = TestServer::start_with(router_b, snap_b, opts).await;
+
+    // A batch over the limit, each of its messages under it: refused whole,
+    // as `Raft` refuses one message over it.
+    let channel = connect_addr(&server.addr.to_string(), &fast_options())
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let oversized: Vec<u8> = (0..4u64)
+        .flat_map(|n| batch_entry(&append_of(30 + n, 2, n, LIMIT / 3).encode_to_vec()))
+        .collect();
+    let call = grpc.client_streaming(
+        Request::new(tokio_stream::iter(vec![oversized])),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tinykvpb.TinyKv/BatchRaft"),
+        RawCodec,
+    );
+    let answer = tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("the server answers the stream");
+    let status = answer.expect_err("a batch over the limit is refused");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    // The sender's byte budget, under the limit, splits the same traffic
+    // into batches the store takes.
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, server.addr.to_string());
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let snap_a = SnapManager::open(dir.path().join("a")).expect("snap dir");
+    let transport = new_test_transport(
+        resolver,
+        router_a,
+        snap_a,
+        TransportOptions {
+            max_batch_bytes: LIMIT / 2,
+            ..fast_options()
+        },
+    );
+    let sent: Vec<RaftMessage> = (0..12u64)
+        .map(|n| append_of(40 + n, 2, n, LIMIT / 3))
+        .collect();
+    for msg in &sent {
+        transport.send(msg.clone()).expect("queued");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        match must_see(&mut seen_b, "the appends").await {
+            Seen::StoreRaft(m) => got.push(*m),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, sent);
+    server.stop().await;
 }
