@@ -22,6 +22,12 @@ fn main() {
         protoc_bin_vendored::protoc_bin_path().expect("vendored protoc exists for this platform");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
+    // Hand-written (`src/batch_raft.rs`): same wire format, but one entry
+    // that does not decode is skipped instead of failing the batch.
+    config.extern_path(
+        ".raft_serverpb.BatchRaftMessage",
+        "crate::batch_raft::BatchRaftMessage",
+    );
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -10,9 +10,9 @@ streaming). Imports, comments, json names and other options are ignored: they
 do not change the bytes on the wire. A file only in THEIRS_DIR is reported as
 missing.
 
-Fields only in ours numbered 100 or more, and messages only in ours, are our
-extensions, which the compatibility contract allows: they are listed but are
-not differences.
+Fields only in ours numbered 100 or more, and messages and service methods
+only in ours, are our extensions, which the compatibility contract allows:
+they are listed but are not differences.
 Exits 1 if there is any difference.
 
 protoc is taken from $PROTOC, else from the protoc-bin-vendored crate in the
@@ -161,6 +161,10 @@ def diff(path, ours, theirs, out):
                 elif parent in ("messages", "nested"):
                     # A whole new message changes no existing bytes on the
                     # wire; it is reachable only through an extension field.
+                    kind = "extension"
+                elif path.split("/")[-2:-1] == ["services"]:
+                    # A new method: a peer that does not know it answers
+                    # UNIMPLEMENTED, and the caller falls back.
                     kind = "extension"
                 out.append(f"{path}/{key}: {kind} ({ours[key]})")
             else:

@@ -3,7 +3,8 @@
 //!
 //! The packages, message names, field numbers and types match TinyKV's kvproto,
 //! so clients and stores built from TinyKV's own files talk to ours unchanged.
-//! Extensions only add fields numbered 100 and up.
+//! Extensions only add fields numbered 100 and up, or new messages and
+//! methods (`BatchRaftMessage`, `TinyKv.BatchRaft`).
 //! `scripts/compare_descriptors.py` checks that claim against a second set of
 //! `.proto` files, field by field.
 //!
@@ -14,8 +15,15 @@
 //! - [`metapb`], [`errorpb`]: shared metadata and region errors.
 //! - [`kvrpcpb`], [`coprocessor`], [`tinykvpb`]: the store's client-facing service.
 //! - [`schedulerpb`]: the placement driver's service.
+//!
+//! One message is written by hand instead of generated:
+//! `raft_serverpb::BatchRaftMessage` (see `batch_raft`), wire-identical to
+//! its `.proto` definition but decoding each entry on its own, so one bad
+//! entry does not cost the others.
 
 #![allow(missing_docs)]
+
+mod batch_raft;
 
 /// Raft messages, log entries, snapshots and persisted Raft state.
 pub mod eraftpb {
@@ -45,6 +53,8 @@ pub mod raft_cmdpb {
 /// Store-to-store Raft messages and snapshots, and the state a store persists.
 pub mod raft_serverpb {
     include!(concat!(env!("OUT_DIR"), "/raft_serverpb.rs"));
+
+    pub use crate::batch_raft::BatchRaftMessage;
 }
 
 /// The placement driver's messages and its `Scheduler` gRPC service.

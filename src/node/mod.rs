@@ -215,11 +215,18 @@ impl Node {
         };
         let router = store.router();
         let _ = router_cell.set(router.clone());
+        // Peer stores are taken to run with this store's gRPC message limit
+        // (one cluster, one config): a batch of raft messages over it would
+        // be refused whole.
+        let mut transport_opts = cfg.transport.clone();
+        transport_opts.max_batch_bytes = transport_opts
+            .max_batch_bytes
+            .min(cfg.service.max_message_size);
         let _ = transport.0.set(GrpcTransport::new(
             Arc::new(SchedulerResolver::new(scheduler.channel(), cluster_id)),
             router.clone(),
             snap_mgr.clone(),
-            cfg.transport.clone(),
+            transport_opts,
             Handle::current(),
             logger.clone(),
         ));

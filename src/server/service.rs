@@ -10,7 +10,8 @@
 //!   [`ServiceOptions::max_scan_response_bytes`] (see [`super::raw_api`]:
 //!   a capped `limit`, a byte bound the first pair may cross, and
 //!   `KeyNotInRegion` for a start key outside the region).
-//! - `Raft`, `Snapshot` (the store-to-store streams): on a store
+//! - `Raft`, `BatchRaft`, `Snapshot` (the store-to-store streams; `BatchRaft`
+//!   is this project's extension, many raft messages per gRPC message): on a store
 //!   ([`TinyKvService::with_store_streams`]), handed to the store's router
 //!   and snapshot manager (`crate::transport::service`), and ended when the
 //!   server shuts down; on a standalone server `UNIMPLEMENTED`.
@@ -33,7 +34,7 @@ use kvproto::kvrpcpb::{
     RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest, ResolveLockResponse,
     ScanRequest, ScanResponse,
 };
-use kvproto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use kvproto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use kvproto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use storage::Storage;
 use tokio::net::TcpListener;
@@ -46,7 +47,9 @@ use slog::Logger;
 use tokio::sync::watch;
 
 use super::{ScanLimits, Server};
-use crate::transport::service::{SnapshotReceiveLimit, handle_raft_stream, handle_snapshot_stream};
+use crate::transport::service::{
+    SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
+};
 
 /// The limits of a [`TinyKvService`]. [`Default`] gives values that fit
 /// together: a largest value fits in a message, and so does a scan
@@ -247,6 +250,22 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             done = handle_raft_stream(&streams.router, request.into_inner(), &streams.logger) => {
                 done.map(Response::new)
             }
+            _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
+        }
+    }
+
+    async fn batch_raft(
+        &self,
+        request: Request<Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        let Some(streams) = &self.streams else {
+            return unimplemented(NO_RAFT_STORE);
+        };
+        let mut closing = streams.closing.clone();
+        let receive =
+            handle_batch_raft_stream(&streams.router, request.into_inner(), &streams.logger);
+        tokio::select! {
+            done = receive => done.map(Response::new),
             _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
         }
     }
@@ -521,6 +540,13 @@ mod tests {
             .raft(tokio_stream::iter(vec![RaftMessage::default()]))
             .await
             .expect_err("a standalone server takes no raft traffic");
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(status.message().contains("no raft store"), "{status:?}");
+        let status = svc
+            .client
+            .batch_raft(tokio_stream::iter(vec![BatchRaftMessage::default()]))
+            .await
+            .expect_err("a standalone server takes no batched raft traffic");
         assert_eq!(status.code(), Code::Unimplemented);
         assert!(status.message().contains("no raft store"), "{status:?}");
     }

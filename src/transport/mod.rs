@@ -1,29 +1,51 @@
-//! The inter-store raft transport over gRPC (`tinykvpb.TinyKv`'s `Raft` and
-//! `Snapshot` streams): [`GrpcTransport`] sends, [`service`] receives, and
-//! [`resolver`] finds a store's address through the scheduler.
+//! The inter-store raft transport over gRPC (`tinykvpb.TinyKv`'s
+//! `BatchRaft`, `Raft` and `Snapshot` streams): [`GrpcTransport`] sends,
+//! [`service`] receives, and [`resolver`] finds a store's address through
+//! the scheduler.
 //!
 //! Sending raft messages, per target store:
 //!
 //! ```text
-//!   send ──try_send──▶ bounded queue ──▶ store worker ──▶ one `Raft` client stream
-//!                       (full: Dropped)    │   resolve (cached) → connect → stream
-//!                                          │   stream broke: re-resolve, reconnect
+//!   send ──try_send──▶ bounded queue ──▶ store worker ──▶ one stream per connection:
+//!                       (full: Dropped)    │   resolve (cached) → connect → probe BatchRaft
+//!                                          │     served: `BatchRaft`, many messages per gRPC message
+//!                                          │     UNIMPLEMENTED (TinyKV): `Raft`, one per gRPC message
+//!                                          │   stream broke: re-resolve, reconnect, probe again
 //!                                          │   connect failed: Unreachable, back off
 //! ```
+//!
+//! Batching (`BatchRaft`, this project's protocol extension): the worker
+//! forms a batch when the stream can take one, from everything queued for
+//! the store at that moment, up to `max_batch_messages` messages and
+//! `max_batch_bytes` bytes; it never waits for more. The heartbeats that
+//! many regions queue in one tick thus leave as one gRPC message, and under
+//! load batches grow while the stream is busy. Both bounds matter: the
+//! count bounds one batch's work at the receiver, the bytes keep a batch of
+//! large appends under the receivers' gRPC message limit (a message alone
+//! over the budget goes in a batch of its own, as it would on `Raft`).
 //!
 //! Invariants:
 //! - `send` and `send_snapshot` never block and never await: they only push
 //!   into a bounded queue or spawn a task.
-//! - one worker, hence at most one `Raft` stream, per target store; messages
+//! - one worker, hence at most one raft stream, per target store; messages
 //!   leave in the order they were queued, as they come (never one RPC per
-//!   message).
+//!   message), in batches on `BatchRaft` or one by one on `Raft`.
+//! - each connection starts with an empty `BatchRaft` call (the probe,
+//!   answered within `connect_timeout`): `Done` means the store serves
+//!   batches, `UNIMPLEMENTED` that it does not (a TinyKV store), and the
+//!   worker uses `Raft` for the life of that connection; any other answer
+//!   is a broken connection. The next connection probes again. No raft
+//!   message is ever sent on a call that may turn out unserved, so the
+//!   fallback itself loses nothing: messages queued during the probe wait
+//!   in the queue and leave on whichever stream follows.
 //! - a store whose address cannot be resolved or connected to is marked
 //!   unreachable: `send` answers `Unreachable` (the peer reports it to raft)
 //!   and the messages queued meanwhile are dropped, until a later connection
 //!   succeeds. Reconnects back off exponentially between
 //!   `reconnect_backoff_min` and `reconnect_backoff_max`.
 //! - the address of a store is cached by its worker and forgotten after any
-//!   connection or stream failure, so a store that moved is found again.
+//!   connection or stream failure (a failed probe included), so a store
+//!   that moved is found again.
 //! - a snapshot transfer runs on its own task and its own `Snapshot` stream,
 //!   at most `max_concurrent_snapshot_sends` at a time; every transfer that
 //!   `send_snapshot` accepted reports exactly one `PeerMsg::SnapshotStatus`
@@ -32,7 +54,13 @@
 //!
 //! Messages lost in a stream that breaks are not reported: raft tolerates
 //! loss, and the next `send` to a store that stays down answers
-//! `Unreachable`.
+//! `Unreachable`. Exactly what a break loses: the message the worker holds
+//! (the one that woke it, or the one left over from a batch's byte budget),
+//! what waits in the buffer between the worker and HTTP/2 (one batch on
+//! `BatchRaft`, up to 64 messages on `Raft`), and what HTTP/2 had taken but
+//! the receiver had not handed to its router; a failed probe loses the one
+//! message held. What is still in the queue is kept for the next
+//! connection (and dropped if that connection fails, as above).
 
 pub mod resolver;
 pub mod service;
@@ -46,8 +74,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use kvproto::raft_serverpb::{RaftMessage, SnapshotChunk};
+use kvproto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
+use prost::Message as _;
 use raftstore::snap::ChunkEncoder;
 use raftstore::{SnapManager, Transport, TransportError};
 use router::{PeerMsg, Router, SnapshotStatus};
@@ -58,7 +87,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 pub use self::resolver::SchedulerResolver;
-pub use self::service::{SnapshotReceiveLimit, handle_raft_stream, handle_snapshot_stream};
+pub use self::service::{
+    SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
+};
 
 /// The knobs of the transport, with defaults for a small cluster.
 #[derive(Debug, Clone)]
@@ -74,8 +105,18 @@ pub struct TransportOptions {
     pub reconnect_backoff_min: Duration,
     /// The longest wait between reconnects (the doubling stops there).
     pub reconnect_backoff_max: Duration,
-    /// How long one connection attempt may take.
+    /// How long one connection attempt may take; also how long a new
+    /// connection waits for the answer to its `BatchRaft` probe.
     pub connect_timeout: Duration,
+    /// The most raft messages one `BatchRaft` message carries. Bounds the
+    /// work one batch costs the receiver before it reads the next, and what
+    /// one broken batch loses.
+    pub max_batch_messages: usize,
+    /// The most bytes (encoded entries) one `BatchRaft` message carries; a
+    /// single message over it goes alone. It must stay below the receivers'
+    /// gRPC message limit (`ServiceOptions::max_message_size`, 16 MiB by
+    /// default), which refuses a larger batch whole, breaking the stream.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for TransportOptions {
@@ -87,6 +128,12 @@ impl Default for TransportOptions {
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            // A heartbeat is ~30 bytes: 256 regions' heartbeats are ~8 KiB,
+            // one HTTP/2 frame's worth, per tick.
+            max_batch_messages: 256,
+            // Well under the receivers' default limit, so a batch of
+            // appends full of entries is never refused for its size.
+            max_batch_bytes: 1024 * 1024,
         }
     }
 }
@@ -409,7 +456,7 @@ async fn connect_addr(addr: &str, opts: &TransportOptions) -> Result<Channel, Co
         })
 }
 
-/// Owns the `Raft` stream to one store; see the module doc.
+/// Owns the `BatchRaft` (or `Raft`) stream to one store; see the module doc.
 struct StoreWorker {
     store_id: u64,
     resolver: Arc<dyn StoreResolver>,
@@ -480,8 +527,105 @@ impl StoreWorker {
         connect_addr(&target, &self.opts).await
     }
 
-    /// Runs one `Raft` stream until it breaks or the transport is dropped.
+    /// Runs one connection's stream, `BatchRaft` or, if the store does not
+    /// serve it, `Raft`, until it breaks or the transport is dropped.
     async fn stream(&mut self, channel: Channel, first: RaftMessage) -> StreamEnd {
+        match self.probe_batch_raft(channel.clone()).await {
+            Ok(true) => self.batch_stream(channel, first).await,
+            Ok(false) => {
+                info!(
+                    self.logger,
+                    "store does not serve BatchRaft, sending Raft until it reconnects"
+                );
+                self.single_stream(channel, first).await
+            }
+            Err(why) => StreamEnd::Broken(why),
+        }
+    }
+
+    /// Asks the store whether it serves `BatchRaft`, with an empty call:
+    /// `Ok(false)` if it answers `UNIMPLEMENTED` (a TinyKV store). Nothing
+    /// is sent on the probe, so a store that does not know the call loses
+    /// nothing; what queues meanwhile waits in the queue.
+    async fn probe_batch_raft(&self, channel: Channel) -> Result<bool, String> {
+        let mut client = TinyKvClient::new(channel);
+        let probe = client.batch_raft(tokio_stream::empty::<BatchRaftMessage>());
+        match tokio::time::timeout(self.opts.connect_timeout, probe).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(false),
+            Ok(Err(status)) => Err(format!("BatchRaft probe: {status}")),
+            Err(_) => Err(format!(
+                "BatchRaft probe unanswered after {:?}",
+                self.opts.connect_timeout
+            )),
+        }
+    }
+
+    /// Runs one `BatchRaft` stream until it breaks or the transport is
+    /// dropped: each gRPC message carries what was queued when it was
+    /// formed (see [`StoreWorker::fill_batch`]).
+    async fn batch_stream(&mut self, channel: Channel, first: RaftMessage) -> StreamEnd {
+        // Room for one batch ahead of the one HTTP/2 is sending: while the
+        // stream is busy, messages wait in the queue and leave together in
+        // the next batch. What this buffer holds when the stream breaks is
+        // lost, like any in-flight message.
+        let (tx, rx) = mpsc::channel::<BatchRaftMessage>(1);
+        let mut client = TinyKvClient::new(channel);
+        let call = client.batch_raft(ReceiverStream::new(rx));
+        tokio::pin!(call);
+        let mut next = Some(first);
+        loop {
+            let first = match next.take() {
+                Some(msg) => msg,
+                None => tokio::select! {
+                    biased;
+                    end = &mut call => return broken(end),
+                    msg = self.queue.recv() => match msg {
+                        Some(msg) => msg,
+                        None => return StreamEnd::Shutdown,
+                    },
+                },
+            };
+            // The batch is formed once the stream can take it, so it holds
+            // everything that queued while it could not.
+            let permit = tokio::select! {
+                biased;
+                end = &mut call => return broken(end),
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return StreamEnd::Broken("the request stream closed".into()),
+                },
+            };
+            let (batch, rest) = self.fill_batch(first);
+            next = rest;
+            permit.send(batch);
+        }
+    }
+
+    /// `first` and what is queued behind it, in order, up to
+    /// `max_batch_messages` messages and `max_batch_bytes` bytes (`first`
+    /// always goes, however large). Never waits: the message that did not
+    /// fit the byte budget is handed back to start the next batch.
+    fn fill_batch(&mut self, first: RaftMessage) -> (BatchRaftMessage, Option<RaftMessage>) {
+        let mut bytes = batch_entry_len(&first);
+        let mut msgs = vec![first];
+        while msgs.len() < self.opts.max_batch_messages {
+            let Ok(msg) = self.queue.try_recv() else {
+                break;
+            };
+            let len = batch_entry_len(&msg);
+            if bytes + len > self.opts.max_batch_bytes {
+                return (batch(msgs), Some(msg));
+            }
+            bytes += len;
+            msgs.push(msg);
+        }
+        (batch(msgs), None)
+    }
+
+    /// Runs one `Raft` stream, one gRPC message per raft message, until it
+    /// breaks or the transport is dropped.
+    async fn single_stream(&mut self, channel: Channel, first: RaftMessage) -> StreamEnd {
         // A small buffer between the queue and the HTTP/2 stream: what it
         // holds when the stream breaks is lost, like any in-flight message.
         let (tx, rx) = mpsc::channel::<RaftMessage>(64);
@@ -514,7 +658,18 @@ impl StoreWorker {
     }
 }
 
-fn broken(end: Result<tonic::Response<kvproto::raft_serverpb::Done>, tonic::Status>) -> StreamEnd {
+fn batch(msgs: Vec<RaftMessage>) -> BatchRaftMessage {
+    BatchRaftMessage { msgs, malformed: 0 }
+}
+
+/// The bytes `msg` takes as one entry of a `BatchRaftMessage`: its key, its
+/// length and itself.
+fn batch_entry_len(msg: &RaftMessage) -> usize {
+    let len = msg.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+fn broken(end: Result<tonic::Response<Done>, tonic::Status>) -> StreamEnd {
     StreamEnd::Broken(match end {
         Ok(_) => "the receiver ended the stream".into(),
         Err(status) => status.to_string(),

@@ -1,11 +1,17 @@
-//! The receiving side of the `Raft` and `Snapshot` streams, as plain async
-//! functions a `TinyKv` service delegates to.
+//! The receiving side of the `Raft`, `BatchRaft` and `Snapshot` streams, as
+//! plain async functions a `TinyKv` service delegates to.
 //!
 //! Invariants:
 //! - nothing a peer store sends can panic here: a message that does not
 //!   decode ends its stream with tonic's error status, a raft message the
 //!   router cannot take (full mailbox, stopped store) is dropped, as raft
 //!   tolerates.
+//! - a `BatchRaft` message is its entries, in order, each handed to the
+//!   router exactly as one message of a `Raft` stream is (the same
+//!   function); an entry that does not decode is skipped (logged, counted by
+//!   `BatchRaftMessage::malformed`) and the others are delivered. A batch
+//!   whose framing is broken ends the stream, as on `Raft`. The size limit
+//!   is the service's, per gRPC message, for both calls.
 //! - a snapshot message reaches the router only after every byte of its
 //!   files arrived, was checked and is durable (`SnapshotReceiver::finish`);
 //!   a stream that is truncated, corrupt or broken answers an error status,
@@ -18,7 +24,7 @@
 
 use std::sync::Arc;
 
-use kvproto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use kvproto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk};
 use raftstore::SnapManager;
 use raftstore::snap::SnapshotReceiver;
 use router::Router;
@@ -55,14 +61,47 @@ where
 {
     tokio::pin!(stream);
     while let Some(msg) = stream.next().await {
-        let msg = msg?;
-        let region_id = msg.region_id;
-        if let Err(e) = router.send_raft_message(Box::new(msg)) {
-            // Dropped, as a lost message: raft retries.
-            debug!(logger, "raft message dropped"; "region_id" => region_id, "err" => %e);
+        deliver(router, msg?, logger);
+    }
+    Ok(Done {})
+}
+
+/// Feeds every raft message of every batch of a `BatchRaft` stream to
+/// `router`, in order, until the sender ends the stream (`Done`) or it
+/// fails (its status). An empty stream is how a sender asks whether this
+/// call is served: it is answered `Done` at once.
+pub async fn handle_batch_raft_stream<S>(
+    router: &Router,
+    stream: S,
+    logger: &Logger,
+) -> Result<Done, Status>
+where
+    S: Stream<Item = Result<BatchRaftMessage, Status>>,
+{
+    tokio::pin!(stream);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.malformed > 0 {
+            // The sender is broken or hostile; its other messages are
+            // still raft traffic worth having.
+            warn!(logger, "raft batch entries skipped, not decodable";
+                "skipped" => batch.malformed, "delivered" => batch.msgs.len());
+        }
+        for msg in batch.msgs {
+            deliver(router, msg, logger);
         }
     }
     Ok(Done {})
+}
+
+/// Hands one received raft message to `router`: the one path of both raft
+/// streams.
+fn deliver(router: &Router, msg: RaftMessage, logger: &Logger) {
+    let region_id = msg.region_id;
+    if let Err(e) = router.send_raft_message(Box::new(msg)) {
+        // Dropped, as a lost message: raft retries.
+        debug!(logger, "raft message dropped"; "region_id" => region_id, "err" => %e);
+    }
 }
 
 /// Receives one snapshot from a `Snapshot` stream into `snap_mgr` and, once

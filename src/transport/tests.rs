@@ -14,8 +14,8 @@ use kameo::message::{Context, Message};
 use kvproto::eraftpb::{Entry, Message as EraftMessage, MessageType, Snapshot};
 use kvproto::metapb;
 use kvproto::raft_serverpb::{
-    Done, PeerState, RaftApplyState, RaftMessage, RaftTruncatedState, RegionLocalState,
-    SnapshotChunk,
+    BatchRaftMessage, Done, PeerState, RaftApplyState, RaftMessage, RaftTruncatedState,
+    RegionLocalState, SnapshotChunk,
 };
 use raftstore::snap::{ChunkEncoder, SnapKey, SnapKind, generate_snapshot};
 use raftstore::{SnapManager, Transport, TransportError};
@@ -137,6 +137,10 @@ struct TestServer {
 
 impl TestServer {
     async fn start(router: Router, snap_mgr: SnapManager) -> TestServer {
+        Self::start_with(router, snap_mgr, ServiceOptions::default()).await
+    }
+
+    async fn start_with(router: Router, snap_mgr: SnapManager, opts: ServiceOptions) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -146,15 +150,13 @@ impl TestServer {
         // only its store-to-store streams are under test.
         let data = tempfile::tempdir().expect("temp dir");
         let storage = StandaloneStorage::open(data.path()).expect("open standalone storage");
-        let service = TinyKvService::new(storage, ServiceOptions::default()).with_store_streams(
-            StoreStreams {
-                router,
-                snap_mgr,
-                receive_limit: SnapshotReceiveLimit::new(2),
-                closing: stop_rx.clone(),
-                logger: logger(),
-            },
-        );
+        let service = TinyKvService::new(storage, opts).with_store_streams(StoreStreams {
+            router,
+            snap_mgr,
+            receive_limit: SnapshotReceiveLimit::new(2),
+            closing: stop_rx.clone(),
+            logger: logger(),
+        });
         let mut shutdown = stop_rx;
         let task = tokio::spawn(async move {
             let _data = data;
@@ -739,5 +741,593 @@ async fn test_garbage_on_the_raft_stream_is_refused_and_the_server_still_serves(
         Seen::StoreRaft(m) => assert_eq!(m.region_id, 12),
         other => panic!("unexpected {other:?}"),
     }
+    server.stop().await;
+}
+
+/// Answers `resolve` with `addr` once the gate opens: messages sent before
+/// that wait in the worker's queue, all of them, deterministically.
+struct GatedResolver {
+    addr: String,
+    open: watch::Receiver<bool>,
+}
+
+impl StoreResolver for GatedResolver {
+    fn resolve(&self, _: u64) -> ResolveFuture<'_> {
+        let mut open = self.open.clone();
+        let addr = self.addr.clone();
+        Box::pin(async move {
+            // A dropped gate counts as open.
+            let _ = open.wait_for(|open| *open).await;
+            Ok(addr)
+        })
+    }
+}
+
+/// A gated resolver to `addr` and the gate.
+fn new_gated_resolver(addr: SocketAddr) -> (Arc<GatedResolver>, watch::Sender<bool>) {
+    let (gate, open) = watch::channel(false);
+    let resolver = GatedResolver {
+        addr: addr.to_string(),
+        open,
+    };
+    (Arc::new(resolver), gate)
+}
+
+/// A heartbeat of `region_id` to store `to_store`, numbered `n` (in its
+/// `index`) so the receiver can check order.
+fn numbered(region_id: u64, to_store: u64, n: u64) -> RaftMessage {
+    let mut msg = raft_message(region_id, to_store);
+    if let Some(m) = msg.message.as_mut() {
+        m.index = n;
+    }
+    msg
+}
+
+fn number_of(msg: &RaftMessage) -> u64 {
+    msg.message.as_ref().map_or(u64::MAX, |m| m.index)
+}
+
+/// What a test receiver saw on the wire: one item per gRPC message.
+#[derive(Debug, PartialEq)]
+enum Wire {
+    /// A `BatchRaft` message: the numbers of its raft messages, and its
+    /// encoded size.
+    Batch(Vec<u64>, usize),
+    /// A `Raft` message: its number.
+    Single(u64),
+    /// A `BatchRaft` call answered `UNIMPLEMENTED`.
+    BatchRefused,
+}
+
+/// A `TinyKv` service that records raft traffic per gRPC message. With
+/// `serve_batch` false it is a TinyKV store: `BatchRaft` is UNIMPLEMENTED.
+struct WireRecorder {
+    serve_batch: bool,
+    seen: mpsc::UnboundedSender<Wire>,
+}
+
+fn not_served<T>() -> Result<tonic::Response<T>, Status> {
+    Err(Status::unimplemented("not served by this test service"))
+}
+
+#[tonic::async_trait]
+impl kvproto::tinykvpb::tiny_kv_server::TinyKv for WireRecorder {
+    async fn kv_get(
+        &self,
+        _: Request<kvproto::kvrpcpb::GetRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::GetResponse>, Status> {
+        not_served()
+    }
+
+    async fn kv_scan(
+        &self,
+        _: Request<kvproto::kvrpcpb::ScanRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::ScanResponse>, Status> {
+        not_served()
+    }
+
+    async fn kv_prewrite(
+        &self,
+        _: Request<kvproto::kvrpcpb::PrewriteRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::PrewriteResponse>, Status> {
+        not_served()
+    }
+
+    async fn kv_commit(
+        &self,
+        _: Request<kvproto::kvrpcpb::CommitRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::CommitResponse>, Status> {
+        not_served()
+    }
+
+    async fn kv_check_txn_status(
+        &self,
+        _: Request<kvproto::kvrpcpb::CheckTxnStatusRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::CheckTxnStatusResponse>, Status> {
+        not_served()
+    }
+
+    async fn kv_batch_rollback(
+        &self,
+        _: Request<kvproto::kvrpcpb::BatchRollbackRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::BatchRollbackResponse>, Status> {
+        not_served()
+    }
+
+    async fn kv_resolve_lock(
+        &self,
+        _: Request<kvproto::kvrpcpb::ResolveLockRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::ResolveLockResponse>, Status> {
+        not_served()
+    }
+
+    async fn raw_get(
+        &self,
+        _: Request<kvproto::kvrpcpb::RawGetRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::RawGetResponse>, Status> {
+        not_served()
+    }
+
+    async fn raw_put(
+        &self,
+        _: Request<kvproto::kvrpcpb::RawPutRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::RawPutResponse>, Status> {
+        not_served()
+    }
+
+    async fn raw_delete(
+        &self,
+        _: Request<kvproto::kvrpcpb::RawDeleteRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::RawDeleteResponse>, Status> {
+        not_served()
+    }
+
+    async fn raw_scan(
+        &self,
+        _: Request<kvproto::kvrpcpb::RawScanRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::RawScanResponse>, Status> {
+        not_served()
+    }
+
+    async fn raft(
+        &self,
+        request: Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<tonic::Response<Done>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(msg) = stream.message().await? {
+            let _ = self.seen.send(Wire::Single(number_of(&msg)));
+        }
+        Ok(tonic::Response::new(Done {}))
+    }
+
+    async fn batch_raft(
+        &self,
+        request: Request<tonic::Streaming<BatchRaftMessage>>,
+    ) -> Result<tonic::Response<Done>, Status> {
+        if !self.serve_batch {
+            let _ = self.seen.send(Wire::BatchRefused);
+            return not_served();
+        }
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            use prost::Message as _;
+            let numbers = batch.msgs.iter().map(number_of).collect();
+            let _ = self.seen.send(Wire::Batch(numbers, batch.encoded_len()));
+        }
+        Ok(tonic::Response::new(Done {}))
+    }
+
+    async fn snapshot(
+        &self,
+        _: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<tonic::Response<Done>, Status> {
+        not_served()
+    }
+
+    async fn coprocessor(
+        &self,
+        _: Request<kvproto::coprocessor::Request>,
+    ) -> Result<tonic::Response<kvproto::coprocessor::Response>, Status> {
+        not_served()
+    }
+}
+
+/// Serves a [`WireRecorder`] on loopback until the returned sender drops.
+async fn start_wire_recorder(
+    serve_batch: bool,
+) -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<Wire>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (seen, rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service =
+        kvproto::tinykvpb::tiny_kv_server::TinyKvServer::new(WireRecorder { serve_batch, seen });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    (addr, rx, stop)
+}
+
+/// What `rx` sees until it has carried `n` raft messages, in order.
+async fn must_see_wire(rx: &mut mpsc::UnboundedReceiver<Wire>, n: usize) -> Vec<Wire> {
+    let mut wires = Vec::new();
+    let mut carried = 0;
+    while carried < n {
+        let wire = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{carried} of {n} messages within {DEADLINE:?}; saw {wires:?}")
+            })
+            .expect("the recorder lives as long as its server");
+        carried += match &wire {
+            Wire::Batch(numbers, _) => numbers.len(),
+            Wire::Single(_) => 1,
+            Wire::BatchRefused => 0,
+        };
+        wires.push(wire);
+    }
+    wires
+}
+
+/// The numbers of the raft messages `wires` carried, in order.
+fn carried(wires: &[Wire]) -> Vec<u64> {
+    wires
+        .iter()
+        .flat_map(|w| match w {
+            Wire::Batch(numbers, _) => numbers.clone(),
+            Wire::Single(n) => vec![*n],
+            Wire::BatchRefused => Vec::new(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_batches_of_many_regions_arrive_in_order_and_complete() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    // Odd regions have a peer on store 2; the others go to its store actor.
+    let peers: Vec<u64> = (1..=300).filter(|r| r % 2 == 1).collect();
+    let (router_b, mut seen_b) = new_test_router(&peers);
+    let server = TestServer::start(router_b, snap_b).await;
+    let (resolver, gate) = new_gated_resolver(server.addr);
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let snap_a = SnapManager::open(dir.path().join("a")).expect("snap dir");
+    let transport = new_test_transport(resolver, router_a, snap_a, fast_options());
+
+    // Two rounds of heartbeats of 300 regions, queued before the store is
+    // found: they leave in batches.
+    let sent: Vec<RaftMessage> = (0..600u64).map(|n| numbered(1 + n % 300, 2, n)).collect();
+    for msg in &sent {
+        transport.send(msg.clone()).expect("queued");
+    }
+    gate.send_replace(true);
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        match must_see(&mut seen_b, "the 600 messages").await {
+            Seen::PeerRaft(m) => {
+                assert!(m.region_id % 2 == 1, "region {} has no peer", m.region_id);
+                got.push(*m);
+            }
+            Seen::StoreRaft(m) => {
+                assert!(m.region_id % 2 == 0, "region {} has a peer", m.region_id);
+                got.push(*m);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, sent, "delivered whole and in order");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_queued_messages_leave_in_fewer_grpc_messages() {
+    let (addr, mut wire, _stop) = start_wire_recorder(true).await;
+    let (resolver, gate) = new_gated_resolver(addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router, _seen) = new_test_router(&[]);
+    let snap = SnapManager::open(dir.path()).expect("snap dir");
+    let opts = fast_options();
+    assert_eq!(opts.max_batch_messages, 256);
+    let transport = new_test_transport(resolver, router, snap, opts);
+
+    // One tick's heartbeats of 500 regions, queued together.
+    for n in 0..500u64 {
+        transport.send(numbered(1 + n, 2, n)).expect("queued");
+    }
+    gate.send_replace(true);
+    let wires = must_see_wire(&mut wire, 500).await;
+    assert_eq!(carried(&wires), (0..500).collect::<Vec<_>>(), "{wires:?}");
+    // The worker held the first while it connected; the batches take it
+    // and everything queued behind it, 256 at most: two gRPC messages for
+    // 500 raft messages (one each before batching).
+    let sizes: Vec<usize> = wires
+        .iter()
+        .map(|w| match w {
+            Wire::Batch(numbers, _) => numbers.len(),
+            other => panic!("not a batch: {other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, vec![256, 244]);
+
+    // A message sent alone later leaves alone, at once.
+    transport.send(numbered(7, 2, 500)).expect("queued");
+    let wires = must_see_wire(&mut wire, 1).await;
+    assert!(
+        matches!(&wires[..], [Wire::Batch(n, _)] if n == &[500]),
+        "{wires:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_batches_keep_to_the_byte_budget() {
+    let (addr, mut wire, _stop) = start_wire_recorder(true).await;
+    let (resolver, gate) = new_gated_resolver(addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router, _seen) = new_test_router(&[]);
+    let snap = SnapManager::open(dir.path()).expect("snap dir");
+    let budget = 10 * batch_entry_len(&numbered(1000, 2, 1000));
+    let opts = TransportOptions {
+        max_batch_bytes: budget,
+        ..fast_options()
+    };
+    let transport = new_test_transport(resolver, router, snap, opts);
+
+    // Heartbeats, and one append over the budget by itself in the middle.
+    let sent: Vec<RaftMessage> = (0..100u64)
+        .map(|n| {
+            let mut msg = numbered(1000 + n, 2, n);
+            if n == 50
+                && let Some(m) = msg.message.as_mut()
+            {
+                m.msg_type = MessageType::MsgAppend as i32;
+                m.entries = vec![Entry {
+                    data: vec![7; 2 * budget],
+                    ..Default::default()
+                }];
+            }
+            msg
+        })
+        .collect();
+    for msg in &sent {
+        transport.send(msg.clone()).expect("queued");
+    }
+    gate.send_replace(true);
+    let wires = must_see_wire(&mut wire, sent.len()).await;
+    assert_eq!(carried(&wires), (0..100).collect::<Vec<_>>(), "{wires:?}");
+    let batches: Vec<(&Vec<u64>, usize)> = wires
+        .iter()
+        .map(|w| match w {
+            Wire::Batch(numbers, bytes) => (numbers, *bytes),
+            other => panic!("not a batch: {other:?}"),
+        })
+        .collect();
+    assert!(batches.len() < 20, "{batches:?}");
+    for (i, (numbers, bytes)) in batches.iter().enumerate() {
+        if numbers.contains(&50) {
+            assert_eq!(numbers.as_slice(), &[50], "the large message goes alone");
+            continue;
+        }
+        assert!(*bytes <= budget, "batch {i} over budget: {batches:?}");
+        // Nothing waited that would have fitted: every batch but the last
+        // was full when the next message came.
+        if let Some((next, _)) = batches.get(i + 1) {
+            let next = &sent[next[0] as usize];
+            assert!(
+                bytes + batch_entry_len(next) > budget,
+                "batch {i} left room: {batches:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_store_without_batch_raft_gets_raft_and_everything() {
+    let (addr, mut wire, _stop) = start_wire_recorder(false).await;
+    let (resolver, gate) = new_gated_resolver(addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router, _seen) = new_test_router(&[]);
+    let snap = SnapManager::open(dir.path()).expect("snap dir");
+    let transport = new_test_transport(resolver, router, snap, fast_options());
+
+    for n in 0..300u64 {
+        transport.send(numbered(1 + n % 30, 2, n)).expect("queued");
+    }
+    gate.send_replace(true);
+    let wires = must_see_wire(&mut wire, 300).await;
+    // One refused probe, then every message on `Raft`, none lost.
+    assert_eq!(wires[0], Wire::BatchRefused, "{wires:?}");
+    assert_eq!(wires.len(), 301, "{wires:?}");
+    assert!(wires[1..].iter().all(|w| matches!(w, Wire::Single(_))));
+    assert_eq!(carried(&wires), (0..300).collect::<Vec<_>>());
+
+    // The connection remembers: later messages go on `Raft` without
+    // asking again.
+    transport.send(numbered(1, 2, 300)).expect("queued");
+    let wires = must_see_wire(&mut wire, 1).await;
+    assert_eq!(wires, vec![Wire::Single(300)]);
+}
+
+/// `0x0a len bytes`: one entry of a `BatchRaftMessage` on the wire.
+fn batch_entry(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x0a];
+    prost::encode_length_delimiter(bytes.len(), &mut out).expect("a Vec grows");
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_malformed_entry_in_a_batch_is_skipped_and_the_rest_delivered() {
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let server = TestServer::start(router_b, snap_b).await;
+
+    let channel = connect_addr(&server.addr.to_string(), &fast_options())
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    // A batch with an entry that is no RaftMessage (an overlong varint
+    // tag) between two good ones, then a good batch.
+    let mut bad_batch = batch_entry(&raft_message(21, 2).encode_to_vec());
+    bad_batch.extend(batch_entry(&[0xff; 11]));
+    bad_batch.extend(batch_entry(&raft_message(22, 2).encode_to_vec()));
+    let good_batch = batch_entry(&raft_message(23, 2).encode_to_vec());
+    let call = grpc.client_streaming(
+        Request::new(tokio_stream::iter(vec![bad_batch, good_batch])),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tinykvpb.TinyKv/BatchRaft"),
+        RawCodec,
+    );
+    let answer = tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("the server answers the stream");
+    assert!(answer.is_ok(), "the stream was refused: {answer:?}");
+    for want in [21, 22, 23] {
+        match must_see(&mut seen_b, "the good messages").await {
+            Seen::StoreRaft(m) => assert_eq!(m.region_id, want),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(seen_b.try_recv().is_err(), "nothing else was delivered");
+    server.stop().await;
+}
+
+/// The gain, counted rather than timed: `N` regions' heartbeats to one
+/// store, sent as one tick sends them (a burst, on a connected stream), in
+/// gRPC messages per tick. On `Raft` it is `N` per tick. How many batches
+/// a burst takes depends on scheduling, so only delivery is asserted; run
+/// with `--nocapture` for the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_measure_grpc_messages_per_tick_of_heartbeats() {
+    const REGIONS: u64 = 1000;
+    const TICKS: u64 = 5;
+    let (addr, mut wire, _stop) = start_wire_recorder(true).await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, addr.to_string());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router, _seen) = new_test_router(&[]);
+    let snap = SnapManager::open(dir.path()).expect("snap dir");
+    let transport = new_test_transport(resolver, router, snap, fast_options());
+    // Connected first: a message through, so the bursts below meet a
+    // stream that is already open.
+    transport
+        .send(numbered(1, 2, u64::MAX - 1))
+        .expect("queued");
+    must_see_wire(&mut wire, 1).await;
+
+    let mut per_tick = Vec::new();
+    for tick in 0..TICKS {
+        let first = tick * REGIONS;
+        for n in first..first + REGIONS {
+            transport
+                .send(numbered(1 + n % REGIONS, 2, n))
+                .expect("queued");
+        }
+        let wires = must_see_wire(&mut wire, REGIONS as usize).await;
+        assert_eq!(
+            carried(&wires),
+            (first..first + REGIONS).collect::<Vec<_>>(),
+            "tick {tick}"
+        );
+        per_tick.push(wires.len());
+    }
+    println!(
+        "{REGIONS} regions' heartbeats per tick: {per_tick:?} gRPC messages per tick \
+         on BatchRaft ({REGIONS} each on Raft)"
+    );
+}
+
+/// A heartbeat turned into an append of `bytes` bytes of entry data.
+fn append_of(region_id: u64, to_store: u64, n: u64, bytes: usize) -> RaftMessage {
+    let mut msg = numbered(region_id, to_store, n);
+    if let Some(m) = msg.message.as_mut() {
+        m.msg_type = MessageType::MsgAppend as i32;
+        m.entries = vec![Entry {
+            data: vec![7; bytes],
+            ..Default::default()
+        }];
+    }
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_message_size_limit_holds_per_batch_and_the_budget_keeps_under_it() {
+    use prost::Message as _;
+
+    const LIMIT: usize = 64 * 1024;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let opts = ServiceOptions {
+        max_message_size: LIMIT,
+        ..ServiceOptions::default()
+    };
+    let server = TestServer::start_with(router_b, snap_b, opts).await;
+
+    // A batch over the limit, each of its messages under it: refused whole,
+    // as `Raft` refuses one message over it.
+    let channel = connect_addr(&server.addr.to_string(), &fast_options())
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let oversized: Vec<u8> = (0..4u64)
+        .flat_map(|n| batch_entry(&append_of(30 + n, 2, n, LIMIT / 3).encode_to_vec()))
+        .collect();
+    let call = grpc.client_streaming(
+        Request::new(tokio_stream::iter(vec![oversized])),
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tinykvpb.TinyKv/BatchRaft"),
+        RawCodec,
+    );
+    let answer = tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("the server answers the stream");
+    let status = answer.expect_err("a batch over the limit is refused");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    // The sender's byte budget, under the limit, splits the same traffic
+    // into batches the store takes.
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.insert(2, server.addr.to_string());
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let snap_a = SnapManager::open(dir.path().join("a")).expect("snap dir");
+    let transport = new_test_transport(
+        resolver,
+        router_a,
+        snap_a,
+        TransportOptions {
+            max_batch_bytes: LIMIT / 2,
+            ..fast_options()
+        },
+    );
+    let sent: Vec<RaftMessage> = (0..12u64)
+        .map(|n| append_of(40 + n, 2, n, LIMIT / 3))
+        .collect();
+    for msg in &sent {
+        transport.send(msg.clone()).expect("queued");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        match must_see(&mut seen_b, "the appends").await {
+            Seen::StoreRaft(m) => got.push(*m),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, sent);
     server.stop().await;
 }

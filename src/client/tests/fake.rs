@@ -410,6 +410,13 @@ impl TinyKv for FakeStore {
         unimplemented("Raft")
     }
 
+    async fn batch_raft(
+        &self,
+        _: Request<Streaming<kvproto::raft_serverpb::BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        unimplemented("BatchRaft")
+    }
+
     async fn snapshot(
         &self,
         _: Request<Streaming<SnapshotChunk>>,
