@@ -242,7 +242,7 @@ impl Cluster {
     /// If no successful answer came in time, with the last answer seen.
     pub fn request(&self, key: &[u8], requests: Vec<Request>, timeout: Duration) -> CmdResponse {
         let deadline = Instant::now() + timeout;
-        let mut last = None;
+        let mut last = String::from("no attempt made");
         while Instant::now() < deadline {
             let region = self.region_for_key(key);
             let request = RaftCmdRequest {
@@ -255,14 +255,20 @@ impl Cluster {
                 admin_request: None,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.call_command_on_leader(request, left) {
-                Some(resp) if resp.region_error().is_none() => return resp,
-                other => last = other.map(|r| r.response),
+            match self.inner.client().call_on_leader(request, left) {
+                Ok(answer) if answer.response.region_error().is_none() => return answer.response,
+                Ok(answer) => last = format!("{:?}", answer.response.response),
+                Err(timed_out) => {
+                    last = format!(
+                        "no success, retries {:?}, last attempt: {}",
+                        timed_out.retries, timed_out.last
+                    )
+                }
             }
         }
         let region_id = self.region_for_key(key).id;
         panic!(
-            "request on key {:?} timed out; last answer: {last:?}; region {region_id}'s \
+            "request on key {:?} timed out; last answer: {last}; region {region_id}'s \
              replicas:\n{}",
             key.escape_ascii().to_string(),
             self.describe_replicas(region_id)
