@@ -67,12 +67,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kvproto::eraftpb::{ConfChange, ConfChangeType, EntryType, Message, MessageType};
-use raft::{SnapshotStatus, StateRole};
+use raft::{ReadOnlyOption, SnapshotStatus, StateRole};
 use slog::{Drain, Logger, info, o};
 
 pub use self::checker::{CheckConfig, Checkers, Observed, Violation};
 pub use self::network::{NetFaults, NetStats, Network};
-pub use self::node::{Applied, Host, StateMachine, Timing};
+pub use self::node::{Applied, Host, Protocol, ReadAnswer, StateMachine, Timing};
 pub use self::rng::SimRng;
 pub use self::runner::{Batch, Totals, default_threads, run_seeds};
 
@@ -132,6 +132,12 @@ pub struct SimReport {
     pub proposals: u64,
     /// Client proposals refused.
     pub proposals_dropped: u64,
+    /// Whether reads were `LeaseBased` (else `Safe`).
+    pub lease_reads: bool,
+    /// Reads issued.
+    pub reads_issued: u64,
+    /// Reads answered (each checked).
+    pub reads_answered: u64,
     /// Snapshot messages sent.
     pub snapshots_sent: u64,
     /// Snapshots received and applied by a host.
@@ -211,6 +217,8 @@ struct Profile {
     /// Chance that a host handles its pending Ready this step.
     ready: f64,
     propose: f64,
+    /// Chance that a client issues a read this step.
+    read: f64,
     partition: f64,
     crash: f64,
     crash_mid_send: f64,
@@ -233,6 +241,7 @@ impl Profile {
         Profile {
             ready: pick(rng, &[1.0, 0.9, 0.6, 0.3, 0.2]),
             propose: pick(rng, &[0.2, 0.5, 0.9]),
+            read: pick(rng, &[0.1, 0.3, 0.7]),
             partition: pick(rng, &[0.0, 0.003, 0.01]),
             crash: pick(rng, &[0.0, 0.003, 0.01, 0.03, 0.05]),
             crash_mid_send: pick(rng, &[0.0, 0.002, 0.01]),
@@ -246,6 +255,9 @@ impl Profile {
         }
     }
 }
+
+/// The share of runs whose reads are `LeaseBased` (the rest are `Safe`).
+const LEASE_RUNS: f64 = 0.3;
 
 fn pick(rng: &mut SimRng, items: &[f64]) -> f64 {
     rng.pick(items).expect("not empty")
@@ -265,6 +277,8 @@ fn roll_weather(rng: &mut SimRng) -> NetFaults {
 struct Slot {
     host: Option<Host>,
     restart_at: Option<u64>,
+    /// The step its host crashed at, while it is down.
+    crashed_at: Option<u64>,
     snapshot_unavailable_until: Option<u64>,
 }
 
@@ -273,6 +287,7 @@ struct Sim {
     config: SimConfig,
     rng: SimRng,
     timing: Timing,
+    protocol: Protocol,
     logger: Logger,
     step_counter: Arc<AtomicU64>,
     step: u64,
@@ -296,6 +311,11 @@ struct Sim {
     /// The transferee of the latest leader transfer request.
     pending_transfer: Option<u64>,
     next_payload: u64,
+    /// Client payloads proposed so far (accepted or not), liveness probes
+    /// included.
+    proposed_payloads: u64,
+    /// The id of the next read.
+    next_read: u64,
     /// Index of the first liveness payload applied anywhere.
     liveness_index: Option<u64>,
     report: SimReport,
@@ -312,14 +332,26 @@ impl Sim {
             election_tick: 10,
             heartbeat_tick: 2,
         };
+        let protocol = Protocol {
+            pre_vote: true,
+            check_quorum: true,
+            read_only: if rng.chance(LEASE_RUNS) {
+                ReadOnlyOption::LeaseBased
+            } else {
+                ReadOnlyOption::Safe
+            },
+        };
         let peers: Vec<u64> = (1..=size as u64).collect();
         let slots = peers
             .iter()
             .map(|&id| {
                 let node_seed = rng.fork();
                 Slot {
-                    host: Some(Host::bootstrap(id, &peers, timing, node_seed, &logger)),
+                    host: Some(Host::bootstrap(
+                        id, &peers, timing, protocol, node_seed, &logger,
+                    )),
                     restart_at: None,
+                    crashed_at: None,
                     snapshot_unavailable_until: None,
                 }
             })
@@ -327,12 +359,14 @@ impl Sim {
         let profile = Profile::roll(&mut rng);
         let mut net = Network::new();
         net.set_faults(roll_weather(&mut rng));
-        info!(logger, "sim: start"; "nodes" => size, "profile" => ?profile, "weather" => ?net.faults());
+        info!(logger, "sim: start"; "nodes" => size, "protocol" => ?protocol,
+            "profile" => ?profile, "weather" => ?net.faults());
         Sim {
             seed,
             config: config.clone(),
             rng,
             timing,
+            protocol,
             logger,
             step_counter,
             step: 0,
@@ -353,10 +387,13 @@ impl Sim {
             pending_conf: None,
             pending_transfer: None,
             next_payload: 0,
+            proposed_payloads: 0,
+            next_read: 0,
             liveness_index: None,
             report: SimReport {
                 seed,
                 nodes: size,
+                lease_reads: protocol.read_only == ReadOnlyOption::LeaseBased,
                 ..Default::default()
             },
         }
@@ -374,6 +411,7 @@ impl Sim {
         self.report.max_term = self.checkers.max_leader_term().unwrap_or(0);
         self.report.commits = self.checkers.committed_count() as u64;
         self.report.full_checks = self.checkers.full_checks();
+        self.report.reads_answered = self.checkers.reads_answered();
         self.report.net = self.net.stats();
         Ok(self.report.clone())
     }
@@ -435,6 +473,7 @@ impl Sim {
         self.deliver()?;
         self.tick_all()?;
         self.propose_client()?;
+        self.read_client()?;
         self.process_readies()?;
         let hosts: Vec<&Host> = self.slots.iter().filter_map(|s| s.host.as_ref()).collect();
         self.checkers.check_hosts(&hosts, self.step)
@@ -487,6 +526,20 @@ impl Sim {
             })
             .max()
             .map(|(_, i)| i)
+    }
+
+    /// Whether slot `i` runs a leader.
+    fn is_leader(&self, i: usize) -> bool {
+        self.slots[i]
+            .host
+            .as_ref()
+            .and_then(Host::node)
+            .is_some_and(|n| n.raft().state() == StateRole::Leader)
+    }
+
+    /// Whether this run's reads are `LeaseBased`.
+    fn lease_reads(&self) -> bool {
+        self.protocol.read_only == ReadOnlyOption::LeaseBased
     }
 
     fn node_mut(&mut self, i: usize) -> Option<&mut raft::RawNode<raft::MemoryStorage>> {
@@ -576,6 +629,7 @@ impl Sim {
             info!(self.logger, "sim: destroyed removed node"; "node" => h.id());
         }
         self.slots[i].restart_at = None;
+        self.slots[i].crashed_at = None;
         self.slots[i].snapshot_unavailable_until = None;
         Ok(())
     }
@@ -632,16 +686,23 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         // Quick restarts meet the messages sent before the crash still in
         // flight; long ones make the node fall far behind.
-        let downtime = if self.rng.chance(0.5) {
+        let mut downtime = if self.rng.chance(0.5) {
             self.rng.range(1, 4)
         } else {
             self.rng.range(5, 300)
         };
+        if self.lease_reads() {
+            // A restarted node forgets the leader it heard and grants votes
+            // at once: it must stay down until the lease it gave has run
+            // out (see the module doc).
+            downtime += self.timing.election_tick as u64;
+        }
         let restart_at = self.step + downtime;
         if let Some(h) = self.slots[i].host.as_mut() {
             h.crash();
             self.report.crashes += 1;
             self.slots[i].restart_at = Some(restart_at);
+            self.slots[i].crashed_at = Some(self.step);
         }
     }
 
@@ -657,6 +718,7 @@ impl Sim {
             }
             if self.slots[i].restart_at.is_some_and(|at| at <= self.step) {
                 self.slots[i].restart_at = None;
+                self.slots[i].crashed_at = None;
                 if let Some(h) = self.slots[i].host.as_mut() {
                     h.restart();
                 }
@@ -676,6 +738,11 @@ impl Sim {
     }
 
     fn transfer_leader(&mut self) -> Result<(), Violation> {
+        if self.lease_reads() {
+            // The transferee's campaign overrides the voters' leases, while
+            // the old leader may still serve lease reads (see the module doc).
+            return Ok(());
+        }
         let Some(l) = self.leader_slot() else {
             return Ok(());
         };
@@ -737,8 +804,13 @@ impl Sim {
                         let node_seed = self.rng.fork();
                         info!(self.logger, "sim: fresh node"; "slot" => i, "node" => id);
                         self.destroy(i)?;
-                        self.slots[i].host =
-                            Some(Host::fresh(id, self.timing, node_seed, &self.logger));
+                        self.slots[i].host = Some(Host::fresh(
+                            id,
+                            self.timing,
+                            self.protocol,
+                            node_seed,
+                            &self.logger,
+                        ));
                         id
                     }
                 };
@@ -827,9 +899,12 @@ impl Sim {
     }
 
     fn tick_all(&mut self) -> Result<(), Violation> {
+        let lease = self.lease_reads();
         for i in self.up_slots() {
-            // Clocks drift: now and then a node misses a tick.
-            if self.chaos && self.rng.chance(0.02) {
+            // Clocks drift: now and then a node misses a tick. With lease
+            // reads a leader's clock never runs slow (see the module doc);
+            // a follower's may, which only lengthens the lease it gives.
+            if self.chaos && self.rng.chance(0.02) && !(lease && self.is_leader(i)) {
                 continue;
             }
             if let Some(n) = self.node_mut(i) {
@@ -861,12 +936,41 @@ impl Sim {
     }
 
     fn propose(&mut self, i: usize, payload: Vec<u8>) -> Result<(), Violation> {
+        self.proposed_payloads += 1;
         let Some(n) = self.node_mut(i) else {
             return Ok(());
         };
         match n.propose(payload) {
             Ok(()) => self.report.proposals += 1,
             Err(_) => self.report.proposals_dropped += 1,
+        }
+        self.observe(i)
+    }
+
+    /// A client issues a read, usually to a leader, else to any running
+    /// node (a follower forwards it to the leader it knows).
+    fn read_client(&mut self) -> Result<(), Violation> {
+        if !self.rng.chance(self.profile.read) {
+            return Ok(());
+        }
+        let target = match self.leader_slot() {
+            Some(l) if !self.rng.chance(0.4) => Some(l),
+            _ => {
+                let up = self.up_slots();
+                self.rng.pick(&up)
+            }
+        };
+        let Some(i) = target else {
+            return Ok(());
+        };
+        let id = self.next_read;
+        self.next_read += 1;
+        let node = self.slots[i].host.as_ref().map_or(0, Host::id);
+        let hosts: Vec<&Host> = self.slots.iter().filter_map(|s| s.host.as_ref()).collect();
+        self.checkers.read_issued(id, node, self.step, &hosts)?;
+        self.report.reads_issued += 1;
+        if let Some(n) = self.node_mut(i) {
+            n.read_index(node::read_ctx(id));
         }
         self.observe(i)
     }
@@ -902,6 +1006,10 @@ impl Sim {
                 self.checkers.observe_persisted(host, index)?;
             }
             self.checkers.observe_applied(host, &out.applied)?;
+            for a in &out.reads {
+                self.checkers
+                    .observe_read(host.id(), self.step, a, self.proposed_payloads)?;
+            }
             self.on_applied(&out.applied);
             let sent = if crash_mid_send {
                 self.rng.below(out.messages.len() as u64 + 1) as usize
@@ -981,15 +1089,20 @@ impl Sim {
                 continue;
             }
             self.slots[i].snapshot_unavailable_until = None;
-            if let Some(h) = self.slots[i].host.as_mut() {
+            if let Some(h) = &self.slots[i].host {
                 h.set_snapshot_unavailable(false);
-                if !h.is_up() {
-                    h.restart();
-                }
             }
-            self.slots[i].restart_at = None;
-            self.observe(i)?;
+            // Crashed hosts restart now; with lease reads, not before the
+            // lease they gave ran out.
+            let earliest = match self.slots[i].crashed_at {
+                Some(at) if self.lease_reads() => at + self.timing.election_tick as u64,
+                _ => self.step,
+            };
+            if self.slots[i].crashed_at.is_some() {
+                self.slots[i].restart_at = Some(earliest.max(self.step));
+            }
         }
+        self.restart_due()?;
         let election = self.timing.election_tick as u64;
         let limit = self.config.liveness_timeouts * election;
         let start = self.step;
@@ -1003,6 +1116,7 @@ impl Sim {
             if due && let Some(l) = self.leader_slot() {
                 let payload = format!("L{probes}").into_bytes();
                 probes += 1;
+                self.proposed_payloads += 1;
                 let accepted = self.node_mut(l).is_some_and(|n| n.propose(payload).is_ok());
                 if accepted {
                     last_proposal = Some(self.step);
