@@ -241,7 +241,7 @@ impl Profile {
         Profile {
             ready: pick(rng, &[1.0, 0.9, 0.6, 0.3, 0.2]),
             propose: pick(rng, &[0.2, 0.5, 0.9]),
-            read: pick(rng, &[0.1, 0.3, 0.7]),
+            read: pick(rng, &[0.05, 0.2, 0.5]),
             partition: pick(rng, &[0.0, 0.003, 0.01]),
             crash: pick(rng, &[0.0, 0.003, 0.01, 0.03, 0.05]),
             crash_mid_send: pick(rng, &[0.0, 0.002, 0.01]),
@@ -738,11 +738,6 @@ impl Sim {
     }
 
     fn transfer_leader(&mut self) -> Result<(), Violation> {
-        if self.lease_reads() {
-            // The transferee's campaign overrides the voters' leases, while
-            // the old leader may still serve lease reads (see the module doc).
-            return Ok(());
-        }
         let Some(l) = self.leader_slot() else {
             return Ok(());
         };
