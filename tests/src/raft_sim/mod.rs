@@ -13,33 +13,69 @@
 //!                  reordered by the network)
 //!  3. tick         every running node (now and then one misses a tick)
 //!  4. propose      a client proposes a unique payload, usually to a leader
-//!  5. ready        each host persists, applies and sends one Ready (a host
+//!  5. read         a client issues a read, usually to a leader
+//!  6. ready        each host persists, applies and sends one Ready, and
+//!                  answers the reads whose index it has applied (a host
 //!                  may be slow and leave it for a later step, or crash
 //!                  halfway through sending); hosts compact their logs
-//!  6. check        the safety checkers (`checker`) over every host: the
+//!  7. check        the safety checkers (`checker`) over every host: the
 //!                  incremental checks, and every `checkpoint_every` steps
 //!                  every host's whole log
 //! ```
 //!
 //! The checkers also run as things happen: the role checks after every
-//! input to a node, the apply checks on what each Ready applied, and a
-//! leader's log from wherever a Ready rewrote it. Every host's whole log is
-//! checked once more at the end of the run, and before a removed node's
-//! disk is destroyed. `checker`'s module doc lists which checker checks
-//! what, and when.
+//! input to a node, the apply checks on what each Ready applied, the read
+//! checks on each read issued and answered, and a leader's log from
+//! wherever a Ready rewrote it. Every host's whole log is checked once more
+//! at the end of the run, and before a removed node's disk is destroyed.
+//! `checker`'s module doc lists which checker checks what, and when.
+//!
+//! Every run has PreVote and CheckQuorum on, as the store runs its peers:
+//! the simulation checks the configuration that serves. (The core's
+//! defaults, both off, are what TinyKV peers speak; the ported TinyKV and
+//! etcd tests cover them. Without PreVote a member that missed the latest
+//! membership change and cannot win, its known peers being gone, campaigns
+//! forever at ever higher terms; in a two-member group the up-to-date
+//! member then wins only in a round where its election timer fires first,
+//! a random walk that failed the liveness bound in about one seed in
+//! 20,000. PreVote keeps such a member from raising its term.)
+//!
+//! Reads. Each step a client may issue a read (at the run's read rate):
+//! to the leader with the highest term most of the time, else to any
+//! running node, which forwards it to the leader it knows. It goes through
+//! `RawNode::read_index` with the read's id as context. A host keeps each
+//! `ReadState` its Readies hand out and answers the read, once it has
+//! applied up to the read index, with its state machine then (applied
+//! index, digest, payload count). Reads are lost with a leadership, a
+//! crash, a dropped message or an unknown leader; a lost read is never
+//! answered, which is allowed. The checker `reads` holds every answer
+//! against the committed history and the real-time order of the run (its
+//! module doc defines both, and what counts as an acknowledged write).
+//!
+//! Each run reads with `Safe` ReadIndex, or (in `LEASE_RUNS` of them)
+//! `LeaseBased`. A lease read is answered without a heartbeat round on the
+//! strength of CheckQuorum's promise: a follower that heard from the
+//! leader votes for no one else for an election timeout of its own ticks.
+//! The core's lease runs an election timeout of the leader's ticks from
+//! when the heartbeat a quorum answered was made (`raft::read_only`), so it
+//! is sound only if:
+//! - no clock runs slower on the leader than on a follower: a node that
+//!   misses a tick is a slow clock, so in lease runs a leader never misses
+//!   one (a follower still may: that only lengthens its promise);
+//! - a node does not restart within its promise: a restarted node forgets
+//!   whom it heard and votes at once, so in lease runs a crashed node stays
+//!   down at least an election timeout, in the liveness phase too.
+//!
+//! Without either bound the checker finds stale lease reads; the faults
+//! stay as they were in `Safe` runs, which need no clock. Network delays,
+//! loss, partitions, leader transfers and membership changes are the same
+//! in both (a leader that starts a transfer gives its lease up).
 //!
 //! After `SimConfig::steps` such steps the faults stop: the network heals and
 //! turns reliable, crashed nodes restart, removed nodes are garbage-collected
 //! (as a store destroys a stale peer), and a new proposal must commit on a
 //! majority of the members within `SimConfig::liveness_timeouts` election
 //! timeouts (of `election_tick` ticks each).
-//!
-//! A known limit of the core shows there in about one seed in 20,000: it has
-//! no PreVote, so a member that missed the latest membership change and
-//! cannot win (its known peers are gone) campaigns forever at ever higher
-//! terms. In a two-member group the up-to-date member then wins only in a
-//! round where its election timer fires first, a random walk of the two
-//! timers that may take longer than the bound. Such a seed fails `liveness`.
 //!
 //! Membership changes go one at a time through `propose_conf_change` and are
 //! applied on commit. A removed node's id is never reused: a slot whose node
@@ -50,8 +86,9 @@
 //! Modules, one job each:
 //! - `rng`: the seeded generator.
 //! - `network`: messages in flight, loss, duplication, delay, partitions.
-//! - `node`: a host running a `RawNode` over a `MemoryStorage` disk.
-//! - `checker`: the safety properties.
+//! - `node`: a host running a `RawNode` over a `MemoryStorage` disk, and
+//!   answering reads.
+//! - `checker`: the safety properties, reads included.
 //! - `runner`: many seeds over threads, and their totals.
 
 mod checker;
@@ -93,6 +130,10 @@ pub struct SimConfig {
     pub checkpoint_every: u64,
     /// Election timeouts allowed for a proposal to commit once faults stop.
     pub liveness_timeouts: u64,
+    /// How reads are confirmed; `None` draws it from the seed (`LeaseBased`
+    /// in `LEASE_RUNS` of the seeds). Forcing it leaves the rest of a
+    /// seed's run as drawn.
+    pub read_only: Option<ReadOnlyOption>,
 }
 
 impl Default for SimConfig {
@@ -107,6 +148,7 @@ impl Default for SimConfig {
             // per-step checks cannot see is caught within 10 steps.
             checkpoint_every: 10,
             liveness_timeouts: 50,
+            read_only: None,
         }
     }
 }
@@ -256,7 +298,8 @@ impl Profile {
     }
 }
 
-/// The share of runs whose reads are `LeaseBased` (the rest are `Safe`).
+/// The share of runs whose reads are `LeaseBased` (the rest are `Safe`):
+/// under a third, as lease runs bound two faults (see the module doc).
 const LEASE_RUNS: f64 = 0.3;
 
 fn pick(rng: &mut SimRng, items: &[f64]) -> f64 {
@@ -332,14 +375,15 @@ impl Sim {
             election_tick: 10,
             heartbeat_tick: 2,
         };
+        let lease = rng.chance(LEASE_RUNS);
         let protocol = Protocol {
             pre_vote: true,
             check_quorum: true,
-            read_only: if rng.chance(LEASE_RUNS) {
+            read_only: config.read_only.unwrap_or(if lease {
                 ReadOnlyOption::LeaseBased
             } else {
                 ReadOnlyOption::Safe
-            },
+            }),
         };
         let peers: Vec<u64> = (1..=size as u64).collect();
         let slots = peers
@@ -442,7 +486,7 @@ impl Sim {
                     let r = n.raft();
                     s.push_str(&format!(
                         "  slot {i}: node {} {:?} term {} vote {} lead {} log [{first}, {last}] \
-                         committed {} applied {} prs {:?}\n",
+                         committed {} applied {} prs {:?} reads waiting {}\n",
                         h.id(),
                         r.state(),
                         r.term(),
@@ -450,7 +494,8 @@ impl Sim {
                         r.leader_id(),
                         r.raft_log().committed(),
                         h.state_machine().applied,
-                        r.prs().keys().collect::<Vec<_>>()
+                        r.prs().keys().collect::<Vec<_>>(),
+                        h.pending_reads()
                     ));
                 }
                 None => s.push_str(&format!(
@@ -1218,5 +1263,33 @@ mod tests {
         let v = sim.check_full().expect_err("a changed committed entry");
         assert_eq!(v.checker, "committed_stable", "{}", v.detail);
         assert!(v.detail.contains(&format!("at {index}")), "{}", v.detail);
+    }
+
+    /// Without faults, reads to leaders and followers are answered (and
+    /// checked) with either option.
+    #[test]
+    fn reads_are_answered_with_either_option() {
+        for option in [ReadOnlyOption::Safe, ReadOnlyOption::LeaseBased] {
+            let config = SimConfig {
+                nodes: Some(3),
+                read_only: Some(option),
+                ..SimConfig::default()
+            };
+            let mut sim = Sim::new(11, &config, Arc::new(AtomicU64::new(0)));
+            sim.chaos = false;
+            sim.net.set_faults(NetFaults::reliable());
+            sim.profile.read = 1.0;
+            for _ in 0..300 {
+                sim.step().expect("a fault-free run is safe");
+            }
+            let (issued, answered) = (sim.report.reads_issued, sim.checkers.reads_answered());
+            assert_eq!(sim.protocol.read_only, option);
+            // All but those still in flight, and those asked before the
+            // first leader was elected or had its lease.
+            assert!(
+                answered + 30 >= issued && answered > 200,
+                "{option:?}: {answered} of {issued} reads answered"
+            );
+        }
     }
 }
