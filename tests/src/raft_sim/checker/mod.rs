@@ -21,7 +21,7 @@
 //! | a node applies (`observe_applied`) | the entries against the record (`committed_stable`, which records them) and against what others applied (`state_machine_safety`); a snapshot against both |
 //! | a node writes entries to its disk (`observe_persisted`) | remembered for the step's check; a leader's log from the lowest index written on (`leader_completeness`) |
 //! | every step (`check_hosts`) | commit index monotonic; each node's newly committed entries, and its rewritten ones at or below its commit index (`committed_stable`); `log_matching` over each node's latest `window` entries |
-//! | a client issues a read (`read_issued`) | records the highest index acknowledged committed (the record's, and every node's commit index) and the latest read answered |
+//! | a client issues a read (`read_issued`) | records the highest index acknowledged committed (every node's commit index, the record's, the applied history's) and the latest read answered |
 //! | a host answers a read (`observe_read`) | `linearizable_reads`, `read_index` against what was recorded at issue and the applied history (after that Ready's apply checks) |
 //! | every `checkpoint_every` steps, the end of a run, before a node's disk is destroyed (`check_full`) | over every node's whole log: `committed_stable` (with the snapshot a compacted log starts after), `log_matching` for every pair and against the record of committed entries, `leader_completeness` for every current leader |
 //!

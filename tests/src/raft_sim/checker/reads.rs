@@ -8,13 +8,18 @@
 //! hands it to a node (`RawNode::read_index`) and *answered* when a host
 //! serves it with its state machine (`ReadAnswer`).
 //!
-//! A write is *acknowledged* once any node holds it committed: the highest
-//! index any node has committed (its in-memory commit index, or for a
-//! crashed node the persisted one) or applied, over the whole run (the
-//! record of committed entries keeps what crashed or destroyed nodes saw).
-//! A client learns of its write no earlier than that. Every log entry
-//! counts as a write (no-ops and conf changes too), so a read must return a
-//! state at or past that index.
+//! A write is *acknowledged* once some node has seen it committed: it was
+//! at or below a node's commit index (in memory while running, on disk
+//! while crashed), or a node applied it. When a read is issued, the writes
+//! acknowledged before it are every index up to the highest of: every
+//! host's commit index at that moment, the highest index in the record of
+//! committed entries (every entry any node was seen holding committed, at
+//! the end of a step or when it applied it, over the whole run, so nodes
+//! since crashed or destroyed count), and the highest index any node
+//! applied. A client learns that its write committed no earlier than some
+//! node does. Every log entry counts as a write (no-ops and conf changes
+//! too): the state a read returns is the applied prefix of the log, so it
+//! includes them all exactly when its index is at or past that bound.
 //!
 //! `ReadLog` takes at issue the two lower bounds a read must meet, and
 //! checks each answer:
