@@ -5,10 +5,13 @@
 //! - `SIM_CHECKPOINT_EVERY=S` checks every node's whole log every S steps
 //!   (default `SimConfig::default().checkpoint_every`; 0: only at the end
 //!   of each run).
+//! - `SIM_LEASE=1` makes every seed read with `LeaseBased`, `SIM_LEASE=0`
+//!   with `Safe` (default: each seed draws one).
 //!
 //! A failure prints each failing seed, what broke, and the command that
 //! replays it.
 
+use raft::ReadOnlyOption;
 use tinykv_tests::raft_sim::{SimConfig, Totals, default_threads, run, run_seeds};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -21,7 +24,10 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn replay_command(seed: u64) -> String {
-    format!("SIM_SEED={seed} RAFT_SIM_LOG=1 cargo test -p tinykv-tests --test raft_sim")
+    let lease = std::env::var("SIM_LEASE")
+        .map(|v| format!("SIM_LEASE={v} "))
+        .unwrap_or_default();
+    format!("{lease}SIM_SEED={seed} RAFT_SIM_LOG=1 cargo test -p tinykv-tests --test raft_sim")
 }
 
 #[test]
@@ -31,6 +37,13 @@ fn raft_sim_seeds() {
     let config = SimConfig {
         log,
         checkpoint_every: env_u64("SIM_CHECKPOINT_EVERY").unwrap_or(defaults.checkpoint_every),
+        read_only: env_u64("SIM_LEASE").map(|lease| {
+            if lease != 0 {
+                ReadOnlyOption::LeaseBased
+            } else {
+                ReadOnlyOption::Safe
+            }
+        }),
         ..defaults
     };
     if let Some(seed) = env_u64("SIM_SEED") {

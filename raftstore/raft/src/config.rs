@@ -12,9 +12,12 @@ pub enum ReadOnlyOption {
     /// whatever the clocks do. One round confirms every read queued before it.
     #[default]
     Safe,
-    /// The leader answers at once, trusting that no other leader can exist
-    /// while its CheckQuorum lease holds. Correct only if clock drift stays
-    /// within the election timeout; requires `check_quorum`.
+    /// The leader answers at once while its lease holds: a quorum echoed a
+    /// heartbeat it made less than an election timeout ago, so CheckQuorum
+    /// keeps them from electing anyone else yet (see `read_only`). Correct
+    /// only if no node's clock runs faster than the leader's and a restarted
+    /// node stays down for an election timeout; needs followers that echo
+    /// heartbeat contexts, and requires `check_quorum`.
     LeaseBased,
 }
 

@@ -161,7 +161,8 @@ pub struct Raft<S: Storage> {
     pub(crate) check_quorum: bool,
     /// A leader's unconfirmed reads.
     pub(crate) read_only: ReadOnly,
-    /// Read requests a leader took before committing an entry of its term.
+    /// Read requests a leader took before committing an entry of its term,
+    /// or (`LeaseBased`) while its lease had lapsed.
     pub(crate) pending_read_index: Vec<Message>,
     /// Confirmed reads waiting to be handed to the host.
     pub(crate) read_states: Vec<ReadState>,
@@ -397,6 +398,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn tick_heartbeat(&mut self) {
+        self.read_only.clock += 1;
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.election_timeout {
@@ -1303,11 +1305,15 @@ impl<S: Storage> Raft<S> {
     }
 
     fn send_timeout_now(&mut self, to: u64) {
+        // The transferee's campaign overrides the followers' leases: from
+        // now on this leadership confirms reads with a heartbeat round.
+        self.read_only.lease_revoked = true;
         self.send(Message {
             msg_type: MessageType::MsgTimeoutNow as i32,
             to,
             ..Default::default()
         });
+        self.release_pending_read_index();
     }
 
     fn abort_leader_transfer(&mut self) {

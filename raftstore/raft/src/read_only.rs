@@ -17,13 +17,34 @@
 //!    shares it, and a duplicate `ctx` cannot confirm a later read early.
 //!    This round counter is etcd's later design (`readOnly.heartbeatCtx`);
 //!    its first design echoed the request's own id and mixed up retries.
-//!    `LeaseBased`: the leader trusts its CheckQuorum lease and answers at once.
+//!    `LeaseBased`: the leader answers at once while its lease holds (below),
+//!    and holds the read back until it does.
 //! 4. A confirmed read becomes a `ReadState` on the leader, or a
 //!    `MsgReadIndexResponse` to the follower that forwarded it.
 //!
 //! `Safe` reads need followers that echo `context` (field 101, an
 //! extension): a TinyKV peer does not, so in a group with one a read is
 //! confirmed only if the echoing members alone make a quorum.
+//!
+//! The lease (`LeaseBased`). A follower that heard from the leader ignores
+//! vote requests for an election timeout of its own ticks (CheckQuorum's
+//! rule), so no other leader can be elected until an election timeout after
+//! a quorum last heard from this one. The leader counts its own ticks since
+//! it was elected (`ReadOnly::clock`) and stamps each heartbeat with the
+//! tick it was made at (`context` = `LEASE_TAG` + the tick, 9 bytes, so it
+//! is never taken for a read round); followers echo it. The lease holds at
+//! tick `now` while a quorum (the leader counting itself at `now`) echoed a
+//! heartbeat made at a tick `t` with `now < t + election_timeout`: each of
+//! them received it at or after `t`. Counting from when the heartbeat was
+//! made, not from when its answer came back, is what keeps a late answer
+//! (a slow network) from stretching the lease; etcd instead trusts the
+//! leader until its next CheckQuorum check, up to two election timeouts
+//! after its followers last heard from it, long after they may have
+//! elected another leader. This holds if no node's clock runs faster than
+//! the leader's and a restarted node (which forgets whom it heard) stays
+//! down for an election timeout. A leader that sent `MsgTimeoutNow` gives
+//! up its lease for the rest of its term (the transferee's campaign
+//! overrides the followers' leases) and confirms reads as `Safe` does.
 //!
 //! A follower forwards its host's request to the leader it knows (dropped
 //! when it knows none) and turns the answer into a `ReadState`. A request is
@@ -36,6 +57,7 @@
 //!   from an older term never reach this state: the term check drops them).
 //! - `confirmed` never decreases within a term; the reads in `unconfirmed`
 //!   have rounds `confirmed + 1 ..= confirmed + unconfirmed.len()`.
+//! - Every tick in `lease_acks` is at most `clock`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,6 +67,9 @@ use slog::debug;
 use crate::config::ReadOnlyOption;
 use crate::raft::{INVALID_ID, Raft};
 use crate::storage::Storage;
+
+/// The first byte of a heartbeat context that carries the lease clock.
+const LEASE_TAG: u8 = b'L';
 
 /// A read index confirmed for the host: once the host applied `index`, a read
 /// of its state machine reflects every write committed before the request.
@@ -79,6 +104,13 @@ pub(crate) struct ReadOnly {
     /// How many reads of this term were confirmed.
     /// Invariant: never decreases within a term.
     confirmed: u64,
+    /// The lease clock: ticks since this node became leader.
+    pub(crate) clock: u64,
+    /// For each peer, the latest lease clock tick of a heartbeat it echoed.
+    lease_acks: BTreeMap<u64, u64>,
+    /// Set once this leader sent `MsgTimeoutNow`: no more lease reads in
+    /// this term.
+    pub(crate) lease_revoked: bool,
 }
 
 impl ReadOnly {
@@ -95,9 +127,21 @@ impl ReadOnly {
             .push_back(ReadIndexRequest { from, ctx, index });
     }
 
-    /// The `context` a heartbeat carries: the round of the latest read
-    /// (8 bytes, little-endian), or nothing when no read waits.
+    /// Whether reads are answered from the lease (`LeaseBased`, not revoked).
+    pub(crate) fn uses_lease(&self) -> bool {
+        self.option == ReadOnlyOption::LeaseBased && !self.lease_revoked
+    }
+
+    /// The `context` a heartbeat carries: with a lease, the lease clock now
+    /// (`LEASE_TAG` and 8 bytes, little-endian); else the round of the
+    /// latest read (8 bytes, little-endian), or nothing when no read waits.
     pub(crate) fn heartbeat_ctx(&self) -> Vec<u8> {
+        if self.uses_lease() {
+            let mut ctx = Vec::with_capacity(9);
+            ctx.push(LEASE_TAG);
+            ctx.extend_from_slice(&self.clock.to_le_bytes());
+            return ctx;
+        }
         if self.unconfirmed.is_empty() {
             return Vec::new();
         }
@@ -116,6 +160,49 @@ impl ReadOnly {
         let round = u64::from_le_bytes(bytes).min(newest);
         let acked = self.acks.entry(from).or_insert(0);
         *acked = (*acked).max(round);
+    }
+
+    /// Records that `from` echoed the lease clock in `ctx`. A context that
+    /// is not a lease stamp is ignored, and a tick not reached yet counts as
+    /// now.
+    pub(crate) fn recv_lease_ack(&mut self, from: u64, ctx: &[u8]) {
+        let Some((&LEASE_TAG, rest)) = ctx.split_first() else {
+            return;
+        };
+        let Ok(bytes) = <[u8; 8]>::try_from(rest) else {
+            return;
+        };
+        let tick = u64::from_le_bytes(bytes).min(self.clock);
+        let acked = self.lease_acks.entry(from).or_insert(0);
+        *acked = (*acked).max(tick);
+    }
+
+    /// Whether the lease holds now: a quorum of `voters` (`me` counting at
+    /// `clock`) echoed a heartbeat made less than `election_timeout` ticks ago.
+    pub(crate) fn lease_valid(
+        &self,
+        voters: impl Iterator<Item = u64>,
+        me: u64,
+        quorum: usize,
+        election_timeout: u64,
+    ) -> bool {
+        if !self.uses_lease() || quorum == 0 {
+            return false;
+        }
+        let mut stamps: Vec<u64> = voters
+            .filter_map(|id| {
+                if id == me {
+                    Some(self.clock)
+                } else {
+                    self.lease_acks.get(&id).copied()
+                }
+            })
+            .collect();
+        if stamps.len() < quorum {
+            return false;
+        }
+        stamps.sort_unstable_by(|a, b| b.cmp(a));
+        self.clock < stamps[quorum - 1] + election_timeout
     }
 
     /// Takes the reads a quorum of `voters` confirmed, oldest first.
@@ -178,25 +265,42 @@ impl<S: Storage> Raft<S> {
     /// Step 2 onwards, once an entry of this term is committed.
     fn take_read_index(&mut self, m: Message) {
         let committed = self.raft_log.committed;
-        match self.read_only.option {
-            ReadOnlyOption::Safe => {
-                self.read_only.add_request(committed, m.from, m.context);
-                let ctx = self.read_only.heartbeat_ctx();
-                let id = self.id;
-                self.read_only.recv_ack(id, &ctx);
-                self.bcast_heartbeat();
-                // A group whose only voter is another node needs its ack;
-                // otherwise the leader's own ack may already be a quorum.
-                self.confirm_reads();
-            }
-            ReadOnlyOption::LeaseBased => {
+        if self.read_only.uses_lease() {
+            if self.lease_valid() {
                 self.respond_to_read_index(m.from, m.context, committed);
+            } else {
+                // Answered once a heartbeat round renews the lease.
+                debug!(self.logger, "read index postponed until the lease is renewed";
+                    "term" => self.term, "from" => m.from);
+                self.pending_read_index.push(m);
             }
+            return;
         }
+        self.read_only.add_request(committed, m.from, m.context);
+        let ctx = self.read_only.heartbeat_ctx();
+        let id = self.id;
+        self.read_only.recv_ack(id, &ctx);
+        self.bcast_heartbeat();
+        // A group whose only voter is another node needs its ack;
+        // otherwise the leader's own ack may already be a quorum.
+        self.confirm_reads();
+    }
+
+    /// Whether this leader's lease holds now (see the module doc).
+    pub fn lease_valid(&self) -> bool {
+        let quorum = self.prs.len() / 2 + 1;
+        self.read_only.lease_valid(
+            self.prs.keys().copied(),
+            self.id,
+            quorum,
+            self.election_timeout as u64,
+        )
     }
 
     /// Handles the requests queued while no entry of this term was
-    /// committed; called whenever a leader's commit index moves.
+    /// committed or the lease had lapsed; called whenever a leader's commit
+    /// index moves, a heartbeat answer may renew its lease, or it gives the
+    /// lease up.
     pub(crate) fn release_pending_read_index(&mut self) {
         if self.pending_read_index.is_empty() || !self.has_committed_in_term() {
             return;
@@ -209,7 +313,12 @@ impl<S: Storage> Raft<S> {
     /// A heartbeat response echoed `ctx`: the reads a quorum confirmed now
     /// are answered.
     pub(crate) fn handle_read_ack(&mut self, from: u64, ctx: &[u8]) {
-        if self.read_only.option != ReadOnlyOption::Safe || ctx.is_empty() {
+        if ctx.is_empty() {
+            return;
+        }
+        if self.read_only.uses_lease() {
+            self.read_only.recv_lease_ack(from, ctx);
+            self.release_pending_read_index();
             return;
         }
         self.read_only.recv_ack(from, ctx);

@@ -90,18 +90,26 @@ fn test_read_only_option_safe() {
     check_read_only_option(&mut nt);
 }
 
-/// etcd `TestReadOnlyOptionLease`.
+/// One heartbeat round from node 1, answered: a `LeaseBased` leader's lease
+/// starts there, not at its election (see `read_only`).
+fn renew_lease(nt: &mut Network) {
+    nt.send(vec![new_message(1, 1, MessageType::MsgBeat)]);
+    assert!(nt.raft(1).lease_valid(), "a quorum answered the heartbeat");
+}
+
+/// etcd `TestReadOnlyOptionLease`, after one heartbeat round.
 #[test]
 fn test_read_only_option_lease() {
     let mut nt = new_cluster_with_leader_1(&|c| {
         c.read_only_option = ReadOnlyOption::LeaseBased;
         c.check_quorum = true;
     });
+    renew_lease(&mut nt);
     check_read_only_option(&mut nt);
 }
 
-/// A lease-based read is answered without a heartbeat round; a safe one
-/// waits for it.
+/// A lease-based read is answered without a heartbeat round while the
+/// lease holds; a safe one waits for one.
 #[test]
 fn test_lease_read_needs_no_round_trip() {
     for (option, wait) in [
@@ -112,6 +120,7 @@ fn test_lease_read_needs_no_round_trip() {
             c.read_only_option = option;
             c.check_quorum = true;
         });
+        nt.send(vec![new_message(1, 1, MessageType::MsgBeat)]);
         let leader = nt.raft_mut(1);
         leader.step(read_index(1, 1, b"r")).expect("read steps");
         let heartbeats = leader
@@ -509,4 +518,129 @@ fn test_raw_node_read_index() {
     );
     assert!(rd.messages.is_empty(), "alone, no heartbeat round");
     node.advance(rd);
+}
+
+/// Three nodes with lease reads, node 1 elected.
+fn new_lease_cluster() -> Network {
+    new_cluster_with_leader_1(&|c| {
+        c.read_only_option = ReadOnlyOption::LeaseBased;
+        c.check_quorum = true;
+    })
+}
+
+/// Heartbeat answers from `from` (to node 1) carrying `ctx`.
+fn heartbeat_response(from: u64, term: u64, ctx: &[u8]) -> Message {
+    let mut m = new_message(from, 1, MessageType::MsgHeartbeatResponse);
+    m.term = term;
+    m.context = ctx.to_vec();
+    m
+}
+
+/// The lease runs an election timeout from when the heartbeat a quorum
+/// answered was made; a read asked after it lapsed waits for the next
+/// answered round, then is answered at the commit index of that moment.
+#[test]
+fn test_lease_lapses_an_election_timeout_after_the_heartbeat_was_made() {
+    let mut nt = new_lease_cluster();
+    assert!(!nt.raft(1).lease_valid(), "no heartbeat answered yet");
+    renew_lease(&mut nt);
+    let et = nt.raft(1).election_timeout;
+    let leader = nt.raft_mut(1);
+    for _ in 0..et - 1 {
+        leader.tick();
+        assert!(leader.lease_valid(), "tick {}", leader.read_only.clock);
+    }
+    leader.tick();
+    assert!(!leader.lease_valid(), "an election timeout after the round");
+    leader.read_messages();
+    leader.step(read_index(1, 1, b"r")).expect("read steps");
+    assert!(
+        leader.read_states.is_empty(),
+        "held back while the lease lapsed"
+    );
+    assert_eq!(leader.pending_read_index.len(), 1);
+    // Node 2 answers a heartbeat made now: with the leader, a quorum.
+    let term = leader.term;
+    let mut ctx = vec![b'L'];
+    ctx.extend_from_slice(&leader.read_only.clock.to_le_bytes());
+    leader
+        .step(heartbeat_response(2, term, &ctx))
+        .expect("answer steps");
+    assert!(leader.lease_valid());
+    let committed = leader.raft_log.committed;
+    assert_eq!(
+        leader.read_states,
+        vec![ReadState {
+            index: committed,
+            request_ctx: b"r".to_vec()
+        }]
+    );
+}
+
+/// A late answer to an old heartbeat does not renew the lease, and neither
+/// do malformed or future stamps; Safe round acks are not lease stamps.
+#[test]
+fn test_late_or_malformed_heartbeat_answers_do_not_renew_the_lease() {
+    let mut nt = new_lease_cluster();
+    let et = nt.raft(1).election_timeout as u64;
+    let leader = nt.raft_mut(1);
+    let term = leader.term;
+    for _ in 0..et + 5 {
+        leader.tick();
+    }
+    // Answers to the heartbeat made at tick 0 arrive now: too old.
+    let old = [b'L', 0, 0, 0, 0, 0, 0, 0, 0];
+    leader
+        .step(heartbeat_response(2, term, &old))
+        .expect("answer steps");
+    leader
+        .step(heartbeat_response(3, term, &old))
+        .expect("answer steps");
+    assert!(!leader.lease_valid(), "a late answer renews nothing");
+    for ctx in [&b"short"[..], &5u64.to_le_bytes(), &[b'L', 1, 2]] {
+        leader
+            .step(heartbeat_response(2, term, ctx))
+            .expect("answer steps");
+    }
+    assert!(!leader.lease_valid(), "malformed stamps renew nothing");
+    // A stamp from the future counts as now, no later.
+    let mut future = vec![b'L'];
+    future.extend_from_slice(&u64::MAX.to_le_bytes());
+    leader
+        .step(heartbeat_response(2, term, &future))
+        .expect("answer steps");
+    assert!(leader.lease_valid());
+    for _ in 0..et {
+        leader.tick();
+    }
+    assert!(!leader.lease_valid(), "it lapses an election timeout later");
+}
+
+/// A leader that sent `MsgTimeoutNow` serves no more lease reads in its
+/// term: the transferee's campaign ignores the followers' leases. Its reads
+/// are confirmed by a heartbeat round instead.
+#[test]
+fn test_leader_transfer_revokes_the_lease() {
+    let mut nt = new_lease_cluster();
+    renew_lease(&mut nt);
+    // Node 2 is up to date: the transfer sends MsgTimeoutNow at once. Keep
+    // it from arriving, so node 1 stays leader.
+    nt.ignore(MessageType::MsgTimeoutNow);
+    nt.send(vec![new_message(2, 1, MessageType::MsgTransferLeader)]);
+    assert_eq!(nt.raft(1).state, StateRole::Leader);
+    assert!(!nt.raft(1).lease_valid(), "revoked by the transfer");
+    nt.raft_mut(1).read_messages();
+    nt.raft_mut(1)
+        .step(read_index(1, 1, b"r"))
+        .expect("read steps");
+    let leader = nt.raft_mut(1);
+    assert!(leader.read_states.is_empty(), "not from the lease");
+    let heartbeats: Vec<Message> = leader
+        .read_messages()
+        .into_iter()
+        .filter(|m| m.msg_type() == MessageType::MsgHeartbeat)
+        .collect();
+    assert_eq!(heartbeats.len(), 2, "a Safe round instead");
+    nt.send(heartbeats);
+    assert_eq!(nt.raft(1).read_states.len(), 1, "confirmed by the round");
 }

@@ -5,7 +5,7 @@
 use kvproto::eraftpb::{Message, MessageType};
 
 use crate::test_util::*;
-use crate::{MemoryStorage, StateRole};
+use crate::{MemoryStorage, ReadOnlyOption, StateRole};
 
 /// Seed 186: after a membership change, node 7 lagged behind it and knew
 /// only the removed node 2, so it campaigned only there; node 8 held the
@@ -234,4 +234,59 @@ fn removed_candidate_does_not_become_leader() {
     let r = nt.raft(1);
     assert_ne!(r.state, StateRole::Leader, "a removed node became leader");
     assert!(!r.promotable());
+}
+
+/// Seed 1272 (lease reads): leader 8 was isolated just after its followers
+/// last heard from it; they elected node 3 an election timeout later and
+/// committed through it, while node 8, whose CheckQuorum check had passed
+/// on their earlier answers, kept its lease until its next check (up to two
+/// election timeouts after they last heard from it) and answered a read at
+/// its old commit index: stale. The lease must run from when the heartbeat
+/// a quorum answered was made, as long as the followers' promise not to
+/// vote (an election timeout after they hear from the leader).
+#[test]
+fn lease_ends_when_the_followers_stop_honouring_it() {
+    let config = |c: &mut crate::Config| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+        c.read_only_option = ReadOnlyOption::LeaseBased;
+    };
+    let mut nt = Network::new_with_config(Some(&config), vec![None, None, None]);
+    campaign(nt.raft_mut(1));
+    let msgs = nt.raft_mut(1).read_messages();
+    nt.send(msgs);
+    assert_eq!(nt.raft(1).state, StateRole::Leader);
+    let et = nt.raft(1).election_timeout;
+    // Node 2 campaigns as soon as its promise runs out; node 3 later.
+    nt.raft_mut(2).randomized_election_timeout = et;
+    nt.raft_mut(3).randomized_election_timeout = 2 * et - 1;
+
+    // One heartbeat round, answered; then node 1 is cut off.
+    nt.tick_all();
+    assert!(nt.raft(1).lease_valid());
+    nt.isolate(1);
+    let mut ticks = 0;
+    while nt.raft(2).state != StateRole::Leader {
+        nt.tick_all();
+        ticks += 1;
+        assert!(
+            ticks < 2 * et,
+            "node 2 is elected within two election timeouts"
+        );
+    }
+    let new_commit = nt.raft(2).raft_log.committed;
+    let old = nt.raft_mut(1);
+    // CheckQuorum has not stepped node 1 down yet: its check after the
+    // isolation counted the answers from before it.
+    assert_eq!(old.state, StateRole::Leader);
+    assert!(new_commit > old.raft_log.committed, "node 2 committed more");
+    assert!(!old.lease_valid(), "the followers' promise ran out");
+    let mut read = new_message(1, 1, MessageType::MsgReadIndex);
+    read.context = b"stale?".to_vec();
+    old.step(read).expect("step read");
+    assert!(
+        old.read_states.is_empty(),
+        "a lease read at {} would miss index {new_commit}",
+        old.raft_log.committed
+    );
 }

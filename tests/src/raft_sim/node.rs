@@ -23,6 +23,16 @@
 //! hosts agree on their state exactly when they applied the same entries.
 //! Snapshots carry it; the host compacts its log behind one now and then.
 //!
+//! Reads: the driver asks through `RawNode::read_index` with the read's id
+//! as the context. Each `ReadState` a `Ready` hands out waits in the host's
+//! memory until the host has applied up to its index; the host then answers
+//! it with its state machine at that moment (`ReadAnswer`), after applying
+//! that Ready's entries. A crash loses the waiting reads, as it loses a
+//! real server's pending requests; a `ReadState` the node gets after a
+//! restart for a read asked before the crash is answered all the same
+//! (its index was taken after the read was asked, so the answer is still
+//! linearizable).
+//!
 //! Invariants:
 //! - `durable.applied >= ` the storage's snapshot index: the log is compacted
 //!   only behind a flushed applied state.
@@ -33,7 +43,7 @@ use kvproto::eraftpb::{
     ConfChange, ConfState, Entry, EntryType, HardState, Message, Snapshot, SnapshotMetadata,
 };
 use prost::Message as _;
-use raft::{Config, MemoryStorage, RawNode, Storage};
+use raft::{Config, MemoryStorage, RawNode, ReadOnlyOption, ReadState, Storage};
 use slog::{Logger, info, o};
 
 /// The term and index of the bootstrap snapshot every initial member starts
@@ -50,6 +60,42 @@ pub struct Timing {
     pub election_tick: usize,
     /// `Config::heartbeat_tick`.
     pub heartbeat_tick: usize,
+}
+
+/// The protocol options every node of a run shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocol {
+    /// `Config::pre_vote`.
+    pub pre_vote: bool,
+    /// `Config::check_quorum`.
+    pub check_quorum: bool,
+    /// `Config::read_only_option`.
+    pub read_only: ReadOnlyOption,
+}
+
+/// A read the host answered: its id and the state it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAnswer {
+    /// The read's id (the context it was asked with).
+    pub id: u64,
+    /// The read index the node handed out for it.
+    pub read_index: u64,
+    /// The host's last applied index when it answered.
+    pub applied: u64,
+    /// The state machine digest at `applied`.
+    pub digest: u64,
+    /// Client payloads applied up to `applied`.
+    pub payloads: u64,
+}
+
+/// The context a read with id `id` is asked with.
+pub fn read_ctx(id: u64) -> Vec<u8> {
+    id.to_le_bytes().to_vec()
+}
+
+/// The id of the read asked with `ctx`, if it is one.
+pub fn read_id(ctx: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(ctx).ok().map(u64::from_le_bytes)
 }
 
 /// The replicated state: what a host applied, condensed.
@@ -165,6 +211,8 @@ pub struct ReadyOutput {
     /// The index of the first entry written to disk (replacing any there
     /// from it on), if any was.
     pub persisted_from: Option<u64>,
+    /// Reads answered, in the order their read states came.
+    pub reads: Vec<ReadAnswer>,
 }
 
 /// Everything a host's processing of a `Ready` can find wrong.
@@ -181,7 +229,13 @@ pub struct Host {
     node: Option<RawNode<MemoryStorage>>,
     /// The in-memory state machine; reset to `durable` on restart.
     sm: StateMachine,
+    /// Read states handed out and not answered yet, in the order handed
+    /// out. Lost on a crash.
+    /// Invariant: after each processed `Ready`, every one has an index
+    /// above `sm.applied`.
+    pending_reads: Vec<ReadState>,
     timing: Timing,
+    protocol: Protocol,
     rng_seed: u64,
     incarnation: u64,
     logger: Logger,
@@ -193,6 +247,7 @@ impl Host {
         id: u64,
         peers: &[u64],
         timing: Timing,
+        protocol: Protocol,
         rng_seed: u64,
         logger: &Logger,
     ) -> Host {
@@ -222,17 +277,24 @@ impl Host {
             vote: 0,
             commit: INIT_INDEX,
         });
-        Self::start_new(id, storage, sm, timing, rng_seed, logger)
+        Self::start_new(id, storage, sm, timing, protocol, rng_seed, logger)
     }
 
     /// A node just added to the group: empty disk, no membership; it waits
     /// for the leader to send it a snapshot.
-    pub fn fresh(id: u64, timing: Timing, rng_seed: u64, logger: &Logger) -> Host {
+    pub fn fresh(
+        id: u64,
+        timing: Timing,
+        protocol: Protocol,
+        rng_seed: u64,
+        logger: &Logger,
+    ) -> Host {
         Self::start_new(
             id,
             MemoryStorage::new(),
             StateMachine::default(),
             timing,
+            protocol,
             rng_seed,
             logger,
         )
@@ -243,6 +305,7 @@ impl Host {
         storage: MemoryStorage,
         sm: StateMachine,
         timing: Timing,
+        protocol: Protocol,
         rng_seed: u64,
         logger: &Logger,
     ) -> Host {
@@ -252,7 +315,9 @@ impl Host {
             durable: sm.clone(),
             node: None,
             sm,
+            pending_reads: Vec::new(),
             timing,
+            protocol,
             rng_seed,
             incarnation: 0,
             logger: logger.new(o!("node" => id)),
@@ -301,6 +366,7 @@ impl Host {
         info!(self.logger, "sim: crash"; "applied" => self.sm.applied, "durable_applied" => self.durable.applied);
         self.node = None;
         self.sm = self.durable.clone();
+        self.pending_reads.clear();
     }
 
     /// Starts the node from what is on disk.
@@ -318,7 +384,9 @@ impl Host {
             heartbeat_tick: self.timing.heartbeat_tick,
             applied: self.durable.applied,
             rng_seed: Some(self.rng_seed ^ self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            ..Default::default()
+            pre_vote: self.protocol.pre_vote,
+            check_quorum: self.protocol.check_quorum,
+            read_only_option: self.protocol.read_only,
         };
         let node = RawNode::new(&config, self.storage.clone(), &self.logger)
             .unwrap_or_else(|e| panic!("node {} cannot restart from its disk: {e}", self.id));
@@ -403,12 +471,50 @@ impl Host {
         if flush_applied {
             self.flush_applied();
         }
+        // Reads, once the state they must see is applied.
+        // (Cloned: `advance` counts them in `rd` to drop them from the node.)
+        self.pending_reads.extend(rd.read_states.iter().cloned());
+        out.reads = self.answer_reads()?;
 
         // 3. Send (the driver does), then tell the node it is all done.
         out.messages = std::mem::take(&mut rd.messages);
         let node = self.node.as_mut().expect("still running");
         node.advance(rd);
         Ok(out)
+    }
+
+    /// Answers the pending reads whose index is applied, with the state
+    /// now; the rest keep waiting.
+    fn answer_reads(&mut self) -> Result<Vec<ReadAnswer>, HostError> {
+        let applied = self.sm.applied;
+        let mut answers = Vec::new();
+        let mut waiting = Vec::new();
+        for rs in std::mem::take(&mut self.pending_reads) {
+            if rs.index > applied {
+                waiting.push(rs);
+                continue;
+            }
+            let id = read_id(&rs.request_ctx).ok_or_else(|| {
+                format!(
+                    "node {} got a read state with context {:?}, which no read was asked with",
+                    self.id, rs.request_ctx
+                )
+            })?;
+            answers.push(ReadAnswer {
+                id,
+                read_index: rs.index,
+                applied,
+                digest: self.sm.digest,
+                payloads: self.sm.payloads,
+            });
+        }
+        self.pending_reads = waiting;
+        Ok(answers)
+    }
+
+    /// Reads waiting for their index to be applied.
+    pub fn pending_reads(&self) -> usize {
+        self.pending_reads.len()
     }
 
     fn flush_applied(&mut self) {

@@ -89,6 +89,12 @@ pub struct Totals {
     pub partitions: u64,
     /// See `steps`.
     pub full_checks: u64,
+    /// See `steps`.
+    pub reads_issued: u64,
+    /// See `steps`.
+    pub reads_answered: u64,
+    /// Seeds whose reads were `LeaseBased`.
+    pub lease_runs: u64,
     /// Messages sent, dropped and duplicated.
     pub messages: u64,
     /// See `messages`.
@@ -126,6 +132,9 @@ impl Totals {
             t.crashes += r.crashes;
             t.partitions += r.partitions;
             t.full_checks += r.full_checks;
+            t.reads_issued += r.reads_issued;
+            t.reads_answered += r.reads_answered;
+            t.lease_runs += u64::from(r.lease_reads);
             t.messages += r.net.sent;
             t.dropped += r.net.dropped;
             t.duplicated += r.net.duplicated;
@@ -168,6 +177,11 @@ impl std::fmt::Display for Totals {
             self.duplicated,
             self.max_liveness_ticks,
             self.slowest_seed
+        )?;
+        writeln!(
+            f,
+            "reads issued {}, answered and checked {} ({} seeds with lease reads)",
+            self.reads_issued, self.reads_answered, self.lease_runs
         )?;
         write!(f, "whole-log checks {}", self.full_checks)
     }

@@ -40,6 +40,11 @@ impl AppliedLog {
         self.applied.last_key_value().map_or(0, |(&i, _)| i)
     }
 
+    /// The state digest some node reached at `index`, if one applied it.
+    pub fn digest_at(&self, index: u64) -> Option<u64> {
+        self.applied.get(&index).map(|&(_, digest)| digest)
+    }
+
     /// Node `node` applied `id` at `index`, reaching state `digest`.
     pub fn entry(
         &mut self,

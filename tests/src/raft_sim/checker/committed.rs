@@ -57,6 +57,11 @@ impl CommittedLog {
         self.entries.len()
     }
 
+    /// The highest index seen committed, 0 if none.
+    pub fn max_index(&self) -> u64 {
+        self.entries.last_key_value().map_or(0, |(&i, _)| i)
+    }
+
     pub fn get(&self, index: u64) -> Option<&CommittedRec> {
         self.entries.get(&index)
     }

@@ -10,6 +10,8 @@
 //! | `committed_stable` | an entry once committed never changes on any node that committed it, and a node's commit index never moves back | `committed` |
 //! | `state_machine_safety` | no two nodes apply different entries (or states) at one index | `applied` |
 //! | `apply_order` | a node applies committed entries once each, in index order (checked by `Host`) | |
+//! | `linearizable_reads` | an answered read returns a state some node applied, with no write not yet proposed, at or past every write acknowledged and every read answered before it was issued | `reads` |
+//! | `read_index` | a read's `ReadState` index covers every write acknowledged before the read was issued, and the host answers at or past it | `reads` |
 //!
 //! When each runs:
 //!
@@ -19,6 +21,8 @@
 //! | a node applies (`observe_applied`) | the entries against the record (`committed_stable`, which records them) and against what others applied (`state_machine_safety`); a snapshot against both |
 //! | a node writes entries to its disk (`observe_persisted`) | remembered for the step's check; a leader's log from the lowest index written on (`leader_completeness`) |
 //! | every step (`check_hosts`) | commit index monotonic; each node's newly committed entries, and its rewritten ones at or below its commit index (`committed_stable`); `log_matching` over each node's latest `window` entries |
+//! | a client issues a read (`read_issued`) | records the highest index acknowledged committed (every node's commit index, the record's, the applied history's) and the latest read answered |
+//! | a host answers a read (`observe_read`) | `linearizable_reads`, `read_index` against what was recorded at issue and the applied history (after that Ready's apply checks) |
 //! | every `checkpoint_every` steps, the end of a run, before a node's disk is destroyed (`check_full`) | over every node's whole log: `committed_stable` (with the snapshot a compacted log starts after), `log_matching` for every pair and against the record of committed entries, `leader_completeness` for every current leader |
 //!
 //! `committed_stable` holds a node to the record only up to its own commit
@@ -42,15 +46,17 @@
 //! unnoticed, and the end of the run catches whatever is still there.
 //!
 //! Checkers read nodes through `Observed`, so each can be run on a
-//! hand-built history in its unit tests; a new checker (of reads, say) is a
-//! module with its own history, fed by a new `observe_*` hook or run from
-//! `check_hosts` / `check_full`.
+//! hand-built history in its unit tests; a new checker is a module with its
+//! own history, fed by a new `observe_*` hook or run from `check_hosts` /
+//! `check_full`. `reads` is one: its module doc defines real time and an
+//! acknowledged write.
 
 mod applied;
 mod committed;
 mod leaders;
 mod matching;
 mod observed;
+mod reads;
 
 use kvproto::eraftpb::Entry;
 
@@ -59,7 +65,8 @@ use self::committed::{CommitMarks, CommittedLog, Recorded};
 use self::leaders::Leaders;
 use self::matching::{LogView, Windows, check_against_record, check_pair};
 pub use self::observed::Observed;
-use super::node::{Applied, chain_digest};
+use self::reads::ReadLog;
+use super::node::{Applied, ReadAnswer, chain_digest};
 
 /// A broken property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +119,7 @@ pub struct Checkers {
     marks: CommitMarks,
     applied: AppliedLog,
     windows: Windows,
+    reads: ReadLog,
     full_checks: u64,
 }
 
@@ -128,6 +136,7 @@ impl Checkers {
             marks: CommitMarks::default(),
             applied: AppliedLog::default(),
             windows: Windows::default(),
+            reads: ReadLog::default(),
             full_checks: 0,
         }
     }
@@ -155,6 +164,44 @@ impl Checkers {
     /// The highest index known applied.
     pub fn max_applied(&self) -> u64 {
         self.applied.max_index()
+    }
+
+    /// How many reads were answered (and checked).
+    pub fn reads_answered(&self) -> u64 {
+        self.reads.answered()
+    }
+
+    /// Read `id` was handed to node `node` at `step`; `nodes` are every
+    /// host, whose commit indexes count as acknowledged writes.
+    pub fn read_issued<N: Observed + ?Sized>(
+        &mut self,
+        id: u64,
+        node: u64,
+        step: u64,
+        nodes: &[&N],
+    ) -> Result<(), Violation> {
+        let acked = nodes
+            .iter()
+            .map(|n| n.committed())
+            .chain([self.committed.max_index(), self.applied.max_index()])
+            .max()
+            .unwrap_or(0);
+        self.reads.issue(id, node, step, acked)
+    }
+
+    /// `linearizable_reads` and `read_index` for a read `node` answered at
+    /// `step`, when `proposed` client payloads had been proposed. What the
+    /// node applied in the same Ready must be observed first.
+    pub fn observe_read(
+        &mut self,
+        node: u64,
+        step: u64,
+        answer: &ReadAnswer,
+        proposed: u64,
+    ) -> Result<(), Violation> {
+        let applied = &self.applied;
+        self.reads
+            .answer(node, step, answer, proposed, |i| applied.digest_at(i))
     }
 
     /// How many times every node's whole log was checked.
