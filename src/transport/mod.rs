@@ -575,16 +575,9 @@ impl StoreWorker {
         tokio::pin!(call);
         let mut next = Some(first);
         loop {
-            let first = match next.take() {
-                Some(msg) => msg,
-                None => tokio::select! {
-                    biased;
-                    end = &mut call => return broken(end),
-                    msg = self.queue.recv() => match msg {
-                        Some(msg) => msg,
-                        None => return StreamEnd::Shutdown,
-                    },
-                },
+            let first = match next_message(&mut self.queue, &mut next, call.as_mut()).await {
+                Ok(msg) => msg,
+                Err(end) => return end,
             };
             // The batch is formed once the stream can take it, so it holds
             // everything that queued while it could not.
@@ -634,16 +627,9 @@ impl StoreWorker {
         tokio::pin!(call);
         let mut next = Some(first);
         loop {
-            let msg = match next.take() {
-                Some(msg) => msg,
-                None => tokio::select! {
-                    biased;
-                    end = &mut call => return broken(end),
-                    msg = self.queue.recv() => match msg {
-                        Some(msg) => msg,
-                        None => return StreamEnd::Shutdown,
-                    },
-                },
+            let msg = match next_message(&mut self.queue, &mut next, call.as_mut()).await {
+                Ok(msg) => msg,
+                Err(end) => return end,
             };
             tokio::select! {
                 biased;
@@ -655,6 +641,27 @@ impl StoreWorker {
                 }
             }
         }
+    }
+}
+
+/// The message to send next on a stream: the one held back in `next`, or
+/// the next queued one; the stream's end if its call ends first (or the
+/// transport was dropped).
+async fn next_message<F>(
+    queue: &mut mpsc::Receiver<RaftMessage>,
+    next: &mut Option<RaftMessage>,
+    call: Pin<&mut F>,
+) -> Result<RaftMessage, StreamEnd>
+where
+    F: Future<Output = Result<tonic::Response<Done>, tonic::Status>>,
+{
+    if let Some(msg) = next.take() {
+        return Ok(msg);
+    }
+    tokio::select! {
+        biased;
+        end = call => Err(broken(end)),
+        msg = queue.recv() => msg.ok_or(StreamEnd::Shutdown),
     }
 }
 

@@ -198,13 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_are_visible_and_grouped_writes_all_answer() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Engine::open(dir.path()).expect("open engine");
-        let (writer, thread) = RaftWriter::start(
-            engine.clone(),
-            &slog::Logger::root(slog::Discard, slog::o!()),
-        )
-        .expect("start writer");
+        let (_dir, engine, writer, thread) = writer();
         let mut waits = Vec::new();
         for i in 0..50u8 {
             let mut wb = engine.write_batch();
