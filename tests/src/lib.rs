@@ -17,7 +17,12 @@
 //!   loss, conf changes and restarts), run by `tests/raftstore_2b.rs`,
 //!   `raftstore_2c.rs` and `raftstore_3b.rs`.
 
+//!
+//! - `linearizability`: a checker for key/value histories (Put, Append,
+//!   Get), per key, with a report of the smallest window that fails.
+
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod linearizability;
 pub mod raft_sim;
