@@ -311,6 +311,19 @@ mod tests {
         cluster
     }
 
+    /// Loads `opts`' key space with 16 writers.
+    fn load_key_space(cluster: &Cluster, opts: &WorkloadOptions) {
+        keyspace::load(
+            cluster,
+            opts.key_space,
+            opts.value_size,
+            16,
+            opts.op_timeout,
+            |_| {},
+        )
+        .expect("load the key space");
+    }
+
     fn new_test_options(clients: usize, mix: Mix) -> WorkloadOptions {
         WorkloadOptions {
             clients,
@@ -357,15 +370,7 @@ mod tests {
         // leader inside the window, whose no-op would be real growth.
         let cluster = new_test_cluster(parent.path(), Config::default());
         let opts = new_test_options(4, Mix::Get);
-        keyspace::load(
-            &cluster,
-            opts.key_space,
-            opts.value_size,
-            16,
-            opts.op_timeout,
-            |_| {},
-        )
-        .expect("load the key space");
+        load_key_space(&cluster, &opts);
         let report = run(&cluster, &opts);
         cluster.destroy().expect("remove the cluster's data");
         assert_eq!(report.mix, Mix::Get);
@@ -382,15 +387,7 @@ mod tests {
         let parent = tempfile::tempdir().expect("temp dir");
         let cluster = new_test_cluster(parent.path(), Config::for_tests());
         let opts = new_test_options(4, Mix::Mixed);
-        keyspace::load(
-            &cluster,
-            opts.key_space,
-            opts.value_size,
-            16,
-            opts.op_timeout,
-            |_| {},
-        )
-        .expect("load the key space");
+        load_key_space(&cluster, &opts);
         let report = run(&cluster, &opts);
         cluster.destroy().expect("remove the cluster's data");
         assert_eq!(report.failures, 0, "{:?}", report.first_failure);

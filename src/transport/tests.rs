@@ -699,20 +699,32 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_garbage_on_the_raft_stream_is_refused_and_the_server_still_serves() {
-    use prost::Message as _;
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
-    let (router_b, mut seen_b) = new_test_router(&[]);
+/// A test server (snapshots under `dir/b`), what reaches its router, and a
+/// raw gRPC client to it, ready: for streams no typed client would send.
+async fn raw_client_to_test_server(
+    dir: &std::path::Path,
+) -> (
+    TestServer,
+    mpsc::UnboundedReceiver<Seen>,
+    tonic::client::Grpc<Channel>,
+) {
+    let snap_b = SnapManager::open(dir.join("b")).expect("snap dir");
+    let (router_b, seen_b) = new_test_router(&[]);
     let server = TestServer::start(router_b, snap_b).await;
-
     let channel = connect_addr(&server.addr.to_string(), &fast_options())
         .await
         .expect("connect");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
+    (server, seen_b, grpc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_garbage_on_the_raft_stream_is_refused_and_the_server_still_serves() {
+    use prost::Message as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, mut seen_b, mut grpc) = raw_client_to_test_server(dir.path()).await;
     // A valid message, then bytes that are no RaftMessage (an overlong
     // varint tag).
     let stream = tokio_stream::iter(vec![raft_message(11, 2).encode_to_vec(), vec![0xff; 11]]);
@@ -1173,15 +1185,7 @@ async fn test_a_malformed_entry_in_a_batch_is_skipped_and_the_rest_delivered() {
     use prost::Message as _;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let snap_b = SnapManager::open(dir.path().join("b")).expect("snap dir");
-    let (router_b, mut seen_b) = new_test_router(&[]);
-    let server = TestServer::start(router_b, snap_b).await;
-
-    let channel = connect_addr(&server.addr.to_string(), &fast_options())
-        .await
-        .expect("connect");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
+    let (server, mut seen_b, mut grpc) = raw_client_to_test_server(dir.path()).await;
     // A batch with an entry that is no RaftMessage (an overlong varint
     // tag) between two good ones, then a good batch.
     let mut bad_batch = batch_entry(&raft_message(21, 2).encode_to_vec());
