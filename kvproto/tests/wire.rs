@@ -127,6 +127,7 @@ fn golden_raw_put_request() {
             region_epoch: Some(epoch(1, 1)),
             peer: Some(peer(1, 1)),
             term: 6,
+            ..Default::default()
         }),
         key: b"k1".to_vec(),
         value: b"v1".to_vec(),
@@ -238,6 +239,7 @@ fn golden_raft_cmd_request_put() {
             peer: Some(peer(3, 1)),
             region_epoch: Some(epoch(1, 1)),
             term: 0,
+            ..Default::default()
         }),
         requests: vec![raft_cmdpb::Request {
             cmd_type: raft_cmdpb::CmdType::Put as i32,
@@ -390,6 +392,7 @@ fn round_trip_kvrpcpb_and_coprocessor() {
         region_epoch: Some(epoch(1, 1)),
         peer: Some(peer(1, 1)),
         term: 2,
+        ..Default::default()
     };
     must_round_trip(kvrpcpb::PrewriteRequest {
         context: Some(ctx),
@@ -473,6 +476,7 @@ fn round_trip_raft_cmdpb() {
             peer: Some(peer(1, 1)),
             region_epoch: Some(epoch(1, 1)),
             term: 5,
+            ..Default::default()
         }),
         requests: vec![],
         admin_request: Some(raft_cmdpb::AdminRequest {
@@ -538,6 +542,7 @@ fn round_trip_raft_serverpb() {
     must_round_trip(raft_serverpb::RaftApplyState {
         applied_index: 9,
         truncated_state: Some(raft_serverpb::RaftTruncatedState { index: 5, term: 5 }),
+        ..Default::default()
     });
     must_round_trip(raft_serverpb::RegionLocalState {
         state: raft_serverpb::PeerState::Tombstone as i32,
@@ -571,6 +576,7 @@ fn round_trip_raft_serverpb() {
                 cf_checksum: 0xfeed_f00d,
             }],
         }),
+        ..Default::default()
     });
     must_round_trip(raft_serverpb::StoreIdent {
         cluster_id: 1,

@@ -357,6 +357,7 @@ impl PeerStorage {
                 index: meta.index,
                 term: meta.term,
             }),
+            session_clock_ms: 0,
         };
         wb.put_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id), &apply_state)?;
         write_region_state(wb, &region, PeerState::Applying)?;
@@ -456,6 +457,7 @@ pub fn init_apply_state() -> RaftApplyState {
             index: RAFT_INIT_LOG_INDEX,
             term: RAFT_INIT_LOG_TERM,
         }),
+        session_clock_ms: 0,
     }
 }
 

@@ -86,6 +86,7 @@ fn new_test_peer_storage_from_ents(ents: &[Entry]) -> TestStorage {
             index: truncated.index,
             term: truncated.term,
         }),
+        ..Default::default()
     };
     wb.put_msg_cf(CF_DEFAULT, &keys::apply_state_key(region.id), &apply_state)
         .expect("put apply state");

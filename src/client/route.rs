@@ -221,6 +221,8 @@ impl Client {
             region_epoch: region.region_epoch,
             peer: Some(peer),
             term: 0,
+            client_id: 0,
+            sequence: 0,
         });
         let timeout = attempt_timeout(deadline, self.inner.opts.attempt_timeout);
         let mut response = match tokio::time::timeout(timeout, Q::send(client, request)).await {

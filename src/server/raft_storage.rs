@@ -101,6 +101,8 @@ impl RaftStorage {
                 peer: ctx.peer,
                 region_epoch: Some(region_epoch),
                 term: 0,
+                session: None,
+                session_clock: None,
             }),
             requests,
             admin_request: None,

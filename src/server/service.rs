@@ -29,7 +29,8 @@ use std::future::Future;
 use kvproto::coprocessor;
 use kvproto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
-    CommitRequest, CommitResponse, GetRequest, GetResponse, PrewriteRequest, PrewriteResponse,
+    CommitRequest, CommitResponse, GetRequest, GetResponse, OpenSessionRequest,
+    OpenSessionResponse, PrewriteRequest, PrewriteResponse, RawAppendRequest, RawAppendResponse,
     RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest, ResolveLockResponse,
     ScanRequest, ScanResponse,
@@ -236,6 +237,20 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         req: Request<RawScanRequest>,
     ) -> Result<Response<RawScanResponse>, Status> {
         Ok(Response::new(self.server.raw_scan(req.into_inner()).await))
+    }
+
+    async fn raw_append(
+        &self,
+        _: Request<RawAppendRequest>,
+    ) -> Result<Response<RawAppendResponse>, Status> {
+        unimplemented("RawAppend is not served by this store yet")
+    }
+
+    async fn open_session(
+        &self,
+        _: Request<OpenSessionRequest>,
+    ) -> Result<Response<OpenSessionResponse>, Status> {
+        unimplemented("OpenSession is not served by this store yet")
     }
 
     async fn raft(

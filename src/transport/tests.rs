@@ -416,6 +416,7 @@ fn must_generate_snapshot(store: &SnapStore) -> (SnapKey, RaftMessage) {
         &RaftApplyState {
             applied_index: 10,
             truncated_state: Some(RaftTruncatedState { index: 5, term: 5 }),
+            ..Default::default()
         },
     )
     .expect("put apply state");
@@ -898,6 +899,20 @@ impl kvproto::tinykvpb::tiny_kv_server::TinyKv for WireRecorder {
         &self,
         _: Request<kvproto::kvrpcpb::RawScanRequest>,
     ) -> Result<tonic::Response<kvproto::kvrpcpb::RawScanResponse>, Status> {
+        not_served()
+    }
+
+    async fn raw_append(
+        &self,
+        _: Request<kvproto::kvrpcpb::RawAppendRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::RawAppendResponse>, Status> {
+        not_served()
+    }
+
+    async fn open_session(
+        &self,
+        _: Request<kvproto::kvrpcpb::OpenSessionRequest>,
+    ) -> Result<tonic::Response<kvproto::kvrpcpb::OpenSessionResponse>, Status> {
         not_served()
     }
 

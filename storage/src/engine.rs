@@ -383,6 +383,7 @@ mod tests {
         let state = RaftApplyState {
             applied_index: 7,
             truncated_state: Some(RaftTruncatedState { index: 5, term: 5 }),
+            session_clock_ms: 0,
         };
         engine.put_msg_cf(CF_DEFAULT, &key, &state).unwrap();
         assert_eq!(engine.get_msg_cf(CF_DEFAULT, &key).unwrap(), Some(state));

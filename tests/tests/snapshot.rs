@@ -170,6 +170,7 @@ fn a_snapshot_apply_interrupted_by_a_crash_is_finished_on_restart() {
     let apply_state = RaftApplyState {
         applied_index: index,
         truncated_state: Some(RaftTruncatedState { index, term }),
+        session_clock_ms: 0,
     };
 
     // Store 1 generates the snapshot.
@@ -381,6 +382,7 @@ fn an_interrupted_apply_that_shrinks_the_range_clears_the_old_range_on_restart()
         &RaftApplyState {
             applied_index: index,
             truncated_state: Some(RaftTruncatedState { index, term }),
+            session_clock_ms: 0,
         },
     )
     .unwrap();

@@ -178,6 +178,12 @@ pub fn parse_requests<'a>(
                 }
             }
             CmdType::Snap => DataRequest::Snap,
+            CmdType::Append | CmdType::OpenSession => {
+                return Err(Error::InvalidRequest(format!(
+                    "{:?} is not served by this store yet",
+                    r.cmd_type()
+                )));
+            }
             CmdType::Invalid => return Err(Error::InvalidRequest("invalid command type".into())),
         };
         if let DataRequest::Get { key, .. }

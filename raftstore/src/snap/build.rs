@@ -132,5 +132,7 @@ fn build_files(
         file_size: cf_files.iter().map(|f| f.size).sum(),
         data: Vec::new(),
         meta: Some(SnapshotMeta { cf_files }),
+        sessions: Vec::new(),
+        session_clock_ms: 0,
     })
 }

@@ -70,6 +70,7 @@ fn put_region(
                 index: truncated.0,
                 term: truncated.1,
             }),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -540,6 +541,7 @@ fn put_applying(
     let apply_state = RaftApplyState {
         applied_index: index,
         truncated_state: Some(RaftTruncatedState { index, term }),
+        ..Default::default()
     };
     let mut wb = engine.write_batch();
     wb.put_msg_cf(
@@ -612,6 +614,7 @@ fn craft_received(
         file_size: sums.size,
         data: Vec::new(),
         meta: Some(SnapshotMeta { cf_files }),
+        ..Default::default()
     };
     mgr.save_meta(SnapKind::Received, key, &data, true).unwrap();
 }
@@ -635,6 +638,7 @@ fn test_a_file_with_keys_outside_the_region_data_is_refused() {
             index: 999,
             term: 99,
         }),
+        ..Default::default()
     };
     let local = (
         keys::apply_state_key(1).to_vec(),

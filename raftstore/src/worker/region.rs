@@ -468,6 +468,7 @@ mod tests {
                     index: applied,
                     term: 5,
                 }),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -569,6 +570,7 @@ mod tests {
             meta: Some(SnapshotMeta {
                 cf_files: Vec::new(),
             }),
+            ..Default::default()
         };
         mgr.save_meta(SnapKind::Received, &key, &data, false)
             .unwrap();

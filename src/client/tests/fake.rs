@@ -424,6 +424,20 @@ impl TinyKv for FakeStore {
         unimplemented("Snapshot")
     }
 
+    async fn raw_append(
+        &self,
+        _: Request<kvproto::kvrpcpb::RawAppendRequest>,
+    ) -> Result<Response<kvproto::kvrpcpb::RawAppendResponse>, Status> {
+        unimplemented("RawAppend")
+    }
+
+    async fn open_session(
+        &self,
+        _: Request<kvproto::kvrpcpb::OpenSessionRequest>,
+    ) -> Result<Response<kvproto::kvrpcpb::OpenSessionResponse>, Status> {
+        unimplemented("OpenSession")
+    }
+
     async fn coprocessor(
         &self,
         _: Request<coprocessor::Request>,
