@@ -29,6 +29,7 @@ mod raw;
 mod retry;
 mod route;
 mod scheduler;
+pub mod session;
 mod stores;
 
 #[cfg(test)]
