@@ -279,3 +279,24 @@ async fn test_commands_against_a_cluster_in_table_and_json() {
 
     cluster.node.stop().await;
 }
+
+/// `append` through a Clerk: each run a new client session, applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_append_against_a_cluster() {
+    let cluster = start_cluster().await;
+    let sched = cluster.scheduler;
+    assert_eq!(must_ctl(sched, &["append", "log", "a"]).await, "OK\n");
+    assert_eq!(must_ctl(sched, &["append", "log", "b"]).await, "OK\n");
+    let first = must_ctl_json(sched, &["append", "log", "c"]).await;
+    assert_eq!(first["ok"], true);
+    let second = must_ctl_json(sched, &["append", "log", "d"]).await;
+    assert_ne!(
+        first["client_id"], second["client_id"],
+        "each run is its own session"
+    );
+    assert_eq!(must_ctl(sched, &["get", "log"]).await, "abcd\n");
+    must_ctl(sched, &["put", "log", "x"]).await;
+    must_ctl(sched, &["append", "log", "y"]).await;
+    assert_eq!(must_ctl(sched, &["get", "log"]).await, "xy\n");
+    cluster.node.stop().await;
+}
