@@ -4,7 +4,7 @@
 //! once; a session must be open; the table is bounded and expires idle
 //! sessions by the time the log carries; it survives restarts, travels in
 //! snapshots and is copied to both halves of a split; every replica holds
-//! the same table.
+//! the same table, and the leader reports its size to the scheduler.
 
 use std::time::{Duration, Instant};
 
@@ -195,6 +195,15 @@ fn a_retried_append_applies_once() {
     cluster.must_get(b"k", b"abc");
     let table = must_agree_on_sessions(&cluster, &[1, 2, 3], FIRST_REGION_ID, |t| !t.is_empty());
     assert_eq!(sequences(&table), vec![(11, 2)]);
+    // The leader reports the table's size to the scheduler.
+    let deadline = Instant::now() + WAIT;
+    while cluster.scheduler().client_sessions(FIRST_REGION_ID) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat reported one session"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A write of a session the region does not hold is refused, applying
