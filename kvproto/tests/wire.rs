@@ -544,6 +544,30 @@ fn round_trip_raft_serverpb() {
         truncated_state: Some(raft_serverpb::RaftTruncatedState { index: 5, term: 5 }),
         ..Default::default()
     });
+    must_round_trip(raft_serverpb::RaftApplyState {
+        applied_index: 9,
+        truncated_state: None,
+        session_clock_ms: 1 << 41,
+    });
+    must_round_trip(raft_serverpb::ClientSessionState {
+        client_id: 1 << 40,
+        sequence: 7,
+        last_active_ms: 1 << 41,
+        answer: vec![8, 3],
+    });
+    must_round_trip(raft_cmdpb::RaftRequestHeader {
+        region_id: 1,
+        session: Some(raft_cmdpb::ClientSession {
+            client_id: 3,
+            sequence: 4,
+        }),
+        session_clock: Some(raft_cmdpb::SessionClock {
+            now_ms: 1 << 41,
+            ttl_ms: 3_600_000,
+            max_sessions: 10_000,
+        }),
+        ..Default::default()
+    });
     must_round_trip(raft_serverpb::RegionLocalState {
         state: raft_serverpb::PeerState::Tombstone as i32,
         region: Some(metapb::Region {
@@ -616,6 +640,7 @@ fn round_trip_schedulerpb() {
             down_seconds: 1 << 20,
         }],
         approximate_keys: 1 << 33,
+        client_sessions: 12,
     });
     must_round_trip(schedulerpb::StoreStats {
         store_id: 1,

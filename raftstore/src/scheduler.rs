@@ -74,6 +74,17 @@ pub fn operator_command(resp: &RegionHeartbeatResponse) -> Option<RaftCmdRequest
     })
 }
 
+/// What a leader measured of its region, for its heartbeats (0: not known).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegionStats {
+    /// Bytes of keys and values.
+    pub approximate_size: u64,
+    /// Keys.
+    pub approximate_keys: u64,
+    /// Sessions in the region's client session table.
+    pub client_sessions: u64,
+}
+
 /// The heartbeat a leader of `term` sends for `region`. The term lets the
 /// scheduler ignore a deposed leader's late report; `down_peers` are the
 /// followers it has not heard from for a while.
@@ -83,18 +94,18 @@ pub fn region_heartbeat_request(
     term: u64,
     pending_peers: Vec<metapb::Peer>,
     down_peers: Vec<DownPeer>,
-    approximate_size: u64,
-    approximate_keys: u64,
+    stats: RegionStats,
 ) -> RegionHeartbeatRequest {
     RegionHeartbeatRequest {
         header: None,
         region: Some(region.clone()),
         leader: Some(leader),
         pending_peers,
-        approximate_size,
+        approximate_size: stats.approximate_size,
         term,
         down_peers,
-        approximate_keys,
+        approximate_keys: stats.approximate_keys,
+        client_sessions: stats.client_sessions,
     }
 }
 
@@ -115,7 +126,12 @@ mod tests {
             peer: Some(follower),
             down_seconds: 400,
         }];
-        let req = region_heartbeat_request(&region, leader, 9, vec![follower], down.clone(), 64, 3);
+        let stats = RegionStats {
+            approximate_size: 64,
+            approximate_keys: 3,
+            client_sessions: 2,
+        };
+        let req = region_heartbeat_request(&region, leader, 9, vec![follower], down.clone(), stats);
         assert_eq!(req.region.as_ref(), Some(&region));
         assert_eq!(req.leader, Some(leader));
         assert_eq!(req.term, 9);
@@ -123,5 +139,6 @@ mod tests {
         assert_eq!(req.down_peers, down);
         assert_eq!(req.approximate_size, 64);
         assert_eq!(req.approximate_keys, 3);
+        assert_eq!(req.client_sessions, 2);
     }
 }

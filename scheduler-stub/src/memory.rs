@@ -137,6 +137,8 @@ struct LeaderReport {
     down: Vec<Peer>,
     /// Bytes, as reported (0: unknown).
     approximate_size: u64,
+    /// Sessions in the region's client session table, as reported.
+    client_sessions: u64,
 }
 
 /// An operator with its bookkeeping.
@@ -662,6 +664,15 @@ impl MemoryScheduler {
             .collect())
     }
 
+    /// The size of region `region_id`'s client session table as its leader
+    /// last reported it (0: no report, or none).
+    pub fn client_sessions(&self, region_id: u64) -> u64 {
+        self.read()
+            .reports
+            .get(&region_id)
+            .map_or(0, |r| r.client_sessions)
+    }
+
     /// The region before the one containing `key` in key order, with its
     /// leader; `None` if no region contains `key` or it is the first.
     pub fn get_prev_region(&self, key: &[u8]) -> Result<Option<(Region, Option<Peer>)>> {
@@ -927,6 +938,7 @@ impl MemoryScheduler {
                 pending: request.pending_peers,
                 down: request.down_peers.iter().filter_map(|d| d.peer).collect(),
                 approximate_size: request.approximate_size,
+                client_sessions: request.client_sessions,
             };
             if let Some(old) = state.reports.get(&region_id)
                 && old.leader != leader

@@ -477,19 +477,30 @@ impl Scheduler for SchedulerService {
         let limit = usize::try_from(request.limit).unwrap_or(0);
         let (start, end) = (request.start_key, request.end_key);
         let result = self
-            .call(move |s| s.scan_regions(&start, &end, limit))
+            .call(move |s| {
+                s.scan_regions(&start, &end, limit).map(|found| {
+                    found
+                        .into_iter()
+                        .map(|(region, leader)| {
+                            let sessions = s.client_sessions(region.id);
+                            (region, leader, sessions)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
             .await?;
         Ok(Response::new(match result {
             Ok(found) => {
-                let (regions, leaders) = found
-                    .into_iter()
-                    .map(|(region, leader)| (region, leader.unwrap_or_default()))
-                    .unzip();
-                ScanRegionsResponse {
+                let mut response = ScanRegionsResponse {
                     header: self.header(None),
-                    regions,
-                    leaders,
+                    ..Default::default()
+                };
+                for (region, leader, sessions) in found {
+                    response.regions.push(region);
+                    response.leaders.push(leader.unwrap_or_default());
+                    response.client_sessions.push(sessions);
                 }
+                response
             }
             Err(e) => ScanRegionsResponse {
                 header: self.header(Some(&e)),

@@ -612,6 +612,11 @@ async fn test_region_lookups() {
     must_ok(&response.header);
     assert_eq!(response.regions, vec![left.clone(), right.clone()]);
     assert_eq!(response.leaders, vec![p1, p2]);
+    assert_eq!(
+        response.client_sessions,
+        vec![0, 0],
+        "one count per region; no heartbeat reported sessions"
+    );
     let response = client
         .scan_regions(ScanRegionsRequest {
             header,

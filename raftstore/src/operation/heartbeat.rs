@@ -19,7 +19,7 @@ use kvproto::schedulerpb::DownPeer;
 
 use crate::context::StoreContext;
 use crate::peer::Peer;
-use crate::scheduler::region_heartbeat_request;
+use crate::scheduler::{RegionStats, region_heartbeat_request};
 
 /// When this peer last heard from each other peer of its region.
 #[derive(Debug, Default)]
@@ -105,8 +105,11 @@ impl Peer {
             term,
             pending,
             down,
-            self.approximate_size.unwrap_or(0),
-            self.approximate_keys.unwrap_or(0),
+            RegionStats {
+                approximate_size: self.approximate_size.unwrap_or(0),
+                approximate_keys: self.approximate_keys.unwrap_or(0),
+                client_sessions: self.sessions.len() as u64,
+            },
         ));
     }
 }
