@@ -19,8 +19,9 @@
 //! ([`World::sessions`]), copied to the new region on a split.
 //! `OpenSession` opens a session (a no-op when open). A write with a
 //! session applies when its sequence is above the last applied one; at
-//! it, it applies nothing and succeeds (the cached answer); below it,
-//! `StaleCommand`; a session the region does not hold, `SessionExpired`.
+//! it, it applies nothing and succeeds (the cached answer); below it, a
+//! region error with only a message; a session the region does not hold,
+//! `SessionExpired`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -193,9 +194,11 @@ impl World {
                 Ok(true)
             }
             Some(last) if ctx.sequence == last => Ok(false),
-            Some(_) => Err(Refusal::Region(Box::new(region_error(|e| {
-                e.message = "stale command".to_owned();
-                e.stale_command = Some(errorpb::StaleCommand {});
+            Some(last) => Err(Refusal::Region(Box::new(region_error(|e| {
+                e.message = format!(
+                    "write {} of client {} is older than its last applied write {last}",
+                    ctx.sequence, ctx.client_id
+                );
             })))),
         }
     }
