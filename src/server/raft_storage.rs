@@ -373,7 +373,8 @@ mod tests {
         use std::time::{Duration, Instant};
 
         use kvproto::kvrpcpb::{
-            RawDeleteRequest, RawGetRequest, RawGetResponse, RawPutRequest, RawScanRequest,
+            OpenSessionRequest, RawAppendRequest, RawDeleteRequest, RawGetRequest, RawGetResponse,
+            RawPutRequest, RawScanRequest,
         };
         use raftstore::Config;
 
@@ -475,6 +476,74 @@ mod tests {
                     .await;
                 let keys: Vec<_> = resp.kvs.iter().map(|kv| kv.key.as_slice()).collect();
                 assert_eq!(keys, vec![&b"k1"[..], b"k3"], "{resp:?}");
+            });
+        }
+
+        /// Session writes through the handlers on the leader: `OpenSession`,
+        /// a `RawAppend` sent twice with one sequence applied once, a put
+        /// of the session, and `SessionExpired` for a client that opened
+        /// nothing, passed back in `region_error`.
+        #[test]
+        fn session_writes_apply_once_on_the_leader() {
+            let (cluster, leader, rt) = new_test_cluster();
+            let server = server_on(&cluster, leader);
+            let ctx = ctx_on(&cluster, leader);
+            let session = |client_id, sequence| Context {
+                client_id,
+                sequence,
+                ..ctx
+            };
+            let append = |ctx: Context, value: &[u8]| RawAppendRequest {
+                context: Some(ctx),
+                key: b"k".to_vec(),
+                value: value.to_vec(),
+                cf: String::new(),
+            };
+            rt.block_on(async {
+                let resp = server.raw_append(append(session(21, 1), b"a")).await;
+                assert!(
+                    resp.region_error
+                        .as_ref()
+                        .and_then(|e| e.session_expired.as_ref())
+                        .is_some_and(|e| (e.client_id, e.sequence) == (21, 1)),
+                    "a session never opened: {resp:?}"
+                );
+                let resp = server
+                    .open_session(OpenSessionRequest {
+                        context: Some(session(21, 0)),
+                    })
+                    .await;
+                assert!(
+                    resp.region_error.is_none() && resp.error.is_empty(),
+                    "{resp:?}"
+                );
+                for _ in 0..2 {
+                    let resp = server.raw_append(append(session(21, 1), b"a")).await;
+                    assert!(
+                        resp.region_error.is_none() && resp.error.is_empty(),
+                        "{resp:?}"
+                    );
+                }
+                assert_eq!(server.raw_get(get(&ctx, b"k")).await.value, b"a");
+                // A write without a session appends every time.
+                let resp = server.raw_append(append(ctx, b"b")).await;
+                assert!(resp.error.is_empty(), "{resp:?}");
+                let resp = server.raw_append(append(ctx, b"b")).await;
+                assert!(resp.error.is_empty(), "{resp:?}");
+                assert_eq!(server.raw_get(get(&ctx, b"k")).await.value, b"abb");
+                let resp = server
+                    .raw_put(RawPutRequest {
+                        context: Some(session(21, 2)),
+                        key: b"k".to_vec(),
+                        value: b"put".to_vec(),
+                        cf: String::new(),
+                    })
+                    .await;
+                assert!(
+                    resp.region_error.is_none() && resp.error.is_empty(),
+                    "{resp:?}"
+                );
+                assert_eq!(server.raw_get(get(&ctx, b"k")).await.value, b"put");
             });
         }
 
