@@ -308,6 +308,18 @@ async fn test_the_session_is_opened_once_per_region_and_after_a_split() {
         vec![(1, id, 0), (5, id, 0)],
         "opened in the new region only"
     );
+    let in_new: Vec<&str> = env.with_world(|w| {
+        w.requests
+            .iter()
+            .filter(|r| r.ctx.region_id == 5)
+            .map(|r| r.op)
+            .collect()
+    });
+    assert_eq!(
+        in_new,
+        vec!["OpenSession", "RawAppend", "RawPut"],
+        "opened before the first write there, and only then"
+    );
     assert_eq!(value(&env, b"a"), Some(b"111".to_vec()));
     assert_eq!(value(&env, b"x"), Some(b"22".to_vec()));
 }
