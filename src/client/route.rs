@@ -193,7 +193,8 @@ enum Failed {
     /// The store answered this region error (boxed: it is large, and
     /// travels in every failed attempt's result).
     Region(Box<errorpb::Error>),
-    /// Refused for good (an error string, a gRPC status) or never sent.
+    /// Refused for good: an error string, or a gRPC status other than a
+    /// transport failure. Nothing was proposed.
     Refused,
 }
 
