@@ -8,7 +8,10 @@
 //!   epoch, a peer of another store, a peer id not in the region, empty
 //!   key, unknown column family, a value over the configured limit, scan
 //!   limits of 0 and `u32::MAX`, bytes that are no protobuf, a message over
-//!   the gRPC size limit;
+//!   the gRPC size limit; each also as `RawAppend`, and the context ones as
+//!   `OpenSession`;
+//! - client sessions: a write with `client_id` but sequence 0, a sequence
+//!   without a client id, `OpenSession` without a client id;
 //! - transactional calls and the coprocessor: `UNIMPLEMENTED`;
 //! - `Raft` stream: messages for unknown regions, from unknown stores, to a
 //!   peer of another store, with no inner message, with a runaway append,
@@ -23,8 +26,8 @@ use std::time::Duration;
 
 use kvproto::eraftpb::{Entry, Message as EraftMessage, MessageType};
 use kvproto::kvrpcpb::{
-    Context, GetRequest, PrewriteRequest, RawDeleteRequest, RawGetRequest, RawPutRequest,
-    RawScanRequest,
+    Context, GetRequest, OpenSessionRequest, PrewriteRequest, RawAppendRequest, RawDeleteRequest,
+    RawGetRequest, RawPutRequest, RawScanRequest,
 };
 use kvproto::metapb::{Peer, Region, RegionEpoch};
 use kvproto::raft_serverpb::{RaftMessage, SnapshotChunk};
@@ -327,6 +330,41 @@ async fn send_bad_raw_calls(
                 .unwrap_or_else(|| panic!("RawDelete with {name} was accepted"));
             assert!(check(&r), "RawDelete with {name}: unexpected answer {r:?}");
         }
+        let resp = kv
+            .raw_append(RawAppendRequest {
+                context: *context,
+                key: key.clone(),
+                value: value.clone(),
+                cf: cf.to_string(),
+            })
+            .await
+            .expect("RawAppend answers")
+            .into_inner();
+        let r = refusal(resp.region_error, &resp.error)
+            .unwrap_or_else(|| panic!("RawAppend with {name} was accepted"));
+        assert!(check(&r), "RawAppend with {name}: unexpected answer {r:?}");
+        sent += 1;
+        if !matches!(
+            *name,
+            "value over the limit" | "empty key" | "unknown cf" | "cf with a NUL"
+        ) {
+            // The context cases, for a client opening its session.
+            let with_client = context.map(|c| Context { client_id: 77, ..c });
+            let resp = kv
+                .open_session(OpenSessionRequest {
+                    context: with_client,
+                })
+                .await
+                .expect("OpenSession answers")
+                .into_inner();
+            let r = refusal(resp.region_error, &resp.error)
+                .unwrap_or_else(|| panic!("OpenSession with {name} was accepted"));
+            assert!(
+                check(&r),
+                "OpenSession with {name}: unexpected answer {r:?}"
+            );
+            sent += 1;
+        }
         if !matches!(*name, "value over the limit" | "empty key") {
             let resp = kv
                 .raw_get(RawGetRequest {
@@ -343,7 +381,67 @@ async fn send_bad_raw_calls(
         }
         sent += 3;
     }
-    sent
+    sent + send_bad_sessions(kv, ctx).await
+}
+
+/// Session fields that name no write of a session: each a plain error,
+/// before anything is proposed. Returns the number sent.
+async fn send_bad_sessions(kv: &mut TinyKvClient<Channel>, ctx: Context) -> usize {
+    let cases = [
+        ("client id with sequence 0", 42, 0, "sequence 0"),
+        ("sequence without a client id", 0, 5, "without a client id"),
+    ];
+    let mut sent = 0;
+    for (name, client_id, sequence, want) in cases {
+        let context = Some(Context {
+            client_id,
+            sequence,
+            ..ctx
+        });
+        let resp = put(kv, context, b"k", b"v", "").await;
+        assert!(
+            resp.region_error.is_none() && resp.error.contains(want),
+            "RawPut with {name}: {resp:?}"
+        );
+        let resp = kv
+            .raw_append(RawAppendRequest {
+                context,
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                cf: String::new(),
+            })
+            .await
+            .expect("RawAppend answers")
+            .into_inner();
+        assert!(
+            resp.region_error.is_none() && resp.error.contains(want),
+            "RawAppend with {name}: {resp:?}"
+        );
+        let resp = kv
+            .raw_delete(RawDeleteRequest {
+                context,
+                key: b"k".to_vec(),
+                cf: String::new(),
+            })
+            .await
+            .expect("RawDelete answers")
+            .into_inner();
+        assert!(
+            resp.region_error.is_none() && resp.error.contains(want),
+            "RawDelete with {name}: {resp:?}"
+        );
+        sent += 3;
+    }
+    let resp = kv
+        .open_session(OpenSessionRequest { context: Some(ctx) })
+        .await
+        .expect("OpenSession answers")
+        .into_inner();
+    assert!(
+        resp.region_error.is_none() && resp.error.contains("names no client"),
+        "OpenSession without a client id: {resp:?}"
+    );
+    sent + 1
 }
 
 /// A scan's limit is capped, its answer bounded in bytes; a limit of 0

@@ -1,7 +1,7 @@
 //! The `tinykv-ctl` binary as a process against a scheduler and a store
-//! node served in the test process: put, get, delete, scan, stores,
-//! regions and region, in table and JSON form; its `--help`; errors on
-//! stderr with a non-zero exit.
+//! node served in the test process: put, get, delete, append, scan,
+//! stores, regions and region, in table and JSON form; its `--help`;
+//! errors on stderr with a non-zero exit.
 
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -107,6 +107,7 @@ fn test_help_explains_every_command() {
         "put",
         "get",
         "delete",
+        "append",
         "scan",
         "stores",
         "regions",
@@ -128,6 +129,23 @@ fn test_help_explains_every_command() {
         .expect("run tinykv-ctl get --help");
     let help = String::from_utf8(output.stdout).expect("utf-8 help");
     assert!(help.contains("(not found)"), "{help}");
+    let output = Command::new(BIN)
+        .args(["append", "--help"])
+        .output()
+        .expect("run tinykv-ctl append --help");
+    let help = String::from_utf8(output.stdout).expect("utf-8 help");
+    for words in [
+        "exactly once",
+        "client session",
+        "outcome is unknown",
+        "KEY",
+        "VALUE",
+    ] {
+        assert!(
+            help.contains(words),
+            "append --help lacks {words:?}:\n{help}"
+        );
+    }
 }
 
 #[test]
@@ -138,6 +156,14 @@ fn test_bad_usage_exits_2() {
         .expect("run tinykv-ctl");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--format"));
+    // Sessions cover the default column family only.
+    let output = Command::new(BIN)
+        .args(["--cf", "lock", "append", "k", "v"])
+        .output()
+        .expect("run tinykv-ctl");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("default only"), "{stderr}");
 }
 
 #[test]
@@ -251,5 +277,26 @@ async fn test_commands_against_a_cluster_in_table_and_json() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nope"), "{stderr}");
 
+    cluster.node.stop().await;
+}
+
+/// `append` through a Clerk: each run a new client session, applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_append_against_a_cluster() {
+    let cluster = start_cluster().await;
+    let sched = cluster.scheduler;
+    assert_eq!(must_ctl(sched, &["append", "log", "a"]).await, "OK\n");
+    assert_eq!(must_ctl(sched, &["append", "log", "b"]).await, "OK\n");
+    let first = must_ctl_json(sched, &["append", "log", "c"]).await;
+    assert_eq!(first["ok"], true);
+    let second = must_ctl_json(sched, &["append", "log", "d"]).await;
+    assert_ne!(
+        first["client_id"], second["client_id"],
+        "each run is its own session"
+    );
+    assert_eq!(must_ctl(sched, &["get", "log"]).await, "abcd\n");
+    must_ctl(sched, &["put", "log", "x"]).await;
+    must_ctl(sched, &["append", "log", "y"]).await;
+    assert_eq!(must_ctl(sched, &["get", "log"]).await, "xy\n");
     cluster.node.stop().await;
 }

@@ -1,7 +1,14 @@
 //! `tinykv-ctl`: the command line of the client library — Raw API reads
-//! and writes, and the scheduler's view of stores and regions.
+//! and writes, exactly-once appends through a Clerk, and the scheduler's
+//! view of stores and regions.
 //!
-//! Output: an aligned table (or a single line for `get`, `put`, `delete`)
+//! `append` runs through a [`Clerk`]: a client session (a client id from
+//! the scheduler, one sequence number), so an attempt retried after a lost
+//! answer is not applied twice. Sessions live in the raft store's column
+//! family `default`; `append` refuses another `--cf` as bad usage.
+//!
+//! Output: an aligned table (or a single line for `get`, `put`, `delete`,
+//! `append`)
 //! by default, one JSON document with `--format json`. Keys and values are
 //! taken as UTF-8 and printed as such when they are valid, printable
 //! UTF-8; anything else is printed escaped (`\n`, `\xff`, ...). In tables
@@ -16,10 +23,10 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use kvproto::metapb::{Peer, Store, StoreState};
 use serde_json::{Value, json};
-use tinykv::client::{Client, ClientOptions, KvPair, RegionInfo};
+use tinykv::client::{Clerk, Client, ClientOptions, KvPair, RegionInfo};
 
 /// Reads and writes keys of a tinykv-rs (or TinyKV) cluster through its
 /// Raw API, and shows the scheduler's view of its stores and regions.
@@ -48,7 +55,8 @@ struct Cli {
     /// Give up on an operation (retries included) after this many seconds.
     #[arg(long, global = true, default_value = "20", value_name = "SECS", value_parser = parse_timeout)]
     timeout: Duration,
-    /// The column family of get, put, delete and scan: default, lock or write.
+    /// The column family of get, put, delete and scan: default, lock or
+    /// write (append: default only).
     #[arg(long, global = true, default_value = "default", value_name = "NAME")]
     cf: String,
     #[command(subcommand)]
@@ -81,6 +89,22 @@ enum Command {
     Delete {
         /// The key (UTF-8).
         key: String,
+    },
+    /// Append VALUE to KEY's value (a missing key counts as empty), exactly
+    /// once.
+    ///
+    /// The append goes through a client session: the scheduler allocates a
+    /// client id, the write carries it with sequence 1, and the stores
+    /// apply it once however often it is resent (a lost answer, a leader
+    /// change). If it fails — a timeout, or the session expiring after an
+    /// attempt that may have applied — its outcome is unknown: it applied
+    /// once or not at all; running the command again is a new append.
+    /// Column family default only.
+    Append {
+        /// The key (UTF-8).
+        key: String,
+        /// The value to append (UTF-8).
+        value: String,
     },
     /// Print the pairs with keys in [START, END) in key order, across regions.
     Scan {
@@ -127,6 +151,18 @@ fn parse_timeout(secs: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Append { .. }) && !matches!(cli.cf.as_str(), "" | "default") {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "append works on column family default only (client sessions cover it), \
+                     not --cf {:?}",
+                    cli.cf
+                ),
+            )
+            .exit();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,6 +227,19 @@ async fn run(cli: &Cli) -> tinykv::client::Result<String> {
             client.raw_delete(cf, key.as_bytes()).await?;
             if json {
                 document(json!({ "ok": true, "key": text(key.as_bytes()) }))
+            } else {
+                "OK\n".to_owned()
+            }
+        }
+        Command::Append { key, value } => {
+            let mut clerk = Clerk::new(client).await?;
+            clerk.append(key.as_bytes(), value.as_bytes()).await?;
+            if json {
+                document(json!({
+                    "ok": true,
+                    "key": text(key.as_bytes()),
+                    "client_id": clerk.client_id(),
+                }))
             } else {
                 "OK\n".to_owned()
             }

@@ -3,7 +3,9 @@
 //! Region errors, unreachable stores and a busy scheduler are retried inside
 //! the operation and never reach the caller as such; when the deadline
 //! passes, the caller gets [`Error::Timeout`] naming the last of them.
-//! Everything a retry cannot fix is returned at once.
+//! Everything a retry cannot fix is returned at once, `SessionExpired`
+//! included ([`Error::SessionExpired`]: only the session's owner, the
+//! Clerk, knows whether re-opening the session is safe).
 
 use std::time::Duration;
 
@@ -72,6 +74,21 @@ pub enum Error {
         code: tonic::Code,
         /// The status message.
         message: String,
+    },
+    /// A write of a client session got `SessionExpired` after an earlier
+    /// attempt of it may have applied (`docs/PROTOCOL_EXTENSIONS.md`,
+    /// "Client sessions", step 4), or a request without a session got it
+    /// (a store's refusal no retry fixes). The write's outcome is unknown:
+    /// it applied once or not at all.
+    #[error(
+        "the session of client {client_id} expired in the region during write {sequence}; \
+         the write may or may not have been applied"
+    )]
+    SessionExpired {
+        /// The client (session) id.
+        client_id: u64,
+        /// The sequence number of the write.
+        sequence: u64,
     },
     /// A response broke the protocol (e.g. a region without an id).
     #[error("{call}: invalid response: {reason}")]

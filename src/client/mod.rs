@@ -12,8 +12,10 @@
 //! - `route`: one request, retried by the region error it gets until it
 //!   succeeds or the operation's deadline passes (the table of what each
 //!   error does is there);
-//! - `raw`: `raw_get`, `raw_put`, `raw_delete`, and `raw_scan` across
-//!   regions;
+//! - `raw`: `raw_get`, `raw_put`, `raw_delete`, `raw_append`, and
+//!   `raw_scan` across regions;
+//! - [`clerk`]: [`Clerk`], exactly-once writes through a client session
+//!   ([`session`]: the session's sequence numbers and open regions);
 //! - `retry`: the backoff and the failures worth a retry;
 //! - `scheduler`: the scheduler calls, one attempt each;
 //! - `errors`: [`Error`].
@@ -24,6 +26,7 @@
 //! operations may run concurrently.
 
 pub mod cache;
+pub mod clerk;
 mod errors;
 mod raw;
 mod retry;
@@ -47,6 +50,7 @@ use self::retry::{Backoff, Failure, Failures, attempt_timeout};
 use self::scheduler::{SchedulerConn, endpoint};
 use self::stores::StorePool;
 
+pub use self::clerk::Clerk;
 pub use self::errors::{Error, Result};
 pub use self::raw::KvPair;
 
@@ -206,6 +210,14 @@ impl Client {
             .with_scheduler("GetRegion", |timeout| scheduler.get_region(key, timeout))
             .await?;
         Ok(found.map(|(region, leader)| RegionInfo { region, leader }))
+    }
+
+    /// A new id from the scheduler (`AllocID`), unique in the cluster and
+    /// never handed out again: a Clerk's client id.
+    pub(crate) async fn alloc_id(&self) -> Result<u64> {
+        let scheduler = &self.inner.scheduler;
+        self.with_scheduler("AllocID", |timeout| scheduler.alloc_id(timeout))
+            .await
     }
 
     /// Runs one scheduler call per attempt until it succeeds, fails for

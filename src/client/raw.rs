@@ -1,5 +1,5 @@
-//! The Raw API of [`Client`]: get, put, delete of one key, and a scan that
-//! crosses regions.
+//! The Raw API of [`Client`]: get, put, delete and append of one key, and
+//! a scan that crosses regions.
 //!
 //! A scan walks the key space region by region from `start`, up to `end`
 //! (exclusive; empty: unbounded) and `limit` pairs. Each request asks the
@@ -16,7 +16,9 @@
 //! after the last one returned, never the region's start — by the retry of
 //! that one request ([`super::route`]). The whole scan shares one deadline.
 
-use kvproto::kvrpcpb::{RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest};
+use kvproto::kvrpcpb::{
+    RawAppendRequest, RawDeleteRequest, RawGetRequest, RawPutRequest, RawScanRequest,
+};
 
 use super::Client;
 use super::cache::key_in_range;
@@ -66,6 +68,23 @@ impl Client {
         let request = RawDeleteRequest {
             context: None,
             key: key.to_vec(),
+            cf: cf.to_owned(),
+        };
+        self.call_region(key, &request, self.deadline()).await?;
+        Ok(())
+    }
+
+    /// Appends `value` to `key`'s value in column family `cf` (empty:
+    /// `default`); a missing key counts as empty.
+    ///
+    /// Not exactly once: an attempt whose answer is lost (a broken
+    /// connection, no answer in time) is sent again, and may then apply
+    /// twice. A [`super::Clerk`] appends exactly once.
+    pub async fn raw_append(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let request = RawAppendRequest {
+            context: None,
+            key: key.to_vec(),
+            value: value.to_vec(),
             cf: cf.to_owned(),
         };
         self.call_region(key, &request, self.deadline()).await?;

@@ -20,10 +20,31 @@
 //! | `StoreNotMatch` | the store's address is dropped | after a backoff |
 //! | transport failure, no answer in time | the next peer; on a transport failure the store's address is dropped too | at once |
 //! | the store's "peer not match" (the cached peer ids are stale; errorpb has no field for it) | the region is dropped | after a backoff (re-located) |
+//! | `SessionExpired` | — | none: [`Error::SessionExpired`] (a session write decides for itself, below) |
 //! | another region error | — | none: returned |
 //!
 //! Resending a request whose answer was lost (a broken connection, no
-//! answer in time) is safe: Raw writes are idempotent.
+//! answer in time) is safe for `RawGet`, `RawPut`, `RawDelete`, `RawScan`
+//! and `OpenSession`: they are idempotent. A `RawAppend` without a session
+//! is not: a resent append whose first answer was lost may apply twice.
+//! Exactly once takes a session (the Clerk, `super::clerk`).
+//!
+//! A write of a client session (`call_region_in_session`,
+//! `docs/PROTOCOL_EXTENSIONS.md` "Client sessions" steps 2–4) goes through
+//! the same loop, with its sequence fixed for every attempt:
+//! - an attempt first sends `OpenSession` to the same peer unless the
+//!   session is open in the located region (a new region id, after a split
+//!   too, is opened first); that request is routed like any other, and
+//!   the write goes only once it succeeded;
+//! - the write carries `client_id` and its sequence in its context; an
+//!   attempt with no answer, or answered with a region error that does not
+//!   say it was refused before proposal
+//!   ([`super::session::refused_before_proposal`]), marks the write as
+//!   possibly applied;
+//! - `SessionExpired`: while no attempt can have applied, the session is
+//!   forgotten in the region and the next attempt (at once) opens it again
+//!   and resends the same sequence; otherwise the write ends with
+//!   [`Error::SessionExpired`], its outcome unknown.
 //!
 //! "At once" is at most one attempt in a row: an attempt that would go at
 //! once right after one that did waits a backoff instead, so two stores
@@ -39,7 +60,8 @@ use std::time::Duration;
 
 use kvproto::errorpb;
 use kvproto::kvrpcpb::{
-    Context, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
+    Context, OpenSessionRequest, OpenSessionResponse, RawAppendRequest, RawAppendResponse,
+    RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
     RawPutResponse, RawScanRequest, RawScanResponse,
 };
 use kvproto::metapb::{Peer, Region, StoreState};
@@ -49,6 +71,7 @@ use tokio::time::Instant;
 use super::Client;
 use super::errors::{Error, Result};
 use super::retry::{Backoff, Failure, Failures, attempt_timeout, is_transport_error};
+use super::session::{ClientSession, OnSessionExpired, SessionWrite};
 use super::stores::KvClient;
 
 /// A boxed response future: the requests' `send`s differ only in the
@@ -107,6 +130,73 @@ raw_request!(RawGetRequest, RawGetResponse, "RawGet", raw_get);
 raw_request!(RawPutRequest, RawPutResponse, "RawPut", raw_put);
 raw_request!(RawDeleteRequest, RawDeleteResponse, "RawDelete", raw_delete);
 raw_request!(RawScanRequest, RawScanResponse, "RawScan", raw_scan);
+raw_request!(RawAppendRequest, RawAppendResponse, "RawAppend", raw_append);
+raw_request!(
+    OpenSessionRequest,
+    OpenSessionResponse,
+    "OpenSession",
+    open_session
+);
+
+/// A write of a client session through the attempts of one call: the
+/// session (the regions it is open in) and the write (its sequence, and
+/// whether an attempt of it may have applied).
+pub(crate) struct InSession<'a> {
+    /// The client's session.
+    pub(crate) session: &'a mut ClientSession,
+    /// The write being sent.
+    pub(crate) write: &'a mut SessionWrite,
+}
+
+impl InSession<'_> {
+    /// Records a failed attempt of the write to `region_id` and decides
+    /// the next step: `SessionExpired` re-opens the session only while no
+    /// attempt can have applied (`ClientSession` docs); otherwise `step`,
+    /// as for any request.
+    fn after_failure(&mut self, region_id: u64, failed: Failed, step: Step) -> Step {
+        match failed {
+            Failed::Unanswered => {
+                self.write.attempt_unanswered();
+                step
+            }
+            Failed::Region(error) => {
+                self.write.attempt_failed(&error);
+                if error.session_expired.is_none() {
+                    return step;
+                }
+                let (client_id, sequence) = (self.session.client_id(), self.write.sequence());
+                match self.write.on_session_expired() {
+                    OnSessionExpired::Reopen => {
+                        self.session.forget(region_id);
+                        Step::now(format!(
+                            "region {region_id}: the session of client {client_id} expired \
+                             before write {sequence} was proposed; opening it again"
+                        ))
+                    }
+                    OnSessionExpired::GiveUp => Step::Fatal(Error::SessionExpired {
+                        client_id,
+                        sequence,
+                    }),
+                }
+            }
+            Failed::Refused => step,
+        }
+    }
+}
+
+/// What became of an attempt that failed, for a session's accounting.
+#[derive(Debug)]
+enum Failed {
+    /// No answer: a broken connection or none in time. The request may
+    /// have been proposed.
+    Unanswered,
+    /// The store answered this region error (boxed: it is large, and
+    /// travels in every failed attempt's result).
+    Region(Box<errorpb::Error>),
+    /// Refused for good: an error string, or a gRPC status other than a
+    /// transport failure. Nothing was proposed.
+    Refused,
+}
 
 /// When the next attempt goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,12 +263,36 @@ impl Client {
         request: &Q,
         deadline: Instant,
     ) -> Result<Answered<Q::Response>> {
+        self.call(key, request, deadline, None).await
+    }
+
+    /// [`Self::call_region`] for a write of `session`: each attempt opens
+    /// the session in the key's region first unless it is open there, and
+    /// carries the write's sequence; see the module docs.
+    pub(crate) async fn call_region_in_session<Q: RawRequest>(
+        &self,
+        key: &[u8],
+        request: &Q,
+        deadline: Instant,
+        session: InSession<'_>,
+    ) -> Result<Answered<Q::Response>> {
+        self.call(key, request, deadline, Some(session)).await
+    }
+
+    async fn call<Q: RawRequest>(
+        &self,
+        key: &[u8],
+        request: &Q,
+        deadline: Instant,
+        mut session: Option<InSession<'_>>,
+    ) -> Result<Answered<Q::Response>> {
         let opts = &self.inner.opts;
         let mut backoff = Backoff::new(opts.backoff_min, opts.backoff_max);
         let mut went_at_once = false;
         let mut failures = Failures::default();
         loop {
-            let (reason, wait) = match self.attempt(key, request, deadline).await {
+            let attempt = self.attempt(key, request, deadline, session.as_mut()).await;
+            let (reason, wait) = match attempt {
                 Ok(answered) => return Ok(answered),
                 Err(Step::Fatal(e)) => return Err(e),
                 Err(Step::Retry { reason, wait }) => (reason, wait),
@@ -211,66 +325,123 @@ impl Client {
         key: &[u8],
         request: &Q,
         deadline: Instant,
+        session: Option<&mut InSession<'_>>,
     ) -> std::result::Result<Answered<Q::Response>, Step> {
         let (region, peer) = self.locate(key, deadline).await?;
         let addr = self.store_address(&region, peer, deadline).await?;
         let client = self.inner.stores.client(&addr).map_err(Step::Fatal)?;
-        let mut request = request.clone();
-        request.set_context(Context {
+        let mut ctx = Context {
             region_id: region.id,
             region_epoch: region.region_epoch,
             peer: Some(peer),
             term: 0,
             client_id: 0,
             sequence: 0,
-        });
+        };
+        let Some(session) = session else {
+            let response = self
+                .send_once(&region, peer, &addr, client, request.clone(), ctx, deadline)
+                .await
+                .map_err(|(step, _)| step)?;
+            return Ok(Answered {
+                region,
+                peer,
+                response,
+            });
+        };
+        ctx.client_id = session.session.client_id();
+        if !session.session.is_open(region.id) {
+            // Step 2 of a session write: open it in the region first (an
+            // idempotent command). Its failures are routed as any
+            // request's; the write itself has not been sent.
+            let open = OpenSessionRequest { context: None };
+            self.send_once(&region, peer, &addr, client.clone(), open, ctx, deadline)
+                .await
+                .map_err(|(step, _)| step)?;
+            session.session.opened(region.id);
+            debug!(self.inner.logger, "session opened"; "region_id" => region.id,
+                "client_id" => ctx.client_id);
+        }
+        ctx.sequence = session.write.sequence();
+        match self
+            .send_once(&region, peer, &addr, client, request.clone(), ctx, deadline)
+            .await
+        {
+            Ok(response) => Ok(Answered {
+                region,
+                peer,
+                response,
+            }),
+            Err((step, failed)) => Err(session.after_failure(region.id, failed, step)),
+        }
+    }
+
+    /// Sends `request` with `ctx` to `peer` of `region` at `addr`, once,
+    /// and sorts the answer (module docs); a failure comes with what became
+    /// of the attempt.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one attempt's facts, each from a different step of it"
+    )]
+    async fn send_once<Q: RawRequest>(
+        &self,
+        region: &Region,
+        peer: Peer,
+        addr: &str,
+        client: KvClient,
+        mut request: Q,
+        ctx: Context,
+        deadline: Instant,
+    ) -> std::result::Result<Q::Response, (Step, Failed)> {
+        request.set_context(ctx);
         let timeout = attempt_timeout(deadline, self.inner.opts.attempt_timeout);
         let mut response = match tokio::time::timeout(timeout, Q::send(client, request)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) if is_transport_error(&status) => {
                 self.inner.stores.forget(peer.store_id);
                 let next = self.lock_cache().switch_peer(region.id, peer);
-                return Err(Step::now(format!(
+                let step = Step::now(format!(
                     "store {} at {addr} unreachable ({:?}: {}); {}",
                     peer.store_id,
                     status.code(),
                     status.message(),
                     show_next(next)
-                )));
+                ));
+                return Err((step, Failed::Unanswered));
             }
             Ok(Err(status)) => {
-                return Err(Step::Fatal(Error::Grpc {
+                let step = Step::Fatal(Error::Grpc {
                     call: Q::OP,
                     code: status.code(),
                     message: status.message().to_owned(),
-                }));
+                });
+                return Err((step, Failed::Refused));
             }
             Err(_) => {
                 let next = self.lock_cache().switch_peer(region.id, peer);
-                return Err(Step::now(format!(
+                let step = Step::now(format!(
                     "no answer from store {} at {addr} within {timeout:?}; {}",
                     peer.store_id,
                     show_next(next)
-                )));
+                ));
+                return Err((step, Failed::Unanswered));
             }
         };
         if let Some(error) = response.take_region_error() {
-            return Err(self.on_region_error(Q::OP, &region, peer, error));
+            let step = self.on_region_error(Q::OP, region, peer, error.clone());
+            return Err((step, Failed::Region(Box::new(error))));
         }
         if !response.error().is_empty() {
-            return Err(Step::Fatal(Error::Store {
+            let step = Step::Fatal(Error::Store {
                 op: Q::OP,
                 store_id: peer.store_id,
                 message: response.error().to_owned(),
-            }));
+            });
+            return Err((step, Failed::Refused));
         }
         // It answered, so it leads (Raw requests are served by the leader).
         self.lock_cache().update_leader(region.id, peer);
-        Ok(Answered {
-            region,
-            peer,
-            response,
-        })
+        Ok(response)
     }
 
     /// The region holding `key` and the peer to try: from the cache, or
@@ -423,6 +594,15 @@ impl Client {
             ));
         }
         drop(cache);
+        if let Some(expired) = error.session_expired {
+            // Only the session's owner knows whether opening the session
+            // again is safe (`InSession::after_failure`); a retry here
+            // would get the same answer.
+            return Step::Fatal(Error::SessionExpired {
+                client_id: expired.client_id,
+                sequence: expired.sequence,
+            });
+        }
         if let Some(busy) = error.server_is_busy {
             return Step::Retry {
                 reason: format!(

@@ -1,6 +1,6 @@
 //! `SchedulerConn`: the scheduler calls a client makes (`GetMembers` for
 //! the cluster id, `GetRegion`, `GetStore`, `GetAllStores`,
-//! `ScanRegions`), one attempt each.
+//! `ScanRegions`, and `AllocID` for a Clerk's client id), one attempt each.
 //!
 //! Each call is bounded by the timeout it is given and sorts its failure
 //! ([`Failure`]): an unreachable scheduler and a cluster not bootstrapped
@@ -12,8 +12,8 @@ use std::time::Duration;
 use kvproto::metapb::{Peer, Region, Store};
 use kvproto::schedulerpb::scheduler_client::SchedulerClient;
 use kvproto::schedulerpb::{
-    ErrorType, GetAllStoresRequest, GetMembersRequest, GetRegionRequest, GetStoreRequest,
-    RequestHeader, ResponseHeader, ScanRegionsRequest,
+    AllocIdRequest, ErrorType, GetAllStoresRequest, GetMembersRequest, GetRegionRequest,
+    GetStoreRequest, RequestHeader, ResponseHeader, ScanRegionsRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -201,6 +201,23 @@ impl SchedulerConn {
         resp.store
             .filter(|s| s.id == store_id)
             .ok_or_else(|| Failure::Retry(format!("the scheduler does not know store {store_id}")))
+    }
+
+    /// A new id, unique in the cluster and never handed out again, also
+    /// across scheduler restarts (`AllocID`).
+    pub(crate) async fn alloc_id(&self, timeout: Duration) -> Result<u64, Failure> {
+        let request = AllocIdRequest {
+            header: self.header(),
+        };
+        let resp = timed("AllocID", timeout, self.client.clone().alloc_id(request)).await?;
+        check_header("AllocID", resp.header.as_ref())?;
+        if resp.id == 0 {
+            return Err(Failure::Fatal(Error::InvalidResponse {
+                call: "AllocID",
+                reason: "the answer is id 0, which names nothing".to_owned(),
+            }));
+        }
+        Ok(resp.id)
     }
 
     /// Every store the scheduler knows, tombstones included.

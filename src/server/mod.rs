@@ -3,7 +3,11 @@
 //! [`Server`] holds the handlers of the `TinyKv` service, written as plain
 //! async methods from request to response so they can be tested without gRPC;
 //! the tonic service wraps them. Handler families live in their own files:
-//! - [`raw_api`]: `RawGet`, `RawPut`, `RawDelete`, `RawScan`.
+//! - [`raw_api`]: `RawGet`, `RawPut`, `RawDelete`, `RawScan`, and the
+//!   extensions `RawAppend` and `OpenSession` (client sessions).
+//! - [`session`]: [`session::SessionStorage`], what those writes need from
+//!   a storage beyond [`Storage`]: one command per write with the client's
+//!   session, `Append`, `OpenSession`.
 //! - [`raft_storage`]: [`raft_storage::RaftStorage`], the `Storage` over a
 //!   store's Raft-replicated regions (commands through its router).
 //! - [`service`]: [`service::TinyKvService`], the `TinyKv` gRPC service over
@@ -17,6 +21,7 @@
 pub mod raft_storage;
 pub mod raw_api;
 pub mod service;
+pub mod session;
 
 #[cfg(test)]
 mod server_test;
@@ -31,6 +36,12 @@ pub use self::raw_api::ScanLimits;
 pub struct Server<S: Storage> {
     storage: S,
     scan_limits: ScanLimits,
+    /// Makes `RawAppend` atomic over a storage that does not apply it
+    /// itself (see [`raw_api`]): an append holds it exclusively from its
+    /// read to its write, every other write holds it shared. Unused over a
+    /// storage that keeps sessions, whose state machine orders writes. A
+    /// tokio lock: it is held across the storage's awaits.
+    local_writes: tokio::sync::RwLock<()>,
 }
 
 impl<S: Storage> Server<S> {
@@ -39,6 +50,7 @@ impl<S: Storage> Server<S> {
         Server {
             storage,
             scan_limits: ScanLimits::default(),
+            local_writes: tokio::sync::RwLock::new(()),
         }
     }
 

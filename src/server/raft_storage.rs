@@ -9,6 +9,13 @@
 //! - `reader`: a `Snap` command; its answer carries a [`RegionSnapshot`] taken
 //!   at the command's position in the log, which sees every write that
 //!   resolved before.
+//! - `write_command` ([`SessionStorage`]): one `Put`, `Delete` or `Append`
+//!   request as a command of its own, with the client's session in the
+//!   header's `session` when the request carries one (a command with a
+//!   session holds exactly one request); `open_session`: one `OpenSession`
+//!   request with the session `(client_id, 0)`. The state machine keeps
+//!   the session table and decides what applies; its `SessionExpired`
+//!   comes back as a region error like any other.
 //!
 //! The command's header is built from the context unchanged: region id,
 //! region epoch and peer. The raftstore's pre-propose check, not this file,
@@ -30,12 +37,14 @@ use std::time::Duration;
 
 use kvproto::kvrpcpb::Context;
 use kvproto::raft_cmdpb::{
-    CmdType, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+    AppendRequest, ClientSession, CmdType, DeleteRequest, OpenSessionRequest, PutRequest,
+    RaftCmdRequest, RaftRequestHeader, Request,
 };
 use raftstore::RegionSnapshot;
 use router::{CmdResponse, Router};
 use storage::{Error, Modify, Result, Storage};
 
+use super::session::{RawWrite, SessionStorage};
 use crate::command;
 
 /// How a [`RaftStorage`] waits.
@@ -82,6 +91,15 @@ impl RaftStorage {
     /// The command for `ctx`'s region holding `requests`, or why the context
     /// cannot address a region.
     fn command(ctx: &Context, requests: Vec<Request>) -> Result<RaftCmdRequest> {
+        Self::command_in_session(ctx, requests, None)
+    }
+
+    /// [`Self::command`] with `session` in its header.
+    fn command_in_session(
+        ctx: &Context,
+        requests: Vec<Request>,
+        session: Option<ClientSession>,
+    ) -> Result<RaftCmdRequest> {
         if ctx.region_id == 0 {
             return Err(Error::InvalidArgument(
                 "the request's context names no region (region id 0 or no context)".into(),
@@ -101,7 +119,8 @@ impl RaftStorage {
                 peer: ctx.peer,
                 region_epoch: Some(region_epoch),
                 term: 0,
-                session: None,
+                session,
+                // The leader stamps it when it proposes.
                 session_clock: None,
             }),
             requests,
@@ -158,6 +177,18 @@ fn request_of(modify: Modify) -> Request {
     }
 }
 
+fn request_of_write(write: RawWrite) -> Request {
+    match write {
+        RawWrite::Put { cf, key, value } => request_of(Modify::Put { cf, key, value }),
+        RawWrite::Delete { cf, key } => request_of(Modify::Delete { cf, key }),
+        RawWrite::Append { cf, key, value } => Request {
+            cmd_type: CmdType::Append as i32,
+            append: Some(AppendRequest { cf, key, value }),
+            ..Default::default()
+        },
+    }
+}
+
 impl Storage for RaftStorage {
     type Reader = RegionSnapshot;
 
@@ -189,6 +220,34 @@ impl Storage for RaftStorage {
             .ok_or_else(missing)?
             .downcast::<RegionSnapshot>()
             .map_err(|_| missing())
+    }
+}
+
+impl SessionStorage for RaftStorage {
+    const KEEPS_SESSIONS: bool = true;
+
+    async fn write_command(
+        &self,
+        ctx: &Context,
+        write: RawWrite,
+        session: Option<ClientSession>,
+    ) -> Result<()> {
+        let request = Self::command_in_session(ctx, vec![request_of_write(write)], session)?;
+        self.run(ctx.region_id, request).await.map(|_| ())
+    }
+
+    async fn open_session(&self, ctx: &Context, client_id: u64) -> Result<()> {
+        let open = Request {
+            cmd_type: CmdType::OpenSession as i32,
+            open_session: Some(OpenSessionRequest {}),
+            ..Default::default()
+        };
+        let session = ClientSession {
+            client_id,
+            sequence: 0,
+        };
+        let request = Self::command_in_session(ctx, vec![open], Some(session))?;
+        self.run(ctx.region_id, request).await.map(|_| ())
     }
 }
 
@@ -279,13 +338,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_session_write_is_one_request_with_the_session_in_the_header() {
+        let session = ClientSession {
+            client_id: 9,
+            sequence: 4,
+        };
+        let append = RawWrite::Append {
+            cf: "default".into(),
+            key: b"k".to_vec(),
+            value: b"x".to_vec(),
+        };
+        let cmd =
+            RaftStorage::command_in_session(&ctx(), vec![request_of_write(append)], Some(session))
+                .expect("ok");
+        let header = cmd.header.expect("header");
+        assert_eq!(header.session, Some(session));
+        assert_eq!(header.session_clock, None, "the leader stamps it");
+        assert_eq!(cmd.requests.len(), 1);
+        assert_eq!(cmd.requests[0].cmd_type(), CmdType::Append);
+        let body = cmd.requests[0].append.as_ref().expect("an append body");
+        assert_eq!(
+            (body.key.as_slice(), body.value.as_slice()),
+            (&b"k"[..], &b"x"[..])
+        );
+
+        let plain = RaftStorage::command(&ctx(), vec![]).expect("ok");
+        assert_eq!(plain.header.expect("header").session, None);
+    }
+
     /// The Raw API handlers over `RaftStorage`, against the stores of an
     /// in-process cluster.
     mod over_cluster {
         use std::time::{Duration, Instant};
 
         use kvproto::kvrpcpb::{
-            RawDeleteRequest, RawGetRequest, RawGetResponse, RawPutRequest, RawScanRequest,
+            OpenSessionRequest, RawAppendRequest, RawDeleteRequest, RawGetRequest, RawGetResponse,
+            RawPutRequest, RawScanRequest,
         };
         use raftstore::Config;
 
@@ -387,6 +476,74 @@ mod tests {
                     .await;
                 let keys: Vec<_> = resp.kvs.iter().map(|kv| kv.key.as_slice()).collect();
                 assert_eq!(keys, vec![&b"k1"[..], b"k3"], "{resp:?}");
+            });
+        }
+
+        /// Session writes through the handlers on the leader: `OpenSession`,
+        /// a `RawAppend` sent twice with one sequence applied once, a put
+        /// of the session, and `SessionExpired` for a client that opened
+        /// nothing, passed back in `region_error`.
+        #[test]
+        fn session_writes_apply_once_on_the_leader() {
+            let (cluster, leader, rt) = new_test_cluster();
+            let server = server_on(&cluster, leader);
+            let ctx = ctx_on(&cluster, leader);
+            let session = |client_id, sequence| Context {
+                client_id,
+                sequence,
+                ..ctx
+            };
+            let append = |ctx: Context, value: &[u8]| RawAppendRequest {
+                context: Some(ctx),
+                key: b"k".to_vec(),
+                value: value.to_vec(),
+                cf: String::new(),
+            };
+            rt.block_on(async {
+                let resp = server.raw_append(append(session(21, 1), b"a")).await;
+                assert!(
+                    resp.region_error
+                        .as_ref()
+                        .and_then(|e| e.session_expired.as_ref())
+                        .is_some_and(|e| (e.client_id, e.sequence) == (21, 1)),
+                    "a session never opened: {resp:?}"
+                );
+                let resp = server
+                    .open_session(OpenSessionRequest {
+                        context: Some(session(21, 0)),
+                    })
+                    .await;
+                assert!(
+                    resp.region_error.is_none() && resp.error.is_empty(),
+                    "{resp:?}"
+                );
+                for _ in 0..2 {
+                    let resp = server.raw_append(append(session(21, 1), b"a")).await;
+                    assert!(
+                        resp.region_error.is_none() && resp.error.is_empty(),
+                        "{resp:?}"
+                    );
+                }
+                assert_eq!(server.raw_get(get(&ctx, b"k")).await.value, b"a");
+                // A write without a session appends every time.
+                let resp = server.raw_append(append(ctx, b"b")).await;
+                assert!(resp.error.is_empty(), "{resp:?}");
+                let resp = server.raw_append(append(ctx, b"b")).await;
+                assert!(resp.error.is_empty(), "{resp:?}");
+                assert_eq!(server.raw_get(get(&ctx, b"k")).await.value, b"abb");
+                let resp = server
+                    .raw_put(RawPutRequest {
+                        context: Some(session(21, 2)),
+                        key: b"k".to_vec(),
+                        value: b"put".to_vec(),
+                        cf: String::new(),
+                    })
+                    .await;
+                assert!(
+                    resp.region_error.is_none() && resp.error.is_empty(),
+                    "{resp:?}"
+                );
+                assert_eq!(server.raw_get(get(&ctx, b"k")).await.value, b"put");
             });
         }
 

@@ -12,6 +12,7 @@ use storage::{CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, Modify, StandaloneStorage,
 use tempfile::TempDir;
 
 use super::Server;
+use super::session::SessionStorage;
 
 /// A server over a standalone storage in a fresh temp dir. The dir is
 /// returned so that it outlives the storage (fields drop in order).
@@ -379,13 +380,15 @@ async fn test_raw_put_overwrites() {
 }
 
 /// tonic runs handlers on a multi-threaded runtime, so their futures must be
-/// `Send`. Checked generically: this holds for every `Storage`.
-fn assert_handlers_send<S: Storage>(server: &Server<S>) {
+/// `Send`. Checked generically: this holds for every `SessionStorage`.
+fn assert_handlers_send<S: SessionStorage>(server: &Server<S>) {
     fn is_send<T: Send>(_: &T) {}
     is_send(&server.raw_get(RawGetRequest::default()));
     is_send(&server.raw_put(RawPutRequest::default()));
     is_send(&server.raw_delete(RawDeleteRequest::default()));
     is_send(&server.raw_scan(RawScanRequest::default()));
+    is_send(&server.raw_append(Default::default()));
+    is_send(&server.open_session(Default::default()));
 }
 
 #[test]

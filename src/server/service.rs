@@ -5,6 +5,12 @@
 //! - `RawGet`, `RawPut`, `RawDelete`: the [`Server`] handlers; `RawPut`
 //!   first refuses a value over [`ServiceOptions::max_value_size`] (in the
 //!   response's `error`, before anything is proposed).
+//! - `RawAppend`, `OpenSession` (extensions: client sessions,
+//!   [`super::raw_api`]): the handlers; `RawAppend` refuses a value over
+//!   [`ServiceOptions::max_value_size`] as `RawPut` does (the limit bounds
+//!   what one request carries; the value it grows is bounded by the
+//!   raftstore's own entry limits). A request with a client session to a
+//!   standalone server is refused: it keeps no session table.
 //! - `RawScan`: the handler, with its bounds ([`super::ScanLimits`]) set
 //!   from [`ServiceOptions::max_scan_limit`] and
 //!   [`ServiceOptions::max_scan_response_bytes`] (see [`super::raw_api`]:
@@ -47,6 +53,7 @@ use router::Router;
 use slog::Logger;
 use tokio::sync::watch;
 
+use super::session::SessionStorage;
 use super::{ScanLimits, Server};
 use crate::transport::service::{
     SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
@@ -153,8 +160,18 @@ const NO_RAFT_STORE: &str =
 const TXN_UNIMPLEMENTED: &str =
     "the transactional API (Kv*) is not implemented by this store yet; use the Raw API";
 
+/// The error of a value over `limit`, or `None`.
+fn value_too_large(value: &[u8], limit: usize) -> Option<String> {
+    (value.len() > limit).then(|| {
+        format!(
+            "value too large: {} bytes, the limit is {limit} bytes",
+            value.len()
+        )
+    })
+}
+
 #[tonic::async_trait]
-impl<S: Storage> TinyKv for TinyKvService<S> {
+impl<S: SessionStorage> TinyKv for TinyKvService<S> {
     async fn kv_get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         unimplemented(TXN_UNIMPLEMENTED)
     }
@@ -210,13 +227,9 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
         req: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
         let req = req.into_inner();
-        if req.value.len() > self.opts.max_value_size {
+        if let Some(error) = value_too_large(&req.value, self.opts.max_value_size) {
             return Ok(Response::new(RawPutResponse {
-                error: format!(
-                    "value too large: {} bytes, the limit is {} bytes",
-                    req.value.len(),
-                    self.opts.max_value_size
-                ),
+                error,
                 ..Default::default()
             }));
         }
@@ -241,16 +254,25 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
 
     async fn raw_append(
         &self,
-        _: Request<RawAppendRequest>,
+        req: Request<RawAppendRequest>,
     ) -> Result<Response<RawAppendResponse>, Status> {
-        unimplemented("RawAppend is not served by this store yet")
+        let req = req.into_inner();
+        if let Some(error) = value_too_large(&req.value, self.opts.max_value_size) {
+            return Ok(Response::new(RawAppendResponse {
+                error,
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(self.server.raw_append(req).await))
     }
 
     async fn open_session(
         &self,
-        _: Request<OpenSessionRequest>,
+        req: Request<OpenSessionRequest>,
     ) -> Result<Response<OpenSessionResponse>, Status> {
-        unimplemented("OpenSession is not served by this store yet")
+        Ok(Response::new(
+            self.server.open_session(req.into_inner()).await,
+        ))
     }
 
     async fn raft(
@@ -316,7 +338,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
 
 /// Serves `service` on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight calls finish.
-pub async fn serve<S: Storage>(
+pub async fn serve<S: SessionStorage>(
     listener: TcpListener,
     service: TinyKvService<S>,
     shutdown: impl Future<Output = ()> + Send,
@@ -349,7 +371,7 @@ mod tests {
         _dir: TempDir,
     }
 
-    async fn serve_on_loopback<S: Storage>(
+    async fn serve_on_loopback<S: SessionStorage>(
         storage: S,
         opts: ServiceOptions,
         dir: TempDir,
@@ -602,6 +624,184 @@ mod tests {
         must_put(&mut svc.client, b"k", b"v").await;
     }
 
+    fn append_req(ctx: Option<Context>, key: &[u8], value: &[u8]) -> RawAppendRequest {
+        RawAppendRequest {
+            context: ctx,
+            key: key.to_vec(),
+            value: value.to_vec(),
+            cf: String::new(),
+        }
+    }
+
+    async fn must_get(client: &mut TinyKvClient<Channel>, key: &[u8]) -> Vec<u8> {
+        let resp = client
+            .raw_get(get_req(key))
+            .await
+            .expect("RawGet answered")
+            .into_inner();
+        assert!(
+            resp.error.is_empty() && resp.region_error.is_none() && !resp.not_found,
+            "{resp:?}"
+        );
+        resp.value
+    }
+
+    #[tokio::test]
+    async fn raw_append_on_a_standalone_server_concatenates() {
+        let mut svc = new_test_service(ServiceOptions::default()).await;
+        for part in [&b"ab"[..], b"", b"cd"] {
+            let resp = svc
+                .client
+                .raw_append(append_req(None, b"k", part))
+                .await
+                .expect("RawAppend answered")
+                .into_inner();
+            assert!(
+                resp.error.is_empty() && resp.region_error.is_none(),
+                "{resp:?}"
+            );
+        }
+        assert_eq!(must_get(&mut svc.client, b"k").await, b"abcd");
+        // Onto a value a put set.
+        must_put(&mut svc.client, b"k", b"x").await;
+        let resp = svc
+            .client
+            .raw_append(append_req(None, b"k", b"y"))
+            .await
+            .expect("RawAppend answered")
+            .into_inner();
+        assert!(resp.error.is_empty(), "{resp:?}");
+        assert_eq!(must_get(&mut svc.client, b"k").await, b"xy");
+    }
+
+    #[tokio::test]
+    async fn bad_appends_and_sessions_get_clear_errors() {
+        let opts = ServiceOptions {
+            max_value_size: 4,
+            ..Default::default()
+        };
+        let mut svc = new_test_service(opts).await;
+        let session = |client_id, sequence| {
+            Some(Context {
+                client_id,
+                sequence,
+                ..Default::default()
+            })
+        };
+        let cases: Vec<(&str, RawAppendRequest, &str)> = vec![
+            ("empty key", append_req(None, b"", b"v"), "empty"),
+            (
+                "unknown cf",
+                RawAppendRequest {
+                    cf: "nope".into(),
+                    ..append_req(None, b"k", b"v")
+                },
+                "invalid cf",
+            ),
+            (
+                "value over the limit",
+                append_req(None, b"k", b"12345"),
+                "value too large",
+            ),
+            (
+                "sequence 0",
+                append_req(session(5, 0), b"k", b"v"),
+                "sequence 0",
+            ),
+            (
+                "sequence without a client",
+                append_req(session(0, 3), b"k", b"v"),
+                "without a client id",
+            ),
+            (
+                "a session on a standalone server",
+                append_req(session(5, 1), b"k", b"v"),
+                "raft store",
+            ),
+        ];
+        for (name, req, want) in cases {
+            let resp = svc
+                .client
+                .raw_append(req)
+                .await
+                .expect("RawAppend answered")
+                .into_inner();
+            assert!(resp.error.contains(want), "{name}: {resp:?}");
+            assert!(resp.region_error.is_none(), "{name}: {resp:?}");
+        }
+        let resp = svc
+            .client
+            .raw_put(RawPutRequest {
+                context: session(5, 0),
+                ..put_req(b"k", b"v")
+            })
+            .await
+            .expect("RawPut answered")
+            .into_inner();
+        assert!(resp.error.contains("sequence 0"), "{resp:?}");
+        let resp = svc
+            .client
+            .raw_delete(RawDeleteRequest {
+                context: session(5, 2),
+                key: b"k".to_vec(),
+                cf: String::new(),
+            })
+            .await
+            .expect("RawDelete answered")
+            .into_inner();
+        assert!(resp.error.contains("raft store"), "{resp:?}");
+        let resp = svc
+            .client
+            .open_session(OpenSessionRequest { context: None })
+            .await
+            .expect("OpenSession answered")
+            .into_inner();
+        assert!(resp.error.contains("names no client"), "{resp:?}");
+        let resp = svc
+            .client
+            .open_session(OpenSessionRequest {
+                context: session(5, 0),
+            })
+            .await
+            .expect("OpenSession answered")
+            .into_inner();
+        assert!(resp.error.contains("raft store"), "{resp:?}");
+        // Nothing refused was written.
+        let got = svc.client.raw_get(get_req(b"k")).await.expect("RawGet");
+        assert!(got.into_inner().not_found, "a refused write was applied");
+    }
+
+    /// Concurrent appends and puts on a standalone server: every append
+    /// counts (none reads a value another is about to replace).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_on_a_standalone_server_all_count() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let storage = StandaloneStorage::open(dir.path()).expect("open standalone storage");
+        let server = std::sync::Arc::new(Server::new(storage));
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let server = std::sync::Arc::clone(&server);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..10 {
+                    let resp = server.raw_append(append_req(None, b"k", &[b'a' + i])).await;
+                    assert!(resp.error.is_empty(), "{resp:?}");
+                    // A put of another key between appends takes the shared side.
+                    let resp = server.raw_put(put_req(&[b'p', i], b"v")).await;
+                    assert!(resp.error.is_empty(), "{resp:?}");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("an appending task");
+        }
+        let value = server.raw_get(get_req(b"k")).await.value;
+        assert_eq!(value.len(), 80, "{value:?}");
+        for i in 0..8u8 {
+            let count = value.iter().filter(|&&b| b == b'a' + i).count();
+            assert_eq!(count, 10, "task {i}'s appends in {value:?}");
+        }
+    }
+
     /// A standalone storage whose reads see only the keys `[b, y)`, as a
     /// region's reader does.
     struct NarrowStorage(StandaloneStorage);
@@ -616,6 +816,146 @@ mod tests {
         async fn reader(&self, _: &Context) -> storage::Result<RegionReader> {
             Ok(RegionReader::new(self.0.engine().snapshot(), b"b", b"y"))
         }
+    }
+
+    impl SessionStorage for NarrowStorage {
+        const KEEPS_SESSIONS: bool = false;
+
+        async fn write_command(
+            &self,
+            ctx: &Context,
+            write: crate::server::session::RawWrite,
+            session: Option<kvproto::raft_cmdpb::ClientSession>,
+        ) -> storage::Result<()> {
+            self.0.write_command(ctx, write, session).await
+        }
+
+        async fn open_session(&self, ctx: &Context, client_id: u64) -> storage::Result<()> {
+            SessionStorage::open_session(&self.0, ctx, client_id).await
+        }
+    }
+
+    /// A storage that keeps sessions as far as the handlers can tell: it
+    /// records what it is asked and answers `SessionExpired` to client 13.
+    #[derive(Default)]
+    struct RecordingStorage {
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl RecordingStorage {
+        fn answer(&self, what: String, client_id: u64) -> storage::Result<()> {
+            self.seen.lock().expect("record lock").push(what);
+            if client_id == 13 {
+                let mut expired = kvproto::errorpb::Error {
+                    message: "session expired".to_owned(),
+                    ..Default::default()
+                };
+                expired.session_expired = Some(kvproto::errorpb::SessionExpired {
+                    client_id,
+                    sequence: 2,
+                });
+                return Err(storage::Error::Region(Box::new(expired)));
+            }
+            Ok(())
+        }
+    }
+
+    impl Storage for RecordingStorage {
+        type Reader = RegionReader;
+
+        async fn write(&self, _: &Context, _: Vec<Modify>) -> storage::Result<()> {
+            Err(storage::Error::InvalidArgument("not used".to_owned()))
+        }
+
+        async fn reader(&self, _: &Context) -> storage::Result<RegionReader> {
+            Err(storage::Error::InvalidArgument("not used".to_owned()))
+        }
+    }
+
+    impl SessionStorage for RecordingStorage {
+        const KEEPS_SESSIONS: bool = true;
+
+        async fn write_command(
+            &self,
+            _: &Context,
+            write: crate::server::session::RawWrite,
+            session: Option<kvproto::raft_cmdpb::ClientSession>,
+        ) -> storage::Result<()> {
+            let client_id = session.map_or(0, |s| s.client_id);
+            self.answer(format!("{write:?} {session:?}"), client_id)
+        }
+
+        async fn open_session(&self, _: &Context, client_id: u64) -> storage::Result<()> {
+            self.answer(format!("open {client_id}"), client_id)
+        }
+    }
+
+    /// Over a storage that keeps sessions, a write's session reaches it
+    /// with the write, and its region error (`SessionExpired`) comes back
+    /// unchanged in `region_error`.
+    #[tokio::test]
+    async fn sessions_reach_the_storage_and_its_region_errors_come_back() {
+        let server = Server::new(RecordingStorage::default());
+        let ctx = |client_id, sequence| {
+            Some(Context {
+                client_id,
+                sequence,
+                ..Default::default()
+            })
+        };
+        let resp = server.raw_append(append_req(ctx(4, 7), b"k", b"v")).await;
+        assert!(
+            resp.error.is_empty() && resp.region_error.is_none(),
+            "{resp:?}"
+        );
+        let resp = server.raw_put(RawPutRequest {
+            context: ctx(0, 0),
+            ..put_req(b"k", b"v")
+        });
+        assert!(resp.await.error.is_empty());
+        let resp = server
+            .open_session(OpenSessionRequest {
+                context: ctx(4, 99),
+            })
+            .await;
+        assert!(resp.error.is_empty(), "{resp:?}");
+        let resp = server.raw_append(append_req(ctx(13, 2), b"k", b"v")).await;
+        let expired = resp
+            .region_error
+            .as_ref()
+            .and_then(|e| e.session_expired.as_ref())
+            .unwrap_or_else(|| panic!("expected SessionExpired, got {resp:?}"));
+        assert_eq!((expired.client_id, expired.sequence), (13, 2));
+        let resp = server
+            .open_session(OpenSessionRequest {
+                context: ctx(13, 0),
+            })
+            .await;
+        assert!(
+            resp.region_error
+                .is_some_and(|e| e.session_expired.is_some()),
+            "passed back unchanged"
+        );
+        // Refused before the storage: sequence 0, OpenSession of no client.
+        let resp = server.raw_append(append_req(ctx(4, 0), b"k", b"v")).await;
+        assert!(resp.error.contains("sequence 0"), "{resp:?}");
+        let resp = server
+            .open_session(OpenSessionRequest { context: ctx(0, 0) })
+            .await;
+        assert!(resp.error.contains("names no client"), "{resp:?}");
+        let seen = server.storage().seen.lock().expect("record lock").clone();
+        assert_eq!(
+            seen,
+            vec![
+                r#"Append { cf: "default", key: [107], value: [118] } Some(ClientSession { client_id: 4, sequence: 7 })"#
+                    .to_owned(),
+                r#"Put { cf: "default", key: [107], value: [118] } None"#.to_owned(),
+                "open 4".to_owned(),
+                r#"Append { cf: "default", key: [107], value: [118] } Some(ClientSession { client_id: 13, sequence: 2 })"#
+                    .to_owned(),
+                "open 13".to_owned(),
+            ]
+        );
     }
 
     /// A key outside the region names the region it was sent to (the

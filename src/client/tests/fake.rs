@@ -9,9 +9,19 @@
 //! if another store leads, `KeyNotInRegion` for a key outside the range,
 //! an `error` string for a bad column family or an empty key to write.
 //! A test's hook sees every request first and may change the world or
-//! script the answer. Scans return at most [`World::page_size`] pairs, as
-//! a store's byte bound would. Every method the client does not use
-//! answers `UNIMPLEMENTED`.
+//! script the answer — instead of serving it, or after serving it
+//! ([`Answer::Lost`]: the write applies, its answer is lost). Scans
+//! return at most [`World::page_size`] pairs, as a store's byte bound
+//! would. Every method the client does not use answers `UNIMPLEMENTED`.
+//!
+//! Client sessions, as `docs/PROTOCOL_EXTENSIONS.md` describes the state
+//! machine: each region keeps a table client id → last applied sequence
+//! ([`World::sessions`]), copied to the new region on a split.
+//! `OpenSession` opens a session (a no-op when open). A write with a
+//! session applies when its sequence is above the last applied one; at
+//! it, it applies nothing and succeeds (the cached answer); below it, a
+//! region error with only a message; a session the region does not hold,
+//! `SessionExpired`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,10 +32,11 @@ use kvproto::coprocessor;
 use kvproto::errorpb;
 use kvproto::kvrpcpb::{
     BatchRollbackRequest, BatchRollbackResponse, CheckTxnStatusRequest, CheckTxnStatusResponse,
-    CommitRequest, CommitResponse, Context, GetRequest, GetResponse, KvPair, PrewriteRequest,
-    PrewriteResponse, RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse,
-    RawPutRequest, RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest,
-    ResolveLockResponse, ScanRequest, ScanResponse,
+    CommitRequest, CommitResponse, Context, GetRequest, GetResponse, KvPair, OpenSessionRequest,
+    OpenSessionResponse, PrewriteRequest, PrewriteResponse, RawAppendRequest, RawAppendResponse,
+    RawDeleteRequest, RawDeleteResponse, RawGetRequest, RawGetResponse, RawPutRequest,
+    RawPutResponse, RawScanRequest, RawScanResponse, ResolveLockRequest, ResolveLockResponse,
+    ScanRequest, ScanResponse,
 };
 use kvproto::metapb::{Peer, Region, RegionEpoch, Store};
 use kvproto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
@@ -81,6 +92,9 @@ pub(super) enum Answer {
     RegionError(Box<errorpb::Error>),
     /// A gRPC failure.
     Status(Status),
+    /// Serve the request (a write applies), then answer with this gRPC
+    /// failure instead of the response: a lost answer.
+    Lost(Status),
 }
 
 /// One request a fake store received.
@@ -88,11 +102,12 @@ pub(super) enum Answer {
 pub(super) struct Recorded {
     /// The store that received it.
     pub store_id: u64,
-    /// `RawGet`, `RawPut`, `RawDelete` or `RawScan`.
+    /// `RawGet`, `RawPut`, `RawDelete`, `RawScan`, `RawAppend` or
+    /// `OpenSession`.
     pub op: &'static str,
     /// Its context.
     pub ctx: Context,
-    /// Its key (a scan's start key).
+    /// Its key (a scan's start key; empty for `OpenSession`).
     pub key: Vec<u8>,
 }
 
@@ -115,6 +130,9 @@ pub(super) struct World {
     pub page_size: usize,
     /// Every request received, in order.
     pub requests: Vec<Recorded>,
+    /// Region id -> client id -> the sequence of the client's last applied
+    /// write there (0: none yet); see the module docs.
+    pub sessions: HashMap<u64, HashMap<u64, u64>>,
 }
 
 impl World {
@@ -132,6 +150,56 @@ impl World {
         self.regions.insert(new_id, right);
         if let Some(leader) = self.leaders.get(&id).copied() {
             self.leaders.insert(new_id, leader);
+        }
+        if let Some(table) = self.sessions.get(&id).cloned() {
+            self.sessions.insert(new_id, table);
+        }
+    }
+
+    /// Drops client `client_id`'s session in region `region_id`, as an
+    /// expiry or an eviction would.
+    pub(super) fn expire_session(&mut self, region_id: u64, client_id: u64) {
+        if let Some(table) = self.sessions.get_mut(&region_id) {
+            table.remove(&client_id);
+        }
+    }
+
+    /// The requests of kind `op`, in order.
+    pub(super) fn requests_of(&self, op: &str) -> Vec<Recorded> {
+        self.requests
+            .iter()
+            .filter(|r| r.op == op)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the write with `ctx`'s session applies in `region_id`, by
+    /// the session table (module docs): `Ok(true)` applies it, `Ok(false)`
+    /// answers the repeat without applying it.
+    fn session_write(&mut self, region_id: u64, ctx: &Context) -> Result<bool, Refusal> {
+        if ctx.client_id == 0 {
+            return Ok(true);
+        }
+        let table = self.sessions.entry(region_id).or_default();
+        match table.get(&ctx.client_id).copied() {
+            None => Err(Refusal::Region(Box::new(region_error(|e| {
+                e.message = format!("session of client {} expired", ctx.client_id);
+                e.session_expired = Some(errorpb::SessionExpired {
+                    client_id: ctx.client_id,
+                    sequence: ctx.sequence,
+                });
+            })))),
+            Some(last) if ctx.sequence > last => {
+                table.insert(ctx.client_id, ctx.sequence);
+                Ok(true)
+            }
+            Some(last) if ctx.sequence == last => Ok(false),
+            Some(last) => Err(Refusal::Region(Box::new(region_error(|e| {
+                e.message = format!(
+                    "write {} of client {} is older than its last applied write {last}",
+                    ctx.sequence, ctx.client_id
+                );
+            })))),
         }
     }
 
@@ -177,7 +245,9 @@ fake_response!(
     RawGetResponse,
     RawPutResponse,
     RawDeleteResponse,
-    RawScanResponse
+    RawScanResponse,
+    RawAppendResponse,
+    OpenSessionResponse
 );
 
 /// Why a request is not served: an answer to give instead.
@@ -202,32 +272,35 @@ struct FakeStore {
 }
 
 impl FakeStore {
-    /// Records the request, runs the hook, and checks it as a store would;
-    /// on success, the world (locked) and the region.
+    /// Records the request, runs the hook, and checks it as a store would
+    /// (the key is checked against the region unless it is `None`); on
+    /// success, the world (locked), the region, and the failure to answer
+    /// with instead of the response, if the hook asked to lose it.
     fn admit(
         &self,
         op: &'static str,
         ctx: Option<Context>,
-        key: &[u8],
+        key: Option<&[u8]>,
         cf: &str,
-    ) -> Result<(MutexGuard<'_, Shared>, Region), Refusal> {
+    ) -> Result<Admitted<'_>, Refusal> {
         let mut shared = self.shared.lock().expect("fake world lock");
         let ctx = ctx.unwrap_or_default();
         let recorded = Recorded {
             store_id: self.store_id,
             op,
             ctx,
-            key: key.to_vec(),
+            key: key.unwrap_or_default().to_vec(),
         };
         shared.world.requests.push(recorded.clone());
         let mut hook = shared.hook.take();
         let scripted = hook.as_mut().and_then(|h| h(&mut shared.world, &recorded));
         shared.hook = hook;
-        match scripted {
+        let lose = match scripted {
             Some(Answer::RegionError(e)) => return Err(Refusal::Region(e)),
             Some(Answer::Status(s)) => return Err(Refusal::Status(s)),
-            None => {}
-        }
+            Some(Answer::Lost(s)) => Some(s),
+            None => None,
+        };
         if !cf.is_empty() && cf != "default" {
             return Err(Refusal::Error(format!("invalid cf: {cf:?}")));
         }
@@ -262,7 +335,9 @@ impl FakeStore {
                 });
             }))));
         }
-        if !crate::client::cache::key_in_range(key, &region.start_key, &region.end_key) {
+        if let Some(key) = key
+            && !crate::client::cache::key_in_range(key, &region.start_key, &region.end_key)
+        {
             return Err(Refusal::Region(Box::new(region_error(|e| {
                 e.message = "key not in region".to_owned();
                 e.key_not_in_region = Some(errorpb::KeyNotInRegion {
@@ -273,8 +348,54 @@ impl FakeStore {
                 });
             }))));
         }
-        Ok((shared, region))
+        Ok(Admitted {
+            shared,
+            region,
+            lose,
+        })
     }
+
+    /// Serves a write of `key` with `ctx`'s session, if any: `apply` runs
+    /// unless the request is refused or the session table says it applied
+    /// before; then the answer, or the failure the hook asked for.
+    fn serve_write<R: FakeResponse>(
+        &self,
+        op: &'static str,
+        ctx: Option<Context>,
+        key: &[u8],
+        cf: &str,
+        apply: impl FnOnce(&mut World),
+    ) -> Result<Response<R>, Status> {
+        let Admitted {
+            mut shared,
+            region,
+            lose,
+        } = match self.admit(op, ctx, Some(key), cf) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refuse(refusal),
+        };
+        if key.is_empty() {
+            return refuse(Refusal::Error("empty key".to_owned()));
+        }
+        let world = &mut shared.world;
+        match world.session_write(region.id, &ctx.unwrap_or_default()) {
+            Ok(true) => apply(world),
+            Ok(false) => {}
+            Err(refusal) => return refuse(refusal),
+        }
+        match lose {
+            Some(status) => Err(status),
+            None => Ok(Response::new(R::default())),
+        }
+    }
+}
+
+/// A request a fake store serves.
+struct Admitted<'a> {
+    shared: MutexGuard<'a, Shared>,
+    region: Region,
+    /// Answer this instead, once served.
+    lose: Option<Status>,
 }
 
 fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
@@ -333,17 +454,22 @@ impl TinyKv for FakeStore {
         request: Request<RawGetRequest>,
     ) -> Result<Response<RawGetResponse>, Status> {
         let request = request.into_inner();
-        match self.admit("RawGet", request.context, &request.key, &request.cf) {
-            Ok((shared, _)) => Ok(Response::new(match shared.world.data.get(&request.key) {
-                Some(value) => RawGetResponse {
-                    value: value.clone(),
-                    ..Default::default()
-                },
-                None => RawGetResponse {
-                    not_found: true,
-                    ..Default::default()
-                },
-            })),
+        match self.admit("RawGet", request.context, Some(&request.key), &request.cf) {
+            Ok(Admitted {
+                lose: Some(status), ..
+            }) => Err(status),
+            Ok(Admitted { shared, .. }) => {
+                Ok(Response::new(match shared.world.data.get(&request.key) {
+                    Some(value) => RawGetResponse {
+                        value: value.clone(),
+                        ..Default::default()
+                    },
+                    None => RawGetResponse {
+                        not_found: true,
+                        ..Default::default()
+                    },
+                }))
+            }
             Err(refusal) => refuse(refusal),
         }
     }
@@ -353,14 +479,16 @@ impl TinyKv for FakeStore {
         request: Request<RawPutRequest>,
     ) -> Result<Response<RawPutResponse>, Status> {
         let request = request.into_inner();
-        match self.admit("RawPut", request.context, &request.key, &request.cf) {
-            Ok(_) if request.key.is_empty() => refuse(Refusal::Error("empty key".to_owned())),
-            Ok((mut shared, _)) => {
-                shared.world.data.insert(request.key, request.value);
-                Ok(Response::new(RawPutResponse::default()))
-            }
-            Err(refusal) => refuse(refusal),
-        }
+        let (key, value) = (request.key.clone(), request.value);
+        self.serve_write(
+            "RawPut",
+            request.context,
+            &request.key,
+            &request.cf,
+            |world| {
+                world.data.insert(key, value);
+            },
+        )
     }
 
     async fn raw_delete(
@@ -368,13 +496,16 @@ impl TinyKv for FakeStore {
         request: Request<RawDeleteRequest>,
     ) -> Result<Response<RawDeleteResponse>, Status> {
         let request = request.into_inner();
-        match self.admit("RawDelete", request.context, &request.key, &request.cf) {
-            Ok((mut shared, _)) => {
-                shared.world.data.remove(&request.key);
-                Ok(Response::new(RawDeleteResponse::default()))
-            }
-            Err(refusal) => refuse(refusal),
-        }
+        let key = request.key.clone();
+        self.serve_write(
+            "RawDelete",
+            request.context,
+            &request.key,
+            &request.cf,
+            |world| {
+                world.data.remove(&key);
+            },
+        )
     }
 
     async fn raw_scan(
@@ -382,8 +513,16 @@ impl TinyKv for FakeStore {
         request: Request<RawScanRequest>,
     ) -> Result<Response<RawScanResponse>, Status> {
         let request = request.into_inner();
-        match self.admit("RawScan", request.context, &request.start_key, &request.cf) {
-            Ok((shared, region)) => {
+        match self.admit(
+            "RawScan",
+            request.context,
+            Some(&request.start_key),
+            &request.cf,
+        ) {
+            Ok(Admitted {
+                lose: Some(status), ..
+            }) => Err(status),
+            Ok(Admitted { shared, region, .. }) => {
                 let world = &shared.world;
                 let take = world.page_size.min(request.limit as usize);
                 let kvs = world
@@ -426,16 +565,42 @@ impl TinyKv for FakeStore {
 
     async fn raw_append(
         &self,
-        _: Request<kvproto::kvrpcpb::RawAppendRequest>,
-    ) -> Result<Response<kvproto::kvrpcpb::RawAppendResponse>, Status> {
-        unimplemented("RawAppend")
+        request: Request<RawAppendRequest>,
+    ) -> Result<Response<RawAppendResponse>, Status> {
+        let request = request.into_inner();
+        let (key, value) = (request.key.clone(), request.value);
+        self.serve_write(
+            "RawAppend",
+            request.context,
+            &request.key,
+            &request.cf,
+            |world| world.data.entry(key).or_default().extend_from_slice(&value),
+        )
     }
 
     async fn open_session(
         &self,
-        _: Request<kvproto::kvrpcpb::OpenSessionRequest>,
-    ) -> Result<Response<kvproto::kvrpcpb::OpenSessionResponse>, Status> {
-        unimplemented("OpenSession")
+        request: Request<OpenSessionRequest>,
+    ) -> Result<Response<OpenSessionResponse>, Status> {
+        let ctx = request.into_inner().context;
+        let Admitted {
+            mut shared,
+            region,
+            lose,
+        } = match self.admit("OpenSession", ctx, None, "") {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refuse(refusal),
+        };
+        let client_id = ctx.unwrap_or_default().client_id;
+        if client_id == 0 {
+            return refuse(Refusal::Error("OpenSession names no client".to_owned()));
+        }
+        let table = shared.world.sessions.entry(region.id).or_default();
+        table.entry(client_id).or_insert(0);
+        match lose {
+            Some(status) => Err(status),
+            None => Ok(Response::new(OpenSessionResponse::default())),
+        }
     }
 
     async fn coprocessor(
