@@ -40,6 +40,14 @@ pub struct Config {
     pub region_split_size: u64,
     /// Raft ticks between a leader's checks whether its region should split.
     pub split_region_check_tick_interval: usize,
+    /// A client session idle for longer than this (by the session clock the
+    /// log carries, `operation/session.rs`) is dropped; its client's next
+    /// write gets `SessionExpired`. The leader's value is stamped into each
+    /// session command, so replicas configured differently still agree.
+    pub client_session_ttl: Duration,
+    /// The most client sessions a region keeps; opening one more drops the
+    /// least recently active. Stamped like `client_session_ttl`.
+    pub max_client_sessions: u64,
 }
 
 impl Default for Config {
@@ -60,6 +68,8 @@ impl Default for Config {
             region_max_size: 144 * 1024 * 1024,
             region_split_size: 96 * 1024 * 1024,
             split_region_check_tick_interval: 100,
+            client_session_ttl: Duration::from_secs(60 * 60),
+            max_client_sessions: 10_000,
         }
     }
 }

@@ -58,6 +58,16 @@ pub enum Error {
     /// The peer's mailbox is full; retry later.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),
+    /// A write of a client session the region does not hold (it expired,
+    /// was evicted, or was never opened): it may be a retry of a write
+    /// applied before, so it is refused, never applied again.
+    #[error("session of client {client_id} is not open in this region (write {sequence})")]
+    SessionExpired {
+        /// The client.
+        client_id: u64,
+        /// The refused write's sequence number.
+        sequence: u64,
+    },
     /// A request that makes no sense (empty, malformed, mixed kinds).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -135,6 +145,15 @@ impl Error {
                 e.server_is_busy = Some(errorpb::ServerIsBusy {
                     reason: reason.clone(),
                     backoff_ms: 0,
+                });
+            }
+            Error::SessionExpired {
+                client_id,
+                sequence,
+            } => {
+                e.session_expired = Some(errorpb::SessionExpired {
+                    client_id: *client_id,
+                    sequence: *sequence,
                 });
             }
             Error::Storage(s) => {

@@ -39,6 +39,7 @@ use storage::keys::{self, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 use storage::{CF_DEFAULT, CF_RAFT, Engine, WriteBatch};
 
 use crate::errors::{Error, Result};
+use crate::operation::session::SessionTable;
 use crate::snapshot::SnapshotSource;
 
 /// The persisted Raft state of one peer, plus the region it serves.
@@ -357,9 +358,12 @@ impl PeerStorage {
                 index: meta.index,
                 term: meta.term,
             }),
-            session_clock_ms: 0,
+            session_clock_ms: data.session_clock_ms,
         };
         wb.put_msg_cf(CF_DEFAULT, &keys::apply_state_key(region_id), &apply_state)?;
+        // The sessions as of the snapshot's index, with the state that
+        // names that index (`operation/session.rs`).
+        SessionTable::replace_all(wb, region_id, &data.sessions)?;
         write_region_state(wb, &region, PeerState::Applying)?;
         let redo_key = keys::snapshot_previous_region_key(region_id);
         let previous = &self.region;
@@ -379,8 +383,9 @@ impl PeerStorage {
     }
 
     /// Adds to `wb` the deletion of everything this peer keeps about its
-    /// region besides the data: the raft log, the raft state, the apply state
-    /// and the region state (TinyKV `PeerStorage.clearMeta`). Destroying a
+    /// region besides the data: the raft log, the raft state, the apply state,
+    /// the region state (TinyKV `PeerStorage.clearMeta`) and the client
+    /// sessions. Destroying a
     /// peer writes a `Tombstone` region state after it in the same batch.
     pub fn clear_meta(&self, wb: &mut WriteBatch) -> Result<()> {
         let region_id = self.region.id;
@@ -389,6 +394,8 @@ impl PeerStorage {
         wb.delete_cf(CF_RAFT, &keys::raft_state_key(region_id))?;
         wb.delete_cf(CF_DEFAULT, &keys::apply_state_key(region_id))?;
         wb.delete_cf(CF_DEFAULT, &keys::region_state_key(region_id))?;
+        let (sessions_start, sessions_end) = keys::client_session_range(region_id);
+        wb.delete_range_cf(CF_DEFAULT, &sessions_start, &sessions_end)?;
         Ok(())
     }
 

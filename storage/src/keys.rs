@@ -68,6 +68,9 @@ pub const REGION_STATE_SUFFIX: u8 = 0x01;
 /// Suffix (under the meta prefix) of the region a snapshot being applied
 /// replaces (see the module doc).
 pub const SNAPSHOT_PREVIOUS_REGION_SUFFIX: u8 = 0x02;
+/// Suffix (under the meta prefix) of a client session's record, followed by
+/// the client id: one key per session (a `ClientSessionState`).
+pub const CLIENT_SESSION_SUFFIX: u8 = 0x03;
 
 /// Key of the region a store wrote before asking the scheduler to bootstrap
 /// the cluster.
@@ -107,6 +110,8 @@ const REGION_PREFIX_LEN: usize = 2 + 8;
 const REGION_KEY_LEN: usize = REGION_PREFIX_LEN + 1;
 /// Length of a raft log key: region key plus the u64 index.
 const RAFT_LOG_KEY_LEN: usize = REGION_KEY_LEN + 8;
+/// Length of a client session key: region key plus the u64 client id.
+const CLIENT_SESSION_KEY_LEN: usize = REGION_KEY_LEN + 8;
 
 fn region_prefix(kind: u8, region_id: u64) -> [u8; REGION_PREFIX_LEN] {
     let mut key = [0; REGION_PREFIX_LEN];
@@ -207,6 +212,28 @@ pub fn snapshot_previous_region_key(region_id: u64) -> [u8; REGION_KEY_LEN] {
     )
 }
 
+/// The key of client `client_id`'s session record in `region_id`, in the
+/// default CF, under the region's meta prefix.
+pub fn client_session_key(region_id: u64, client_id: u64) -> [u8; CLIENT_SESSION_KEY_LEN] {
+    let mut key = [0; CLIENT_SESSION_KEY_LEN];
+    key[..REGION_KEY_LEN].copy_from_slice(&region_key(
+        REGION_META_PREFIX,
+        region_id,
+        CLIENT_SESSION_SUFFIX,
+    ));
+    key[REGION_KEY_LEN..].copy_from_slice(&client_id.to_be_bytes());
+    key
+}
+
+/// `[start, end)` covering exactly the client session records of
+/// `region_id`.
+pub fn client_session_range(region_id: u64) -> ([u8; REGION_KEY_LEN], [u8; REGION_KEY_LEN]) {
+    (
+        region_key(REGION_META_PREFIX, region_id, CLIENT_SESSION_SUFFIX),
+        region_key(REGION_META_PREFIX, region_id, CLIENT_SESSION_SUFFIX + 1),
+    )
+}
+
 /// Decodes a raft log key into `(region_id, index)`.
 ///
 /// Fails with [`Error::MalformedKey`] unless `key` has exactly the shape
@@ -238,13 +265,15 @@ pub fn raft_log_index(key: &[u8]) -> Result<u64> {
 }
 
 /// Decodes a region meta key into `(region_id, suffix)`, e.g. while loading
-/// every region's state at startup.
+/// every region's state at startup. Keys that go on after the suffix (a
+/// client session's) decode too: a scan of the meta keys picks the suffixes
+/// it wants and skips the others.
 pub fn decode_region_meta_key(key: &[u8]) -> Result<(u64, u8)> {
     let malformed = || Error::MalformedKey {
         kind: "region meta",
         key: key.to_vec(),
     };
-    if key.len() != REGION_KEY_LEN || key[0] != LOCAL_PREFIX || key[1] != REGION_META_PREFIX {
+    if key.len() < REGION_KEY_LEN || key[0] != LOCAL_PREFIX || key[1] != REGION_META_PREFIX {
         return Err(malformed());
     }
     let region_id = u64::from_be_bytes(
@@ -418,6 +447,30 @@ mod tests {
         assert!(decode_region_meta_key(&raft_state_key(1)).is_err());
         assert!(decode_region_meta_key(&region_meta_prefix(1)).is_err());
         assert!(decode_region_meta_key(b"").is_err());
+    }
+
+    #[test]
+    fn test_client_session_keys_sit_under_their_region_meta_only() {
+        for region_id in IDS {
+            let key = client_session_key(region_id, 42);
+            assert_eq!(
+                decode_region_meta_key(&key).unwrap(),
+                (region_id, CLIENT_SESSION_SUFFIX)
+            );
+            let (start, end) = client_session_range(region_id);
+            let inside = |k: &[u8]| start.as_slice() <= k && k < end.as_slice();
+            assert!(inside(&client_session_key(region_id, 0)));
+            assert!(inside(&client_session_key(region_id, u64::MAX)));
+            assert!(!inside(&region_state_key(region_id)));
+            assert!(!inside(&snapshot_previous_region_key(region_id)));
+            let (meta_start, meta_end) = region_meta_range(region_id);
+            assert!(meta_start.as_slice() <= &start[..] && &end[..] <= meta_end.as_slice());
+            for other in [region_id.wrapping_sub(1), region_id.wrapping_add(1)] {
+                if other != region_id {
+                    assert!(!inside(&client_session_key(other, 42)));
+                }
+            }
+        }
     }
 
     #[test]

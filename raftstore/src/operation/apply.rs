@@ -15,12 +15,16 @@
 //!
 //! A command whose epoch or keys no longer fit the region at apply time
 //! (the region changed after it was proposed) fails as a whole, writing nothing.
+//! A command of a client session goes through the region's session table
+//! first (`operation/session.rs`): a retry of an applied write is answered
+//! from it and writes nothing but the session's activity.
 
 use kvproto::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use kvproto::metapb;
 use kvproto::raft_cmdpb::{
-    AdminCmdType, AdminResponse, ChangePeerResponse, CompactLogResponse, DeleteResponse,
-    PutResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Response,
+    AdminCmdType, AdminResponse, AppendResponse, ChangePeerResponse, ClientSession, CmdType,
+    CompactLogResponse, DeleteResponse, OpenSessionResponse, PutResponse, RaftCmdRequest,
+    RaftCmdResponse, RaftResponseHeader, Response, SessionClock,
 };
 use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftTruncatedState};
 use prost::Message as _;
@@ -39,6 +43,7 @@ use std::sync::Arc;
 use crate::operation::log_gc::check_compact_log;
 use crate::operation::read::read_into;
 use crate::operation::ready::RaftOp;
+use crate::operation::session::{SessionVerdict, check_session_command};
 use crate::peer::Peer;
 use crate::peer_storage::write_region_state;
 
@@ -195,10 +200,103 @@ impl Peer {
         }
         // Checked before proposing, checked again: an entry's content must
         // never make apply panic, and every replica decides the same.
-        let requests = match parse_requests(&req, &batch.region, None) {
+        let requests = match check_session_command(&req)
+            .and_then(|()| parse_requests(&req, &batch.region, None))
+        {
             Ok(requests) => requests,
             Err(e) => return Ok(error_response(&e, entry.term)),
         };
+        let cmd_header = req.header.unwrap_or_default();
+        let (responses, snapshot) = match cmd_header.session {
+            Some(session) => {
+                let stamp = cmd_header.session_clock.unwrap_or_default();
+                match self
+                    .apply_session_command(ctx, batch, &req, requests, session, &stamp)
+                    .await?
+                {
+                    Ok(responses) => (responses, None),
+                    Err(e) => return Ok(error_response(&e, entry.term)),
+                }
+            }
+            None => self.execute_requests(ctx, batch, &req, requests).await?,
+        };
+        Ok(CmdResponse {
+            response: RaftCmdResponse {
+                header: Some(header(entry.term)),
+                responses,
+                admin_response: None,
+            },
+            snapshot,
+        })
+    }
+
+    /// Applies a command of a client session (`operation/session.rs`):
+    /// moves the session clock, then opens the session, or applies the
+    /// write once, or answers a retry from the cache. `Err` inside: the
+    /// answer is that error, and nothing but the clock's effects is written.
+    async fn apply_session_command(
+        &mut self,
+        ctx: &StoreContext,
+        batch: &mut ApplyBatch,
+        req: &RaftCmdRequest,
+        requests: Vec<DataRequest<'_>>,
+        session: ClientSession,
+        stamp: &SessionClock,
+    ) -> Result<std::result::Result<Vec<Response>, Error>> {
+        let region_id = self.region_id;
+        self.sessions.advance(stamp, &mut batch.wb, region_id)?;
+        batch.apply_state.session_clock_ms = self.sessions.clock_ms();
+        let cmd_type = req
+            .requests
+            .first()
+            .map_or(CmdType::Invalid, |r| r.cmd_type());
+        if cmd_type == CmdType::OpenSession {
+            self.sessions.open(
+                session.client_id,
+                stamp.max_sessions,
+                &mut batch.wb,
+                region_id,
+            )?;
+            return Ok(Ok(vec![Response {
+                cmd_type: CmdType::OpenSession as i32,
+                open_session: Some(OpenSessionResponse {}),
+                ..Default::default()
+            }]));
+        }
+        let verdict = self.sessions.check(
+            session.client_id,
+            session.sequence,
+            cmd_type,
+            &mut batch.wb,
+            region_id,
+        )?;
+        match verdict {
+            Err(e) => Ok(Err(e)),
+            Ok(SessionVerdict::Duplicate(answer)) => Ok(Ok(vec![answer])),
+            Ok(SessionVerdict::Apply) => {
+                let (responses, _) = self.execute_requests(ctx, batch, req, requests).await?;
+                if let Some(answer) = responses.first() {
+                    self.sessions.record(
+                        session.client_id,
+                        session.sequence,
+                        answer,
+                        &mut batch.wb,
+                        region_id,
+                    )?;
+                }
+                Ok(Ok(responses))
+            }
+        }
+    }
+
+    /// Executes checked data requests into the batch, in order.
+    async fn execute_requests(
+        &mut self,
+        ctx: &StoreContext,
+        batch: &mut ApplyBatch,
+        req: &RaftCmdRequest,
+        requests: Vec<DataRequest<'_>>,
+    ) -> Result<(Vec<Response>, Option<ReadSnapshot>)> {
         let mut responses = Vec::with_capacity(requests.len());
         let mut snapshot: Option<ReadSnapshot> = None;
         for (r, request) in req.requests.iter().zip(requests) {
@@ -217,6 +315,20 @@ impl Peer {
                     self.size_diff_hint += key.len() as u64;
                     resp.delete = Some(DeleteResponse {});
                 }
+                DataRequest::Append { cf, key, value } => {
+                    // Read-modify-write: the current value must include
+                    // every write before it in this batch.
+                    self.flush(ctx, batch).await?;
+                    let data_key = keys::data_key(key);
+                    let mut current = ctx.engine.get_cf(cf, &data_key)?.unwrap_or_default();
+                    current.extend_from_slice(value);
+                    batch.wb.put_cf(cf, &data_key, &current)?;
+                    self.size_diff_hint += (key.len() + value.len()) as u64;
+                    resp.append = Some(AppendResponse {});
+                }
+                // Refused without a session and handled before this with
+                // one (`apply_session_command`); answered, never executed.
+                DataRequest::OpenSession => resp.open_session = Some(OpenSessionResponse {}),
                 read @ (DataRequest::Get { .. } | DataRequest::Snap) => {
                     // A read sees every write before it in this batch.
                     self.flush(ctx, batch).await?;
@@ -225,14 +337,7 @@ impl Peer {
             }
             responses.push(resp);
         }
-        Ok(CmdResponse {
-            response: RaftCmdResponse {
-                header: Some(header(entry.term)),
-                responses,
-                admin_response: None,
-            },
-            snapshot,
-        })
+        Ok((responses, snapshot))
     }
 
     /// Writes what the batch holds so far, so a read sees it.

@@ -19,6 +19,7 @@ use crate::context::StoreContext;
 use crate::errors::{Error, Result};
 use crate::operation::batch::BATCHABLE_COMMANDS;
 use crate::operation::read::READ_COMMANDS;
+use crate::operation::session::{check_session_command, session_clock};
 use crate::operation::split::add_regions;
 use crate::peer::{Answer, Peer, Proposal};
 
@@ -110,6 +111,17 @@ pub enum DataRequest<'a> {
         /// The user key.
         key: &'a [u8],
     },
+    /// Append `value` to the value at `key` of `cf` (missing: empty).
+    Append {
+        /// A data column family.
+        cf: &'a str,
+        /// The user key.
+        key: &'a [u8],
+        /// What to append.
+        value: &'a [u8],
+    },
+    /// Open the command's client session (`operation/session.rs`).
+    OpenSession,
     /// Take a consistent view of the region.
     Snap,
 }
@@ -126,6 +138,18 @@ fn data_cf(cf: &str) -> Result<&str> {
         Err(Error::InvalidRequest(format!(
             "unknown column family {cf:?}"
         )))
+    }
+}
+
+/// Fails if a value of `len` bytes exceeds `limit`, when there is one.
+/// An append's argument is limited, not the value it makes: apply cannot
+/// refuse by a limit that replicas may have configured differently.
+fn check_value_size(len: usize, limit: Option<usize>) -> Result<()> {
+    match limit {
+        Some(limit) if len > limit => Err(Error::InvalidRequest(format!(
+            "value of {len} bytes exceeds the limit of {limit}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -156,14 +180,7 @@ pub fn parse_requests<'a>(
             }
             CmdType::Put => {
                 let put = r.put.as_ref().ok_or_else(|| missing_body("Put"))?;
-                if let Some(limit) = max_value_size
-                    && put.value.len() > limit
-                {
-                    return Err(Error::InvalidRequest(format!(
-                        "value of {} bytes exceeds the limit of {limit}",
-                        put.value.len()
-                    )));
-                }
+                check_value_size(put.value.len(), max_value_size)?;
                 DataRequest::Put {
                     cf: data_cf(&put.cf)?,
                     key: &put.key,
@@ -178,17 +195,22 @@ pub fn parse_requests<'a>(
                 }
             }
             CmdType::Snap => DataRequest::Snap,
-            CmdType::Append | CmdType::OpenSession => {
-                return Err(Error::InvalidRequest(format!(
-                    "{:?} is not served by this store yet",
-                    r.cmd_type()
-                )));
+            CmdType::Append => {
+                let append = r.append.as_ref().ok_or_else(|| missing_body("Append"))?;
+                check_value_size(append.value.len(), max_value_size)?;
+                DataRequest::Append {
+                    cf: data_cf(&append.cf)?,
+                    key: &append.key,
+                    value: &append.value,
+                }
             }
+            CmdType::OpenSession => DataRequest::OpenSession,
             CmdType::Invalid => return Err(Error::InvalidRequest("invalid command type".into())),
         };
         if let DataRequest::Get { key, .. }
         | DataRequest::Put { key, .. }
-        | DataRequest::Delete { key, .. } = request
+        | DataRequest::Delete { key, .. }
+        | DataRequest::Append { key, .. } = request
         {
             check_key_in_region(key, region)?;
         }
@@ -260,16 +282,27 @@ impl Peer {
                 actual: self.meta.id,
             });
         }
+        check_session_command(req)?;
         parse_requests(req, self.region(), Some(ctx.cfg.max_value_size)).map(|_| ())
     }
 
     /// Proposes a client command, or answers it at once if it cannot be.
     pub fn propose_command(&mut self, ctx: &StoreContext, cmd: RaftCommand) {
-        let RaftCommand { request, callback } = cmd;
+        let RaftCommand {
+            mut request,
+            callback,
+        } = cmd;
         if let Err(e) = self.pre_propose_check(ctx, &request) {
             debug!(self.logger, "command refused"; "err" => %e);
             callback.respond_error(e.to_region_error());
             return;
+        }
+        if let Some(header) = request.header.as_mut().filter(|h| h.session.is_some()) {
+            // A session command is an entry of its own, with the leader's
+            // time and session limits (`operation/session.rs`).
+            header.session_clock = Some(session_clock(&ctx.cfg));
+            self.propose_pending_writes();
+            return self.propose_entry(request, callback.into());
         }
         if only_commands(&request, READ_COMMANDS) {
             self.queue_read(ctx, request, callback);

@@ -11,5 +11,6 @@ pub mod own_removal;
 pub mod raft_message;
 pub mod read;
 pub mod ready;
+pub mod session;
 pub mod snapshot;
 pub mod split;

@@ -291,7 +291,10 @@ pub(crate) fn read_into(
                 region: Some(region.clone()),
             });
         }
-        DataRequest::Put { .. } | DataRequest::Delete { .. } => {
+        DataRequest::Put { .. }
+        | DataRequest::Delete { .. }
+        | DataRequest::Append { .. }
+        | DataRequest::OpenSession => {
             return Err(Error::InvalidRequest("a write is not a read".into()));
         }
     }

@@ -27,6 +27,7 @@ use slog::{debug, info, warn};
 
 use crate::context::StoreContext;
 use crate::errors::{Error, Result};
+use crate::operation::session::SessionTable;
 use crate::peer::Peer;
 use crate::peer_storage::SnapshotInstall;
 use crate::snap::{SnapKey, SnapKind};
@@ -80,6 +81,12 @@ impl Peer {
         // The ranges to clear are read back from what `prepare_persist`
         // wrote, as a restart would, so both paths clear the same ones.
         ctx.region_worker.apply(key, region.clone()).await?;
+        // The snapshot's sessions were persisted with its apply state.
+        self.sessions = SessionTable::load(
+            &ctx.engine,
+            self.region_id,
+            install.apply_state.session_clock_ms,
+        )?;
         for p in &region.peers {
             self.peer_cache.insert(p.id, *p);
         }

@@ -38,7 +38,7 @@ use kvproto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
     SplitRequest, SplitResponse,
 };
-use kvproto::raft_serverpb::{PeerState, RaftLocalState, RegionLocalState};
+use kvproto::raft_serverpb::{PeerState, RaftApplyState, RaftLocalState, RegionLocalState};
 use prost::Message as _;
 use router::{CmdResponse, PeerMsg, SplitCheckResult, SplitIds};
 use slog::{debug, info, warn};
@@ -49,6 +49,7 @@ use crate::errors::{Error, Result};
 use crate::fsm::store::spawn_peer;
 use crate::operation::apply::{ApplyBatch, ExecResult, error_response, header};
 use crate::operation::command::check_key_in_region;
+use crate::operation::session::SessionTable;
 use crate::peer::Peer;
 use crate::peer_storage::{init_apply_state, split_raft_state, write_region_state};
 use crate::store_meta::StoreMeta;
@@ -222,7 +223,13 @@ impl Peer {
                 return Ok(error_response(&e, term));
             }
         };
-        let created = write_split_states(&ctx.engine, &mut batch.wb, &derived, &new_region)?;
+        let created = write_split_states(
+            &ctx.engine,
+            &mut batch.wb,
+            &derived,
+            &new_region,
+            &self.sessions,
+        )?;
         if !created {
             info!(self.logger, "split: the new region has a record on this store; no peer created";
                 "new_region_id" => new_region.id);
@@ -323,6 +330,7 @@ pub(crate) fn write_split_states(
     wb: &mut WriteBatch,
     derived: &metapb::Region,
     new_region: &metapb::Region,
+    sessions: &SessionTable,
 ) -> Result<bool> {
     write_region_state(wb, derived, PeerState::Normal)?;
     let region_id = new_region.id;
@@ -337,11 +345,17 @@ pub(crate) fn write_split_states(
         .get_msg_cf::<RaftLocalState>(CF_RAFT, &keys::raft_state_key(region_id))?
         .and_then(|s| s.hard_state);
     write_region_state(wb, new_region, PeerState::Normal)?;
+    // Both halves start with the parent's sessions: a client's next write
+    // may go to either, and must be deduplicated there.
     wb.put_msg_cf(
         CF_DEFAULT,
         &keys::apply_state_key(region_id),
-        &init_apply_state(),
+        &RaftApplyState {
+            session_clock_ms: sessions.clock_ms(),
+            ..init_apply_state()
+        },
     )?;
+    sessions.write_all(wb, region_id)?;
     wb.put_msg_cf(
         CF_RAFT,
         &keys::raft_state_key(region_id),
@@ -575,7 +589,10 @@ mod tests {
 
         let (derived, new) = split_region(&region(), &split(b"m", 10, &[11, 12, 13])).expect("ok");
         let mut wb = engine.write_batch();
-        assert!(write_split_states(&engine, &mut wb, &derived, &new).expect("states"));
+        assert!(
+            write_split_states(&engine, &mut wb, &derived, &new, &SessionTable::default())
+                .expect("states")
+        );
         let state = |id| read::<RegionLocalState>(&engine, CF_DEFAULT, &keys::region_state_key(id));
         assert!(
             state(1).is_none() && state(10).is_none(),
@@ -605,7 +622,10 @@ mod tests {
         // A region this store has a record of (here: the one just written)
         // is not written again; the derived region still is.
         let mut wb = engine.write_batch();
-        assert!(!write_split_states(&engine, &mut wb, &region(), &new).expect("states"));
+        assert!(
+            !write_split_states(&engine, &mut wb, &region(), &new, &SessionTable::default())
+                .expect("states")
+        );
         engine.write(wb, true).expect("write");
         assert_eq!(state(1).and_then(|s| s.region), Some(region()));
     }

@@ -27,6 +27,7 @@ use crate::operation::heartbeat::PeerLiveness;
 use crate::operation::lease::LeaderLease;
 use crate::operation::read::PendingReads;
 use crate::operation::ready::RaftOp;
+use crate::operation::session::SessionTable;
 use crate::peer_storage::PeerStorage;
 use crate::snapshot::SnapshotSource;
 
@@ -81,6 +82,9 @@ pub struct Peer {
     /// When each other peer was last heard from, for the down peers a
     /// leader reports (`operation/heartbeat.rs`).
     pub(crate) peer_liveness: PeerLiveness,
+    /// The region's client sessions as of the applied index
+    /// (`operation/session.rs`).
+    pub(crate) sessions: SessionTable,
     pub(crate) logger: Logger,
 }
 
@@ -98,7 +102,9 @@ impl Peer {
         let logger = logger.new(o!("region_id" => region.id, "peer_id" => meta.id));
         let region_id = region.id;
         let peer_cache = region.peers.iter().map(|p| (p.id, *p)).collect();
-        let storage = PeerStorage::new(engine, region, snapshots, &logger)?;
+        let storage = PeerStorage::new(engine.clone(), region, snapshots, &logger)?;
+        let sessions =
+            SessionTable::load(&engine, region_id, storage.apply_state().session_clock_ms)?;
         let raft_cfg = RaftConfig {
             id: meta.id,
             peers: Vec::new(),
@@ -137,6 +143,7 @@ impl Peer {
             pending_remove: false,
             stopped: false,
             peer_liveness: PeerLiveness::default(),
+            sessions,
             logger,
         })
     }

@@ -9,7 +9,9 @@
 //!    of the log entry at that index (persisted before it was applied).
 //! 2. Write one SST per data CF of the region's key range; an empty CF gets
 //!    no file and size 0.
-//! 3. Record sizes, CRC32s and CF checksums (the CRC32 of the CF's name and
+//! 3. The region's client sessions and session clock go into the
+//!    snapshot's data (`RaftSnapshotData.sessions`), not into a file.
+//! 4. Record sizes, CRC32s and CF checksums (the CRC32 of the CF's name and
 //!    the file, tying the file to the CF it was built for) in the meta file,
 //!    completing the snapshot.
 
@@ -25,6 +27,7 @@ use storage::{CF_DEFAULT, CF_RAFT, DATA_CFS, keys, write_sst};
 
 use super::{SnapKey, SnapKind, SnapManager, file_sums, io_error, remove_file_if_exists};
 use crate::errors::{Error, Result};
+use crate::operation::session::SessionTable;
 use crate::peer_storage::conf_state_of;
 
 /// Generates a snapshot of `region_id` from `snap`, writing its files into
@@ -66,7 +69,9 @@ pub fn generate_snapshot(
         index,
     };
     let _guard = mgr.register(SnapKind::Generated, key);
-    let data = build_files(mgr, &key, snap, &region)?;
+    let mut data = build_files(mgr, &key, snap, &region)?;
+    data.sessions = SessionTable::states_at(snap, region_id)?;
+    data.session_clock_ms = apply_state.session_clock_ms;
     mgr.save_meta(SnapKind::Generated, &key, &data, false)?;
     Ok(Snapshot {
         data: data.encode_to_vec(),
