@@ -298,8 +298,8 @@ mod tests {
     use crate::cluster::ClusterOptions;
 
     fn new_test_cluster() -> Cluster {
-        let cluster = Cluster::new(ClusterOptions::new(3, Config::for_tests()))
-            .expect("build the cluster");
+        let cluster =
+            Cluster::new(ClusterOptions::new(3, Config::for_tests())).expect("build the cluster");
         cluster.start().expect("start the cluster");
         cluster
     }

@@ -368,8 +368,9 @@ pub fn region_data_bytes(cluster: &Cluster, store_id: u64, region_id: u64) -> u6
     bytes
 }
 
-/// The bytes store `store_id` keeps for region `region_id` under the
-/// region's meta keys besides its region state: the session table.
+/// The bytes of region `region_id`'s session table on store `store_id`
+/// (every session's key and encoded state, `keys::client_session_range`):
+/// what a snapshot of the region carries besides its data.
 ///
 /// # Panics
 /// If the store is down or its engine cannot be read.
@@ -378,16 +379,13 @@ pub fn session_table_bytes(cluster: &Cluster, store_id: u64, region_id: u64) -> 
         .store_engine(store_id)
         .unwrap_or_else(|| panic!("store {store_id} is not running"))
         .snapshot();
-    let (start, end) = keys::region_meta_range(region_id);
-    let state_key = keys::region_state_key(region_id);
+    let (start, end) = keys::client_session_range(region_id);
     let mut bytes = 0;
     snap.scan_cf(CF_DEFAULT, &start, &end, |key, value| {
-        if key != state_key.as_slice() {
-            bytes += (key.len() + value.len()) as u64;
-        }
+        bytes += (key.len() + value.len()) as u64;
         Ok(true)
     })
-    .unwrap_or_else(|e| panic!("store {store_id}: scan the region's meta keys: {e}"));
+    .unwrap_or_else(|e| panic!("store {store_id}: scan the region's sessions: {e}"));
     bytes
 }
 
@@ -562,10 +560,20 @@ fn run_round(
     })
 }
 
-/// The checks after a round that depend on `max_raft_state`.
+/// The checks after a round that depend on `max_raft_state`: with it,
+/// the logs are trimmed to the lab's bound, and (a round writes far more
+/// than `max_raft_state`) some store did compact; without, none did.
 fn check_log_size(cluster: &Cluster, max_raft_state: Option<u64>) {
     match max_raft_state {
-        Some(max) => must_trim_logs_to(cluster, LOG_BOUND_FACTOR * max, LOG_SETTLE),
+        Some(max) => {
+            must_trim_logs_to(cluster, LOG_BOUND_FACTOR * max, LOG_SETTLE);
+            let logs = kept_logs(cluster);
+            assert!(
+                logs.iter()
+                    .any(|log| log.truncated > keys::RAFT_INIT_LOG_INDEX),
+                "no store compacted its log past {max} bytes: {logs:?}"
+            );
+        }
         None => must_not_compact(cluster),
     }
 }
