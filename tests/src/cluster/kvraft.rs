@@ -84,13 +84,14 @@ pub const LOG_SETTLE: Duration = Duration::from_secs(10);
 /// The lab's bound on the kept log: 8 × `maxraftstate`.
 pub const LOG_BOUND_FACTOR: u64 = 8;
 
-/// The encoded size of one Clerk write in the log is about this many bytes
-/// (header with epoch and session, one short request). The count limit of
-/// log GC is `max_raft_state` over this, halved: a leader keeps at most
-/// that many entries for a lagging follower before it compacts past it
-/// (which then catches up by snapshot), so the kept log stays near
-/// 2 × `max_raft_state`, far inside the lab's 8 ×.
-pub const WRITE_ENTRY_BYTES: u64 = 100;
+/// The encoded size of one Clerk write of the lab's short keys and values
+/// in the log, roughly (header with epoch, session and session clock, one
+/// request: about 45 bytes). The count limit of log GC is
+/// `max_raft_state` over this: a leader holds back at most about
+/// `max_raft_state` bytes of log for a follower it cannot reach before it
+/// compacts past it (that follower then catches up by snapshot), so the
+/// kept log stays near 2 × `max_raft_state`, inside the lab's 8 ×.
+pub const WRITE_ENTRY_BYTES: u64 = 50;
 
 /// The raftstore config of a Lab 3 cluster: the test config, with log GC
 /// by size at `max_raft_state` bytes (the lab's `maxraftstate`, the raft
@@ -101,7 +102,7 @@ pub fn kvraft_config(max_raft_state: Option<u64>) -> Config {
     match max_raft_state {
         Some(bytes) => {
             cfg.raft_log_gc_size_limit = bytes;
-            cfg.raft_log_gc_count_limit = (bytes / WRITE_ENTRY_BYTES / 2).max(1);
+            cfg.raft_log_gc_count_limit = (bytes / WRITE_ENTRY_BYTES).max(1);
         }
         None => {
             cfg.raft_log_gc_size_limit = u64::MAX;
