@@ -292,16 +292,82 @@ fn record_attempt(write: &mut SessionWrite, attempt: Attempt<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use kvproto::errorpb;
     use raftstore::Config;
+    use storage::keys;
 
     use super::*;
-    use crate::cluster::ClusterOptions;
+    use crate::cluster::{ClusterOptions, FIRST_REGION_ID};
 
-    fn new_test_cluster() -> Cluster {
-        let cluster =
-            Cluster::new(ClusterOptions::new(3, Config::for_tests())).expect("build the cluster");
+    fn new_test_cluster_with(cfg: Config) -> Cluster {
+        let cluster = Cluster::new(ClusterOptions::new(3, cfg)).expect("build the cluster");
         cluster.start().expect("start the cluster");
         cluster
+    }
+
+    fn new_test_cluster() -> Cluster {
+        new_test_cluster_with(Config::for_tests())
+    }
+
+    /// Whether any store holds `client_id`'s session in the first region.
+    fn session_held(cluster: &Cluster, client_id: u64) -> bool {
+        cluster.store_ids().into_iter().any(|store_id| {
+            cluster.store_engine(store_id).is_some_and(|engine| {
+                engine
+                    .get_cf(
+                        CF_DEFAULT,
+                        &keys::client_session_key(FIRST_REGION_ID, client_id),
+                    )
+                    .expect("read the session")
+                    .is_some()
+            })
+        })
+    }
+
+    #[test]
+    fn attempts_that_may_have_applied_are_told_from_refused_ones() {
+        let refused = errorpb::Error {
+            not_leader: Some(Default::default()),
+            ..Default::default()
+        };
+        let stale = errorpb::Error {
+            stale_command: Some(Default::default()),
+            ..Default::default()
+        };
+        let mut session = ClientSession::new(1);
+        let mut write = session.next_write();
+        record_attempt(&mut write, Attempt::NotSent);
+        record_attempt(&mut write, Attempt::Failed(&refused));
+        assert!(!write.maybe_applied(), "refused attempts cannot apply");
+        record_attempt(&mut write, Attempt::Unanswered);
+        assert!(write.maybe_applied(), "an unanswered attempt may apply");
+        let mut write = session.next_write();
+        record_attempt(&mut write, Attempt::Failed(&stale));
+        assert!(write.maybe_applied(), "a dropped proposal may still commit");
+    }
+
+    /// A session the region dropped (idle past its time-to-live) is
+    /// opened again by the next write, which then applies once.
+    #[test]
+    fn an_expired_session_is_opened_again_when_no_attempt_can_have_applied() {
+        let mut cfg = Config::for_tests();
+        cfg.client_session_ttl = Duration::from_millis(200);
+        let cluster = new_test_cluster_with(cfg);
+        let mut idle = Clerk::new(&cluster).expect("a client id");
+        idle.append(b"k", b"a").expect("append");
+        assert!(session_held(&cluster, idle.client_id()));
+        // Time moves with the session commands the log carries: another
+        // client writes until every store dropped the idle session.
+        let mut busy = Clerk::new(&cluster).expect("a client id");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while session_held(&cluster, idle.client_id()) {
+            assert!(Instant::now() < deadline, "the idle session never expired");
+            busy.put(b"other", b"x").expect("put");
+        }
+        idle.append(b"k", b"b")
+            .expect("the session is opened again");
+        assert!(session_held(&cluster, idle.client_id()));
+        assert_eq!(idle.get(b"k").expect("get"), b"ab");
     }
 
     #[test]
