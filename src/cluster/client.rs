@@ -231,8 +231,9 @@ impl<'c> Client<'c> {
                 .get_or_insert_with(RaftRequestHeader::default);
             header.peer = Some(target);
             header.region_epoch = self.cluster.region(region_id).and_then(|r| r.region_epoch);
-            if self.link.is_some_and(|link| link.loses_request()) {
-                // The client cannot tell a lost request from a lost reply.
+            if self.reaches(target.store_id) && self.link.is_some_and(|link| link.loses_request()) {
+                // The client cannot tell a lost request from a lost reply
+                // (a store out of reach is never sent anything: below).
                 retries.no_answer += 1;
                 last = format!("request to store {} lost", target.store_id);
                 observe(Attempt::Unanswered);
@@ -467,5 +468,73 @@ impl<'c> Client<'c> {
                 Some(error) => return Err(ClusterError::Failed(Box::new(error.clone()))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftstore::Config;
+
+    use super::*;
+    use crate::cluster::{ClusterOptions, FIRST_REGION_ID};
+
+    fn put_command(cluster: &Cluster) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: FIRST_REGION_ID,
+                region_epoch: cluster.region(FIRST_REGION_ID).and_then(|r| r.region_epoch),
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: CF_DEFAULT.to_owned(),
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                }),
+                ..Default::default()
+            }],
+            admin_request: None,
+        }
+    }
+
+    /// What `link` makes of every attempt of a put, as observed.
+    fn observed(cluster: &Cluster, link: &ClientLink) -> Vec<&'static str> {
+        let mut seen = Vec::new();
+        let result = cluster.client().with_link(link).call_on_leader_observed(
+            put_command(cluster),
+            Duration::from_millis(200),
+            &mut |attempt| {
+                seen.push(match attempt {
+                    Attempt::NotSent => "not sent",
+                    Attempt::Unanswered => "unanswered",
+                    Attempt::Failed(_) => "failed",
+                })
+            },
+        );
+        assert!(result.is_err(), "nothing can succeed through this link");
+        seen
+    }
+
+    #[test]
+    fn attempts_out_of_reach_are_not_sent_and_lost_ones_are_unanswered() {
+        let cluster =
+            Cluster::new(ClusterOptions::new(3, Config::for_tests())).expect("build the cluster");
+        cluster.start().expect("start the cluster");
+
+        let unreachable = ClientLink::unreliable(100, 1);
+        unreachable.connect_only(&[]);
+        let seen = observed(&cluster, &unreachable);
+        assert!(
+            !seen.is_empty() && seen.iter().all(|&a| a == "not sent"),
+            "{seen:?}"
+        );
+
+        let lossy = ClientLink::unreliable(100, 1);
+        let seen = observed(&cluster, &lossy);
+        assert!(
+            !seen.is_empty() && seen.iter().all(|&a| a == "unanswered"),
+            "{seen:?}"
+        );
     }
 }
