@@ -14,6 +14,8 @@
 //!   loading them before a run.
 //! - [`remote`]: the same against a running cluster, through the client
 //!   library over gRPC: put, get or mixed requests over a key space.
+//! - [`clerk`]: one Clerk's sequential appends to one key (MIT 6.824's
+//!   `TestSpeed3A`/`3B` as a figure).
 //! - [`baseline`]: the raw cost of one durable write on the same disk
 //!   (append + `fdatasync`, and a synced RocksDB put), to read the figures
 //!   against.
@@ -21,6 +23,7 @@
 //!   baseline, for scripts that compare runs.
 
 pub mod baseline;
+pub mod clerk;
 pub mod keyspace;
 pub mod output;
 pub mod remote;
@@ -42,6 +45,9 @@ pub enum BenchError {
     /// An engine could not be opened or written.
     #[error("storage: {0}")]
     Storage(#[from] storage::Error),
+    /// What a run wrote did not read back as written.
+    #[error("check failed: {0}")]
+    Check(String),
     /// A file-system or thread operation failed.
     #[error("cannot {what}: {source}")]
     Io {

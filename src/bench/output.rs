@@ -18,6 +18,10 @@
 //!   "fdatasync_p99_ms":F}`: the `sync_` fields are the synced RocksDB
 //!   put, the `fdatasync_` fields the append + `fdatasync` of the same
 //!   baseline.
+//! - a Clerk run (`--workload clerk`), one line: `{"kind":"clerk",
+//!   "appends":N,"ops_per_sec":F,"mean_ms":F,"p50_ms":F,"p99_ms":F,
+//!   "max_ms":F,"lab_max_mean_ms":F,"within_lab_bound":B,"stores":N,
+//!   "max_raft_state":N|null}` ([`super::clerk`]).
 //!
 //! Invariant: a line's fields keep the order they were added in (the
 //! crate's `serde_json` sorts object keys, so a line is built here, not as a
@@ -29,6 +33,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::baseline::BaselineReport;
+use super::clerk::{ClerkReport, LAB_MAX_MEAN};
 use super::remote::RemoteReport;
 use super::{Latencies, Mix, RunReport};
 
@@ -123,6 +128,23 @@ pub fn remote_run(r: &RemoteReport, value_size: usize, key_space: u64) -> JsonLi
         .field("first_error", r.first_error.clone())
         .field("value_size", value_size)
         .field("key_space", key_space)
+}
+
+/// The line of a Clerk run on `stores` stores, with log GC at
+/// `max_raft_state` bytes if set.
+pub fn clerk_run(r: &ClerkReport, stores: u64, max_raft_state: Option<u64>) -> JsonLine {
+    let l = &r.latencies;
+    JsonLine::new("clerk")
+        .field("appends", r.appends)
+        .field("ops_per_sec", r.ops_per_sec())
+        .field("mean_ms", ms(l.mean()))
+        .field("p50_ms", ms(l.percentile(50.0)))
+        .field("p99_ms", ms(l.percentile(99.0)))
+        .field("max_ms", ms(l.max()))
+        .field("lab_max_mean_ms", ms(LAB_MAX_MEAN))
+        .field("within_lab_bound", r.within_lab_bound())
+        .field("stores", stores)
+        .field("max_raft_state", max_raft_state)
 }
 
 /// The baseline line: the synced RocksDB put (`sync_…`) and the append +
@@ -270,6 +292,36 @@ mod tests {
         assert_eq!(map["failed"], 3);
         assert_eq!(map["mode"], "remote");
         assert_eq!(map["key_space"], 5000);
+    }
+
+    #[test]
+    fn a_clerk_run_is_one_line_with_the_lab_bound() {
+        let r = ClerkReport {
+            appends: 1000,
+            elapsed: Duration::from_secs(2),
+            latencies: latencies(),
+        };
+        let map = parse(&clerk_run(&r, 3, Some(1000)), "clerk");
+        assert_types(
+            &map,
+            &[
+                ("appends", Value::is_u64),
+                ("ops_per_sec", Value::is_f64),
+                ("mean_ms", Value::is_f64),
+                ("p50_ms", Value::is_f64),
+                ("p99_ms", Value::is_f64),
+                ("max_ms", Value::is_f64),
+                ("lab_max_mean_ms", Value::is_f64),
+                ("within_lab_bound", Value::is_boolean),
+                ("stores", Value::is_u64),
+                ("max_raft_state", Value::is_u64),
+            ],
+        );
+        assert_eq!(map["ops_per_sec"].as_f64(), Some(500.0));
+        assert_eq!(map["within_lab_bound"], true);
+        assert_eq!(map["lab_max_mean_ms"].as_f64(), Some(33.0));
+        let map = parse(&clerk_run(&r, 5, None), "clerk");
+        assert!(map["max_raft_state"].is_null());
     }
 
     #[test]

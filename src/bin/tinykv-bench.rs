@@ -12,6 +12,12 @@
 //! count, each on a fresh cluster. Ends with a one-thread durable-write
 //! baseline on the same disk.
 //!
+//! `--workload clerk`: MIT 6.824's `TestSpeed3A`/`3B` as a figure: on an
+//! in-process cluster, one Clerk appends `--appends` values to one key in
+//! a row, exactly once each through its session, and reports appends/s
+//! and the mean latency against the lab's 33 ms (`bench::clerk`);
+//! `--max-raft-state BYTES` turns log GC on at that size, as in 3B.
+//!
 //! Output: tables (the default), or with `--json` one JSON object per line
 //! (`bench::output`). Progress always goes to stderr. `--help` lists the
 //! flags; `docs/BENCHMARKS.md` has results and how to read them.
@@ -25,6 +31,7 @@ use clap::Parser;
 use raftstore::Config;
 use slog::{Drain, Logger, o};
 use tinykv::bench::baseline::{self, BaselineReport};
+use tinykv::bench::clerk::{self, ClerkReport};
 use tinykv::bench::remote::{self, RemoteOptions, RemoteReport};
 use tinykv::bench::{
     BenchError, Mix, RunReport, WorkloadOptions, fmt_ms, keyspace, output, workload,
@@ -51,6 +58,9 @@ enum MixFlag {
     Get,
     /// Gets and puts, half each.
     Mixed,
+    /// One Clerk's sequential appends to one key, exactly once each (MIT
+    /// 6.824's TestSpeed3A/3B); in-process only.
+    Clerk,
 }
 
 #[derive(Debug, Parser)]
@@ -65,6 +75,11 @@ enum MixFlag {
         of fresh keys, or (--workload get|mixed) linearizable gets, or half gets and half \
         puts, of keys drawn from --key-space keys loaded first. Runs report the raft-log \
         entries appended during the window (log growth; 0 for gets).\n\n\
+        --workload clerk (MIT 6.824's TestSpeed3A/3B as a figure): one Clerk appends \
+        --appends values to one key in a row, each an exactly-once session write, on a fresh \
+        in-process cluster (--clients does not apply); reports appends/s and latency against \
+        the lab's 33 ms mean; --max-raft-state BYTES turns log GC on at that raft-log size \
+        (TestSpeed3B).\n\n\
         With --remote SCHEDULER: runs closed-loop requests through the client library over \
         gRPC against a running cluster (e.g. tinykv-playground), put/get/mixed over a key \
         space, one run per concurrency.\n\n\
@@ -130,14 +145,26 @@ struct Args {
     /// tables: the same as --format json. --help describes the fields.
     #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// --workload clerk: appends the Clerk makes.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    appends: u64,
+    /// --workload clerk: compact the raft log past this many bytes (MIT
+    /// 6.824's maxraftstate; TestSpeed3B uses 1000). [default: the
+    /// config's limits]
+    #[arg(long, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_raft_state: Option<u64>,
 }
 
 impl Args {
-    fn mix(&self) -> Mix {
+    /// The request mix of a put/get/mixed run; `None` for a Clerk run.
+    fn mix(&self) -> Option<Mix> {
         match self.workload {
-            MixFlag::Put => Mix::Put,
-            MixFlag::Get => Mix::Get,
-            MixFlag::Mixed => Mix::Mixed,
+            MixFlag::Put => Some(Mix::Put),
+            MixFlag::Get => Some(Mix::Get),
+            MixFlag::Mixed => Some(Mix::Mixed),
+            MixFlag::Clerk => None,
         }
     }
 
@@ -189,12 +216,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.mix().reads() && args.value_size == 0 {
+    if let Some(mix) = args.mix().filter(|m| m.reads())
+        && args.value_size == 0
+    {
         // A loaded key must read back non-empty: the protocol has no
         // not-found flag, an absent key reads as an empty value.
         eprintln!(
             "tinykv-bench: --workload {} needs --value-size of at least 1",
-            args.mix().name()
+            mix.name()
         );
         return ExitCode::from(2);
     }
@@ -204,9 +233,14 @@ fn main() -> ExitCode {
         baseline,
         data_dir: args.data_dir.clone().unwrap_or_else(std::env::temp_dir),
     };
-    let result = match &args.remote {
-        Some(addr) => run_remote(&args, addr, &timing),
-        None => run(&args, &timing),
+    let result = match (&args.remote, args.mix()) {
+        (Some(_), None) => {
+            eprintln!("tinykv-bench: --workload clerk runs in-process only, not with --remote");
+            return ExitCode::from(2);
+        }
+        (Some(addr), Some(mix)) => run_remote(&args, addr, mix, &timing),
+        (None, Some(mix)) => run(&args, mix, &timing),
+        (None, None) => run_clerk(&args, &timing),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -225,14 +259,16 @@ struct Timing {
     data_dir: PathBuf,
 }
 
-fn run(args: &Args, t: &Timing) -> Result<(), BenchError> {
+fn runtime_threads(args: &Args) -> usize {
+    args.runtime_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+fn run(args: &Args, mix: Mix, t: &Timing) -> Result<(), BenchError> {
     let cfg = Config::default();
     let logger = logger();
-    let runtime_threads = args
-        .runtime_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime_threads = runtime_threads(args);
     let table = args.table();
-    let mix = args.mix();
     if table {
         println!(
             "tinykv-bench: {} stores in one process, 1 region, in-memory transport, RocksDB \
@@ -370,7 +406,105 @@ fn run_baselines(args: &Args, t: &Timing) -> Result<Option<Baselines>, BenchErro
     }))
 }
 
-fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
+/// How long the Clerk may take over one operation (the lab's Clerk never
+/// gives up; a run that needs this long has failed anyway).
+const CLERK_OP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Clerk's log entry of the lab's short values is about this many bytes:
+/// with `--max-raft-state`, the count limit of log GC is that size over
+/// this, as in the Lab 3 test ports.
+const CLERK_ENTRY_BYTES: u64 = 50;
+
+fn run_clerk(args: &Args, t: &Timing) -> Result<(), BenchError> {
+    let mut cfg = Config::default();
+    if let Some(bytes) = args.max_raft_state {
+        cfg.raft_log_gc_size_limit = bytes;
+        cfg.raft_log_gc_count_limit = (bytes / CLERK_ENTRY_BYTES).max(1);
+    }
+    let runtime_threads = runtime_threads(args);
+    let table = args.table();
+    if table {
+        println!(
+            "tinykv-bench: {} stores in one process, 1 region, in-memory transport, RocksDB \
+             with synced raft-log writes",
+            args.stores
+        );
+        println!(
+            "config: Config::default() (tick {:?}, heartbeat {} ticks, election {} ticks), \
+             log GC at {} entries / {} bytes; store runtime {} threads",
+            cfg.raft_base_tick_interval,
+            cfg.raft_heartbeat_ticks,
+            cfg.raft_election_timeout_ticks,
+            cfg.raft_log_gc_count_limit,
+            cfg.raft_log_gc_size_limit,
+            runtime_threads
+        );
+        println!(
+            "workload: one Clerk, {} sequential appends to one key, each an exactly-once \
+             session write (MIT 6.824 TestSpeed3{})",
+            args.appends,
+            if args.max_raft_state.is_some() {
+                "B"
+            } else {
+                "A"
+            }
+        );
+        println!("data under: {}", t.data_dir.display());
+        println!();
+    }
+    let opts = ClusterOptions::new(args.stores, cfg)
+        .data_parent(&t.data_dir)
+        .runtime_threads(runtime_threads)
+        .logger(logger());
+    let cluster = Cluster::new(opts)?;
+    cluster.start()?;
+    let (elected, leader) = cluster.wait_for_leader(Duration::from_secs(30))?;
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "leader (store {leader}) ready after {:.2} s; {} appends ...",
+        elected.as_secs_f64(),
+        args.appends
+    );
+    let appends = usize::try_from(args.appends).unwrap_or(usize::MAX);
+    let report = clerk::run(&cluster, appends, CLERK_OP_TIMEOUT)?;
+    let dir = cluster.path().to_owned();
+    if let Err(e) = cluster.destroy() {
+        eprintln!("tinykv-bench: {}: {e}", dir.display());
+    }
+    if table {
+        print_clerk_run(&report);
+    } else {
+        println!(
+            "{}",
+            output::clerk_run(&report, args.stores, args.max_raft_state)
+        );
+    }
+    Ok(())
+}
+
+fn print_clerk_run(r: &ClerkReport) {
+    let l = &r.latencies;
+    println!(
+        "{:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "appends", "appends/s", "mean ms", "p50 ms", "p99 ms", "max ms", "lab bound"
+    );
+    println!(
+        "{:>7} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        r.appends,
+        r.ops_per_sec(),
+        fmt_ms(l.mean()),
+        fmt_ms(l.percentile(50.0)),
+        fmt_ms(l.percentile(99.0)),
+        fmt_ms(l.max()),
+        if r.within_lab_bound() {
+            format!("< {} ms", fmt_ms(clerk::LAB_MAX_MEAN))
+        } else {
+            format!(">= {} ms", fmt_ms(clerk::LAB_MAX_MEAN))
+        }
+    );
+}
+
+fn run_remote(args: &Args, addr: &str, mix: Mix, t: &Timing) -> Result<(), BenchError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -378,7 +512,6 @@ fn run_remote(args: &Args, addr: &str, t: &Timing) -> Result<(), BenchError> {
             what: "start the async runtime",
             source,
         })?;
-    let mix = args.mix();
     let table = args.table();
     let reports = runtime.block_on(async {
         let client = Client::connect(addr, ClientOptions::default()).await?;
@@ -581,7 +714,7 @@ mod tests {
     fn json_and_format_json_both_print_lines() {
         let defaults = parse(&[]).expect("no flags");
         assert!(defaults.table(), "tables are the default");
-        assert_eq!(defaults.mix(), Mix::Put);
+        assert_eq!(defaults.mix(), Some(Mix::Put));
         for flags in [&["--json"][..], &["--format", "json"]] {
             assert!(!parse(flags).expect("parses").table(), "{flags:?}");
         }
@@ -592,15 +725,35 @@ mod tests {
     #[test]
     fn the_workload_applies_without_remote() {
         let args = parse(&["--workload", "get", "--key-space", "500", "--json"]).expect("parses");
-        assert_eq!(args.mix(), Mix::Get);
+        assert_eq!(args.mix(), Some(Mix::Get));
         assert!(args.remote.is_none());
         assert_eq!(args.key_space, 500);
         assert_eq!(
             parse(&["--workload", "mixed"]).expect("parses").mix(),
-            Mix::Mixed
+            Some(Mix::Mixed)
         );
         assert!(parse(&["--workload", "scan"]).is_err());
         assert!(parse(&["--key-space", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_clerk_workload_takes_appends_and_a_log_limit() {
+        let args = parse(&["--workload", "clerk"]).expect("parses");
+        assert_eq!(args.mix(), None);
+        assert_eq!(args.appends, 1000, "the lab's 1,000 appends by default");
+        assert_eq!(args.max_raft_state, None);
+        let args = parse(&[
+            "--workload",
+            "clerk",
+            "--appends",
+            "50",
+            "--max-raft-state",
+            "1000",
+        ])
+        .expect("parses");
+        assert_eq!((args.appends, args.max_raft_state), (50, Some(1000)));
+        assert!(parse(&["--appends", "0"]).is_err());
+        assert!(parse(&["--max-raft-state", "0"]).is_err());
     }
 
     #[test]

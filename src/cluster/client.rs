@@ -21,6 +21,13 @@
 //! | any other error | none: the answer is returned, a retry cannot fix it |
 //!
 //! Every attempt and every wait is bounded by the call's deadline.
+//!
+//! A client may go through a [`ClientLink`] ([`Client::with_link`]): a
+//! store out of its reach is skipped as if it were down, and a request or
+//! a reply the link loses counts as an attempt without an answer.
+//! [`Client::call_on_leader_observed`] reports every failed attempt, so
+//! that a caller can tell whether an attempt may have been applied (a
+//! session write, `super::clerk`).
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +40,7 @@ use router::{CallbackReceiver, CmdResponse};
 use scheduler_stub::SchedulerClient as _;
 use storage::CF_DEFAULT;
 
+use super::link::ClientLink;
 use super::{Cluster, ClusterError};
 use crate::command;
 
@@ -99,12 +107,27 @@ pub struct TimedOut {
     pub last: String,
 }
 
+/// How one failed attempt of [`Client::call_on_leader_observed`] ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    /// Never handed to a store (it is down, or out of the client's reach):
+    /// it cannot be applied.
+    NotSent,
+    /// Handed over (or lost on the way: the client cannot tell), and no
+    /// answer came back: it may be applied.
+    Unanswered,
+    /// Answered with a region error the client retries.
+    Failed(&'a errorpb::Error),
+}
+
 /// A client of one [`Cluster`]. Cheap to copy: one per thread. Its methods
 /// block; call them from plain threads, never from inside an async task.
 #[derive(Clone, Copy)]
 pub struct Client<'c> {
     cluster: &'c Cluster,
     attempt_timeout: Duration,
+    /// What the client's connection lets through; `None`: everything.
+    link: Option<&'c ClientLink>,
 }
 
 impl<'c> Client<'c> {
@@ -112,7 +135,19 @@ impl<'c> Client<'c> {
         Client {
             cluster,
             attempt_timeout: ATTEMPT_TIMEOUT,
+            link: None,
         }
+    }
+
+    /// Sends every command through `link`: only to the stores it reaches,
+    /// losing what it loses.
+    pub fn with_link(mut self, link: &'c ClientLink) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    fn reaches(&self, store_id: u64) -> bool {
+        self.link.is_none_or(|link| link.reaches(store_id))
     }
 
     /// How long one attempt of [`Client::call_on_leader`] waits for its
@@ -124,10 +159,14 @@ impl<'c> Client<'c> {
 
     /// Hands `request` to the peer its header names, without waiting. The
     /// answer arrives on the receiver (a region error if the router refused
-    /// the command); `None` if that store is not running.
+    /// the command); `None` if that store is not running or out of the
+    /// client's reach.
     pub fn send(&self, request: RaftCmdRequest) -> Option<CallbackReceiver> {
         let header = request.header.unwrap_or_default();
         let store_id = header.peer.map_or(0, |p| p.store_id);
+        if !self.reaches(store_id) {
+            return None;
+        }
         let router = self.cluster.router(store_id)?;
         Some(command::submit(&router, header.region_id, request))
     }
@@ -154,13 +193,25 @@ impl<'c> Client<'c> {
     /// says, until `timeout`.
     pub fn call_on_leader(
         &self,
+        request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<Answer, TimedOut> {
+        self.call_on_leader_observed(request, timeout, &mut |_| {})
+    }
+
+    /// [`Client::call_on_leader`], telling `observe` how each attempt that
+    /// is retried ended (the last attempt's answer is the result).
+    pub fn call_on_leader_observed(
+        &self,
         mut request: RaftCmdRequest,
         timeout: Duration,
+        observe: &mut dyn FnMut(Attempt<'_>),
     ) -> Result<Answer, TimedOut> {
         let deadline = Instant::now() + timeout;
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
         let stores = self.cluster.store_ids();
-        let mut candidates = stores.iter().copied().cycle();
+        // Index into `stores` of the next candidate.
+        let mut candidate = 0;
         let mut retries = Retries::default();
         let mut last = String::from("no attempt made");
         // The peer to try next; `None`: the next candidate store.
@@ -169,7 +220,7 @@ impl<'c> Client<'c> {
         let mut followed_hint = false;
         while Instant::now() < deadline {
             let target = next.take().unwrap_or_else(|| {
-                let store_id = candidates.next().unwrap_or_default();
+                let store_id = self.next_candidate(&stores, &mut candidate);
                 self.peer_on(region_id, store_id).unwrap_or(metapb::Peer {
                     id: store_id,
                     store_id,
@@ -180,17 +231,31 @@ impl<'c> Client<'c> {
                 .get_or_insert_with(RaftRequestHeader::default);
             header.peer = Some(target);
             header.region_epoch = self.cluster.region(region_id).and_then(|r| r.region_epoch);
+            if self.reaches(target.store_id) && self.link.is_some_and(|link| link.loses_request()) {
+                // The client cannot tell a lost request from a lost reply
+                // (a store out of reach is never sent anything: below).
+                retries.no_answer += 1;
+                last = format!("request to store {} lost", target.store_id);
+                observe(Attempt::Unanswered);
+                followed_hint = false;
+                self.back_off(RETRY_BACKOFF, deadline);
+                continue;
+            }
             let Some(answer) = self.send(request.clone()) else {
                 retries.no_answer += 1;
-                last = format!("store {} is not running", target.store_id);
+                last = format!("store {} is not running or not reachable", target.store_id);
+                observe(Attempt::NotSent);
                 followed_hint = false;
                 self.back_off(RETRY_BACKOFF, deadline);
                 continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some(response) = self.wait(answer, left.min(self.attempt_timeout)) else {
+            let answered = self.wait(answer, left.min(self.attempt_timeout));
+            let Some(response) = answered.filter(|_| !self.link.is_some_and(|l| l.loses_reply()))
+            else {
                 retries.no_answer += 1;
                 last = format!("no answer from store {}", target.store_id);
+                observe(Attempt::Unanswered);
                 followed_hint = false;
                 continue;
             };
@@ -218,6 +283,7 @@ impl<'c> Client<'c> {
                     None => return Ok(Answer { response, retries }),
                 }
             };
+            observe(Attempt::Failed(error));
             self.back_off(backoff, deadline);
         }
         Err(TimedOut {
@@ -225,6 +291,22 @@ impl<'c> Client<'c> {
             retries,
             last,
         })
+    }
+
+    /// The next store to try without a hint, round robin over `stores`
+    /// from `*index`, skipping those out of the client's reach (all of
+    /// them out of reach: the next one anyway, whose attempt then fails).
+    fn next_candidate(&self, stores: &[u64], index: &mut usize) -> u64 {
+        for _ in 0..stores.len() {
+            let store_id = stores[*index % stores.len()];
+            *index += 1;
+            if self.reaches(store_id) {
+                return store_id;
+            }
+        }
+        let store_id = stores.get(*index % stores.len().max(1)).copied();
+        *index += 1;
+        store_id.unwrap_or_default()
     }
 
     /// For a region error other than `NotLeader`: counts it and returns the
@@ -386,5 +468,73 @@ impl<'c> Client<'c> {
                 Some(error) => return Err(ClusterError::Failed(Box::new(error.clone()))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raftstore::Config;
+
+    use super::*;
+    use crate::cluster::{ClusterOptions, FIRST_REGION_ID};
+
+    fn put_command(cluster: &Cluster) -> RaftCmdRequest {
+        RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: FIRST_REGION_ID,
+                region_epoch: cluster.region(FIRST_REGION_ID).and_then(|r| r.region_epoch),
+                ..Default::default()
+            }),
+            requests: vec![Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: CF_DEFAULT.to_owned(),
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                }),
+                ..Default::default()
+            }],
+            admin_request: None,
+        }
+    }
+
+    /// What `link` makes of every attempt of a put, as observed.
+    fn observed(cluster: &Cluster, link: &ClientLink) -> Vec<&'static str> {
+        let mut seen = Vec::new();
+        let result = cluster.client().with_link(link).call_on_leader_observed(
+            put_command(cluster),
+            Duration::from_millis(200),
+            &mut |attempt| {
+                seen.push(match attempt {
+                    Attempt::NotSent => "not sent",
+                    Attempt::Unanswered => "unanswered",
+                    Attempt::Failed(_) => "failed",
+                })
+            },
+        );
+        assert!(result.is_err(), "nothing can succeed through this link");
+        seen
+    }
+
+    #[test]
+    fn attempts_out_of_reach_are_not_sent_and_lost_ones_are_unanswered() {
+        let cluster =
+            Cluster::new(ClusterOptions::new(3, Config::for_tests())).expect("build the cluster");
+        cluster.start().expect("start the cluster");
+
+        let unreachable = ClientLink::unreliable(100, 1);
+        unreachable.connect_only(&[]);
+        let seen = observed(&cluster, &unreachable);
+        assert!(
+            !seen.is_empty() && seen.iter().all(|&a| a == "not sent"),
+            "{seen:?}"
+        );
+
+        let lossy = ClientLink::unreliable(100, 1);
+        let seen = observed(&cluster, &lossy);
+        assert!(
+            !seen.is_empty() && seen.iter().all(|&a| a == "unanswered"),
+            "{seen:?}"
+        );
     }
 }

@@ -13,6 +13,10 @@
 //!   operators back to the stores as admin commands.
 //! - [`client`]: a [`Client`] that finds a region's leader, follows
 //!   `NotLeader` hints and retries what can be retried, with a back-off.
+//! - [`link`]: a [`ClientLink`], what one client's connection lets through
+//!   (the stores it reaches, requests and replies lost).
+//! - [`clerk`]: a [`Clerk`], MIT 6.824's key/value client over [`Client`]:
+//!   `put`, `append`, `get`, writes exactly once through a client session.
 //!
 //! Lifecycle: [`Cluster::new`] makes the runtime, the temp dir and the
 //! scheduler; [`Cluster::bootstrap`] writes every store's ident and the
@@ -34,8 +38,10 @@
 //! store runtime): call them from plain threads, never from inside an async
 //! task.
 
+pub mod clerk;
 pub mod client;
 pub mod filter;
+pub mod link;
 pub mod scheduler;
 pub mod transport;
 
@@ -54,8 +60,10 @@ use scheduler_stub::{MemoryScheduler, ScheduleConfig, ScheduleLoop, SchedulerCli
 use slog::Logger;
 use storage::{CF_DEFAULT, CF_RAFT, Engine, keys};
 
-pub use self::client::{Answer, Client, Retries, TimedOut};
+pub use self::clerk::Clerk;
+pub use self::client::{Answer, Attempt, Client, Retries, TimedOut};
 use self::filter::{Filter, PartitionFilter};
+pub use self::link::ClientLink;
 use self::transport::{SimNetwork, StoreTransport};
 
 /// The id of the region a cluster starts with.
@@ -92,6 +100,21 @@ pub enum ClusterError {
     /// The command was answered with a region error no retry can fix.
     #[error("request failed: {}", .0.message)]
     Failed(Box<errorpb::Error>),
+    /// A session write may have been applied by an earlier attempt, and its
+    /// session ended in the region before the write was confirmed: whether
+    /// it took effect is unknown, and sending it again could apply it twice.
+    #[error(
+        "write {sequence} of client {client_id} has an unknown outcome: its session \
+         expired in region {region_id} after an attempt that may have applied"
+    )]
+    SessionLost {
+        /// The client.
+        client_id: u64,
+        /// The write's sequence number.
+        sequence: u64,
+        /// The region that no longer holds the session.
+        region_id: u64,
+    },
     /// A store id outside `1..=stores`.
     #[error("store {store_id} is not one of this cluster's stores (1..={stores})")]
     UnknownStore {

@@ -15,7 +15,9 @@
 //!   through the in-process scheduler; `cluster::generic` is TinyKV's
 //!   `GenericTest` scenario (clients appending under partitions, message
 //!   loss, conf changes and restarts), run by `tests/raftstore_2b.rs`,
-//!   `raftstore_2c.rs` and `raftstore_3b.rs`.
+//!   `raftstore_2c.rs` and `raftstore_3b.rs`; `cluster::kvraft` is MIT
+//!   6.824's Lab 3 over the Clerk, run by `tests/kvraft_3a.rs` and
+//!   `kvraft_3b.rs`.
 
 //!
 //! - `linearizability`: a checker for key/value histories (Put, Append,

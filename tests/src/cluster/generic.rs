@@ -209,9 +209,9 @@ pub fn seed_from_env() -> u64 {
 }
 
 /// Prints the seed if the test panics while this is alive.
-struct SeedReport<'a> {
-    name: &'a str,
-    seed: u64,
+pub(crate) struct SeedReport<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) seed: u64,
 }
 
 impl Drop for SeedReport<'_> {
@@ -482,6 +482,9 @@ pub struct KeptLog {
     /// Log entries actually in the raft CF (the GC worker deletes compacted
     /// ones after the truncated state moves).
     pub entries: u64,
+    /// Their encoded size in bytes (MIT 6.824's raft-state size, less the
+    /// few bytes of the hard state).
+    pub bytes: u64,
     /// The lowest index among them.
     pub first_entry: Option<u64>,
 }
@@ -526,9 +529,10 @@ pub fn kept_logs(cluster: &Cluster) -> Vec<KeptLog> {
                 continue;
             };
             let (start, end) = keys::raft_log_range(region.id);
-            let (mut entries, mut first_entry) = (0, None);
-            snap.scan_cf(CF_RAFT, &start, &end, |key, _| {
+            let (mut entries, mut bytes, mut first_entry) = (0, 0, None);
+            snap.scan_cf(CF_RAFT, &start, &end, |key, value| {
                 entries += 1;
+                bytes += value.len() as u64;
                 first_entry.get_or_insert(keys::raft_log_index(key)?);
                 Ok(true)
             })
@@ -540,6 +544,7 @@ pub fn kept_logs(cluster: &Cluster) -> Vec<KeptLog> {
                 applied: apply.applied_index,
                 last: raft.last_index,
                 entries,
+                bytes,
                 first_entry,
             });
         }

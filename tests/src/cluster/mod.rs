@@ -15,9 +15,11 @@
 //! Submodules: `operators` adds and removes peers and moves leadership
 //! through the in-process scheduler (TinyKV's `MustAddPeer`,
 //! `MustRemovePeer`, `MustTransferLeader`); `generic` is TinyKV's
-//! `GenericTest` scenario.
+//! `GenericTest` scenario; `kvraft` is MIT 6.824's Lab 3 (`GenericTest`,
+//! `GenericTestLinearizability` and their helpers) over the Clerk.
 
 pub mod generic;
+pub mod kvraft;
 pub mod operators;
 
 pub use tinykv::cluster::{CLUSTER_ID, FIRST_REGION_ID, filter};
