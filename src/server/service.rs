@@ -48,6 +48,7 @@ use slog::Logger;
 use tokio::sync::watch;
 
 use super::{ScanLimits, Server};
+use crate::transport::faults::PartitionFilter;
 use crate::transport::service::{
     SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
 };
@@ -105,6 +106,8 @@ pub struct StoreStreams {
     pub closing: watch::Receiver<bool>,
     /// For the streams' logs.
     pub logger: Logger,
+    /// With fault injection on: the stores whose raft traffic is dropped.
+    pub partition: Option<PartitionFilter>,
 }
 
 impl<S: Storage> TinyKvService<S> {
@@ -261,8 +264,9 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             return unimplemented(NO_RAFT_STORE);
         };
         let mut closing = streams.closing.clone();
+        let partition = streams.partition.as_ref();
         tokio::select! {
-            done = handle_raft_stream(&streams.router, request.into_inner(), &streams.logger) => {
+            done = handle_raft_stream(&streams.router, partition, request.into_inner(), &streams.logger) => {
                 done.map(Response::new)
             }
             _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
@@ -277,8 +281,12 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             return unimplemented(NO_RAFT_STORE);
         };
         let mut closing = streams.closing.clone();
-        let receive =
-            handle_batch_raft_stream(&streams.router, request.into_inner(), &streams.logger);
+        let receive = handle_batch_raft_stream(
+            &streams.router,
+            streams.partition.as_ref(),
+            request.into_inner(),
+            &streams.logger,
+        );
         tokio::select! {
             done = receive => done.map(Response::new),
             _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
@@ -297,6 +305,7 @@ impl<S: Storage> TinyKv for TinyKvService<S> {
             &streams.snap_mgr,
             &streams.router,
             &streams.receive_limit,
+            streams.partition.as_ref(),
             request.into_inner(),
             &streams.logger,
         );

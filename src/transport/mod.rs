@@ -1,7 +1,8 @@
 //! The inter-store raft transport over gRPC (`tinykvpb.TinyKv`'s
 //! `BatchRaft`, `Raft` and `Snapshot` streams): [`GrpcTransport`] sends,
 //! [`service`] receives, and [`resolver`] finds a store's address through
-//! the scheduler.
+//! the scheduler; [`faults`] drops traffic to and from chosen stores when
+//! fault injection is on (tests only).
 //!
 //! Sending raft messages, per target store:
 //!
@@ -62,6 +63,7 @@
 //! message held. What is still in the queue is kept for the next
 //! connection (and dropped if that connection fails, as above).
 
+pub mod faults;
 pub mod resolver;
 pub mod service;
 
@@ -86,6 +88,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+pub use self::faults::{FaultService, PartitionFilter, PartitionedTransport};
 pub use self::resolver::SchedulerResolver;
 pub use self::service::{
     SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
