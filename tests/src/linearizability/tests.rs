@@ -158,3 +158,30 @@ fn rounds_of_concurrent_appends_with_reads_between_are_checked() {
     let v = check(&history).expect_err("a lost append");
     assert_eq!(v.linearized, history.len() - 1, "{v}");
 }
+
+#[test]
+fn a_search_over_budget_is_inconclusive_never_a_pass() {
+    // Twelve concurrent appends and no read: every order is a new state.
+    let mut history: Vec<Operation> = (0..12)
+        .map(|c| append(c, "k", &format!("{c},"), 0, 100))
+        .collect();
+    history.push(get(99, "k", "nonsense", 200, 201));
+    match check_within(&history, 1_000) {
+        Err(CheckError::Inconclusive { key, steps }) => {
+            assert_eq!(key, "k");
+            assert_eq!(steps, 1_000);
+        }
+        other => panic!("expected Inconclusive, got {other:?}"),
+    }
+    // Given room, the same search concludes: the read fits no order.
+    assert!(matches!(check_within(&history[..4], u64::MAX), Ok(())));
+    let small: Vec<Operation> = history[..4]
+        .iter()
+        .cloned()
+        .chain(std::iter::once(get(99, "k", "nonsense", 200, 201)))
+        .collect();
+    assert!(matches!(
+        check_within(&small, 1_000_000),
+        Err(CheckError::NotLinearizable(_))
+    ));
+}
