@@ -70,6 +70,43 @@ pub struct Operation {
     pub ret: Option<u64>,
 }
 
+/// `history` without the writes whose outcome is unknown and whose value
+/// no read of their key contains: the same verdict, a smaller search.
+///
+/// Each such write may stay pending to the end, and a search tries it at
+/// every point: many of them make the search exponential. Leaving one out
+/// cannot change the verdict. In a linearization with it, no read sees it:
+/// a `Put` of `v` or an `Append` of `v` puts `v` into the key's value until
+/// the next `Put`, so every read in between would contain `v`. With no read
+/// in between, what it changed is overwritten before anyone looks, and the
+/// same order without it is a linearization of the rest. Conversely, a
+/// linearization of the rest is one of the whole history with the write
+/// placed last (it may never have happened). A value that appears in a read
+/// by chance (written twice, or a substring of others) only keeps a write
+/// that could have gone.
+pub fn without_unobserved_unknown_writes(history: &[Operation]) -> Vec<Operation> {
+    let mut reads: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for op in history {
+        if let (Input::Get, Some(_), Some(out)) = (&op.input, op.ret, op.output.as_deref()) {
+            reads.entry(&op.key).or_default().push(out);
+        }
+    }
+    history
+        .iter()
+        .filter(|op| {
+            let value = match &op.input {
+                _ if op.ret.is_some() => return true,
+                Input::Get => return true,
+                Input::Put(v) | Input::Append(v) => v,
+            };
+            reads
+                .get(op.key.as_str())
+                .is_some_and(|outs| outs.iter().any(|out| out.contains(value.as_str())))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The sequential specification: one string per key.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KvModel;
