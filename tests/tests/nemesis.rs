@@ -111,7 +111,7 @@ fn key(i: usize) -> String {
 /// `Put` is resent only after a refusal that proves it was not proposed
 /// (`refused_before_proposal`, or no connection at all); any other failure
 /// ends it with its outcome unknown. Switching to the Clerk is the
-/// `KvClient` alias, `APPENDS` and `new_kv_client`.
+/// `KvClient` alias and `APPENDS`.
 struct RawKv {
     client: Client,
     /// Store id → address, refreshed when a store is not found.
@@ -119,9 +119,6 @@ struct RawKv {
     /// The region of the keys and the peer to try first.
     region: Option<(Region, Peer)>,
 }
-
-/// Whether the client can append.
-const APPENDS: bool = false;
 
 /// How one attempt of a `Put` ended.
 enum Attempt {
@@ -133,6 +130,14 @@ enum Attempt {
 }
 
 impl RawKv {
+    async fn new(client: Client) -> Result<RawKv, String> {
+        Ok(RawKv {
+            client,
+            addrs: HashMap::new(),
+            region: None,
+        })
+    }
+
     async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let deadline = Instant::now() + PUT_TIMEOUT;
         loop {
@@ -255,15 +260,10 @@ impl RawKv {
     }
 }
 
+/// The client the workload runs (`tinykv::client::Clerk` has the same
+/// `new`, `put`, `append` and `get`), and whether it can append.
 type KvClient = RawKv;
-
-async fn new_kv_client(client: Client) -> Result<KvClient, String> {
-    Ok(RawKv {
-        client,
-        addrs: HashMap::new(),
-        region: None,
-    })
-}
+const APPENDS: bool = false;
 
 /// One `Put`'s deadline, and one attempt's.
 const PUT_TIMEOUT: Duration = Duration::from_secs(6);
@@ -557,7 +557,7 @@ async fn scenario(cluster: &mut ProcessCluster, layout: &Layout, seed: u64) {
         let client = Client::connect(&scheduler_addr, client_options())
             .await
             .expect("connect a client");
-        let kv = new_kv_client(client).await.expect("a client");
+        let kv = KvClient::new(client).await.expect("a client");
         clients.push(tokio::spawn(run_client(
             id,
             kv,
@@ -681,7 +681,7 @@ async fn scenario(cluster: &mut ProcessCluster, layout: &Layout, seed: u64) {
 
     // (b) One final read of each key, in the history: it must agree with
     // every acknowledged write.
-    let mut reader = new_kv_client(
+    let mut reader = KvClient::new(
         Client::connect(&scheduler_addr, client_options())
             .await
             .expect("connect the final reader"),
