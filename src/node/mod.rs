@@ -62,8 +62,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::server::raft_storage::{RaftStorage, RaftStorageOptions};
 use crate::server::service::{ServiceOptions, StoreStreams, TinyKvService};
 use crate::transport::{
-    FaultService, GrpcTransport, PartitionFilter, PartitionedTransport, SchedulerResolver,
-    SnapshotReceiveLimit, TransportOptions,
+    FaultService, GrpcTransport, PartitionFilter, SchedulerResolver, SnapshotReceiveLimit,
+    TransportOptions,
 };
 
 pub use self::scheduler::{RemoteReporter, RemoteScheduler};
@@ -210,27 +210,19 @@ impl Node {
         let router_cell = Arc::new(OnceLock::new());
         let transport = Arc::new(LateTransport::default());
         let partition = cfg.enable_fault_injection.then(PartitionFilter::new);
-        let store_transport: Arc<dyn Transport> = match &partition {
-            Some(filter) => {
-                warn!(
-                    logger,
-                    "fault injection is on: for tests, never in production"
-                );
-                Arc::new(PartitionedTransport::new(
-                    Arc::clone(&transport) as Arc<dyn Transport>,
-                    filter.clone(),
-                    logger.clone(),
-                ))
-            }
-            None => Arc::clone(&transport) as Arc<dyn Transport>,
-        };
+        if partition.is_some() {
+            warn!(
+                logger,
+                "fault injection is on: for tests, never in production"
+            );
+        }
         let reporter =
             Arc::new(scheduler.reporter(Arc::clone(&router_cell), &Handle::current(), &logger));
         let store = {
             let (cfg, snap_mgr, transport, reporter, logger) = (
                 cfg.raftstore.clone(),
                 snap_mgr.clone(),
-                store_transport,
+                Arc::clone(&transport),
                 Arc::clone(&reporter),
                 logger.clone(),
             );
@@ -250,6 +242,7 @@ impl Node {
         transport_opts.max_batch_bytes = transport_opts
             .max_batch_bytes
             .min(cfg.service.max_message_size);
+        transport_opts.partition = partition.clone();
         let _ = transport.0.set(GrpcTransport::new(
             Arc::new(SchedulerResolver::new(scheduler.channel(), cluster_id)),
             router.clone(),

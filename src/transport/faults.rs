@@ -5,26 +5,30 @@
 //! What it owns:
 //! - [`PartitionFilter`]: the set of stores this store is cut off from,
 //!   shared by both directions of its raft traffic;
-//! - [`PartitionedTransport`]: the sending side — a [`Transport`] that drops
-//!   every raft message and refuses every snapshot addressed to a blocked
-//!   store, and hands the rest to the real transport;
+//! - the sending side lives in `super` (`TransportOptions::partition`): the
+//!   gRPC transport drops every raft message and refuses every snapshot
+//!   addressed to a blocked store, drops what was queued for it before the
+//!   partition began, and stops a snapshot transfer under way before its
+//!   next chunk;
 //! - the receiving side lives in `super::service`: a raft message (on `Raft`
 //!   or `BatchRaft`) whose sender is a blocked store is dropped before it
 //!   reaches the router, and a snapshot stream from a blocked store is
 //!   refused, or cut at its next chunk if the partition begins mid-transfer;
 //! - [`FaultService`]: the `Debug` service, `SetPartition` replacing the set.
 //!
-//! The drop rule, both ways: a message crosses only if neither its sender's
-//! nor its receiver's store is blocked at the other end. A partition set on
-//! one store alone is thus already symmetric for that store's links; a
-//! test partitioning store A from B and C sets `[B, C]` on A and `[A]` on B
-//! and C, so each side drops what it would send and what it receives.
+//! The drop rule, both ways: a message from store X to store Y crosses only
+//! if X does not block Y (X's sending side) and Y does not block X (Y's
+//! receiving side). A partition set on one store alone thus already cuts
+//! both directions of its links; a test partitioning store A from B and C
+//! sets `[B, C]` on A and `[A]` on B and C, so each side drops what it
+//! would send and what it receives.
 //!
 //! Dropping is silent loss, as on a cut network: raft retries. A dropped
-//! send answers [`TransportError::Dropped`] (what a test filter answers,
-//! by the `Transport` contract), so no `Unreachable` report and no snapshot
-//! outcome is owed for it. Messages already queued in the gRPC transport
-//! when a partition begins may still leave; the receiving side drops them.
+//! send answers `TransportError::Dropped` (what a test filter answers, by
+//! the `Transport` contract), so no `Unreachable` report and no snapshot
+//! outcome is owed for it; a transfer cut under way reports `Failure`.
+//! What HTTP/2 already carries when a partition begins is dropped by the
+//! receiving side, if the partition is set there too.
 //!
 //! Invariant: the filter never holds 0 or the store's own id
 //! ([`FaultService`] refuses both); a store never partitions itself.
@@ -35,8 +39,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use kvproto::debugpb::debug_server::{Debug, DebugServer};
 use kvproto::debugpb::{SetPartitionRequest, SetPartitionResponse};
 use kvproto::raft_serverpb::RaftMessage;
-use raftstore::{Transport, TransportError};
-use slog::{Logger, debug, info};
+use slog::{Logger, info};
 use tonic::{Request, Response, Status};
 
 /// The stores this store is cut off from. Cheap to clone; clones share the
@@ -89,48 +92,6 @@ impl PartitionFilter {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeSet<u64>> {
         self.blocked.read().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A [`Transport`] that drops what goes to a blocked store and hands the
-/// rest to the real transport; see the module docs.
-pub struct PartitionedTransport {
-    inner: Arc<dyn Transport>,
-    filter: PartitionFilter,
-    logger: Logger,
-}
-
-impl PartitionedTransport {
-    /// `inner`, cut off from the stores `filter` blocks.
-    pub fn new(inner: Arc<dyn Transport>, filter: PartitionFilter, logger: Logger) -> Self {
-        PartitionedTransport {
-            inner,
-            filter,
-            logger,
-        }
-    }
-
-    fn drop_if_blocked(&self, msg: &RaftMessage) -> Result<(), TransportError> {
-        if self.filter.blocks_outgoing(msg) {
-            debug!(self.logger, "raft message dropped: partitioned";
-                "region_id" => msg.region_id,
-                "to_store" => msg.to_peer.map_or(0, |p| p.store_id));
-            return Err(TransportError::Dropped);
-        }
-        Ok(())
-    }
-}
-
-impl Transport for PartitionedTransport {
-    fn send(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        self.drop_if_blocked(&msg)?;
-        self.inner.send(msg)
-    }
-
-    fn send_snapshot(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        // Refused before any chunk leaves; the peer lets raft probe again.
-        self.drop_if_blocked(&msg)?;
-        self.inner.send_snapshot(msg)
     }
 }
 

@@ -1,43 +1,15 @@
 //! Fault injection (`super::super::faults`): the partition drop rule on the
-//! sending side (`PartitionedTransport`), on the receiving side (both raft
-//! streams and the snapshot stream), and the `Debug` service that sets it.
+//! sending side (the gRPC transport with `TransportOptions::partition`), on
+//! the receiving side (both raft streams and the snapshot stream), and the
+//! `Debug` service that sets it.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kvproto::debugpb::SetPartitionRequest;
 use kvproto::debugpb::debug_server::Debug;
 
 use super::*;
-use crate::transport::faults::{FaultService, PartitionFilter, PartitionedTransport};
-
-/// A transport that keeps what it is handed; clones share the record.
-#[derive(Default, Clone)]
-struct RecordingTransport {
-    sent: Arc<Mutex<Vec<(bool, RaftMessage)>>>,
-}
-
-impl RecordingTransport {
-    fn taken(&self) -> Vec<(bool, u64)> {
-        self.sent
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .map(|(snap, m)| (*snap, m.to_peer.map_or(0, |p| p.store_id)))
-            .collect()
-    }
-}
-
-impl Transport for RecordingTransport {
-    fn send(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        self.sent.lock().expect("not poisoned").push((false, msg));
-        Ok(())
-    }
-
-    fn send_snapshot(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        self.sent.lock().expect("not poisoned").push((true, msg));
-        Ok(())
-    }
-}
+use crate::transport::faults::{FaultService, PartitionFilter};
 
 /// A heartbeat for region `region_id` from store `from` to store `to`.
 fn message_between(region_id: u64, from: u64, to: u64) -> RaftMessage {
@@ -50,39 +22,123 @@ fn message_between(region_id: u64, from: u64, to: u64) -> RaftMessage {
     }
 }
 
-#[test]
-fn test_sends_to_a_blocked_store_are_dropped() {
-    let inner = RecordingTransport::default();
+/// Counts the log records with one message, to wait for what a worker did.
+struct CountingDrain {
+    message: &'static str,
+    count: Arc<AtomicUsize>,
+}
+
+impl slog::Drain for CountingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if record.msg().to_string() == self.message {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_nothing_is_sent_to_a_blocked_store_not_even_what_was_queued() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let server = TestServer::start(
+        router_b,
+        SnapManager::open(dir.path().join("b")).expect("snap dir"),
+    )
+    .await;
+    let (resolver, gate) = new_gated_resolver(server.addr);
     let filter = PartitionFilter::new();
-    let transport = PartitionedTransport::new(Arc::new(inner.clone()), filter.clone(), logger());
-
-    assert_eq!(filter.set([2]), Vec::<u64>::new());
-    assert!(matches!(
-        transport.send(message_between(1, 1, 2)),
-        Err(TransportError::Dropped)
-    ));
-    assert!(matches!(
-        transport.send_snapshot(message_between(1, 1, 2)),
-        Err(TransportError::Dropped)
-    ));
-    transport
-        .send(message_between(1, 1, 3))
-        .expect("store 3 is not blocked");
-    transport
-        .send_snapshot(message_between(1, 1, 3))
-        .expect("store 3 is not blocked");
-    assert_eq!(inner.taken(), vec![(false, 3), (true, 3)]);
-
-    // Healed: store 2 is reachable again.
-    assert_eq!(filter.set([]), vec![2]);
-    transport.send(message_between(1, 1, 2)).expect("healed");
-    transport
-        .send_snapshot(message_between(1, 1, 2))
-        .expect("healed");
-    assert_eq!(
-        inner.taken(),
-        vec![(false, 3), (true, 3), (false, 2), (true, 2)]
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let logger = Logger::root(
+        CountingDrain {
+            message: "raft message dropped: partitioned",
+            count: Arc::clone(&dropped),
+        },
+        slog::o!(),
     );
+    let (router_a, _seen_a) = new_test_router(&[]);
+    let transport = GrpcTransport::new(
+        resolver,
+        router_a,
+        SnapManager::open(dir.path().join("a")).expect("snap dir"),
+        TransportOptions {
+            partition: Some(filter.clone()),
+            ..fast_options()
+        },
+        Handle::current(),
+        logger,
+    );
+
+    // Queued before the partition: the worker waits for the address.
+    for i in 0..10 {
+        transport.send(raft_message(100 + i, 2)).expect("queued");
+    }
+    filter.set([2]);
+    assert!(matches!(
+        transport.send(raft_message(200, 2)),
+        Err(TransportError::Dropped)
+    ));
+    assert!(matches!(
+        transport.send_snapshot(raft_message(1, 2)),
+        Err(TransportError::Dropped)
+    ));
+    gate.send_replace(true);
+    // The one refused at `send`, and the ten the worker dequeues.
+    let deadline = Instant::now() + DEADLINE;
+    while dropped.load(Ordering::SeqCst) < 11 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 11 messages dropped",
+            dropped.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Healed: what is sent now arrives, and it is the first thing that does.
+    filter.set([]);
+    transport.send(raft_message(300, 2)).expect("queued");
+    match must_see(&mut seen_b, "the message sent after healing").await {
+        Seen::StoreRaft(m) => assert_eq!(m.region_id, 300, "a dropped message arrived"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(drain(&mut seen_b), Vec::new());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_snapshot_transfer_stops_when_a_partition_begins() {
+    let a = new_snap_store();
+    let b = new_snap_store();
+    let (key, msg) = must_generate_snapshot(&a);
+    let (router_b, mut seen_b) = new_test_router(&[]);
+    let server = TestServer::start(router_b, b.mgr.clone()).await;
+    let (resolver, gate) = new_gated_resolver(server.addr);
+    let filter = PartitionFilter::new();
+    let (router_a, mut seen_a) = new_test_router(&[1]);
+    let transport = new_test_transport(
+        resolver,
+        router_a,
+        a.mgr.clone(),
+        TransportOptions {
+            partition: Some(filter.clone()),
+            ..fast_options()
+        },
+    );
+
+    // Accepted before the partition; its connection waits for the address.
+    transport.send_snapshot(msg).expect("queued");
+    filter.set([2]);
+    gate.send_replace(true);
+    match must_see(&mut seen_a, "the snapshot status").await {
+        Seen::SnapshotStatus(2, SnapshotStatus::Failure) => {}
+        other => panic!("expected Failure for peer 2, got {other:?}"),
+    }
+    assert!(!b.mgr.exists(SnapKind::Received, &key));
+    assert!(seen_b.try_recv().is_err(), "nothing was delivered");
+    server.stop().await;
 }
 
 /// What reached the router, as (region, sender store), in order.
