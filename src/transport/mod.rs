@@ -52,7 +52,6 @@
 //!   `send_snapshot` accepted reports exactly one `PeerMsg::SnapshotStatus`
 //!   (`Finish` once the receiver answered `Done`, `Failure` otherwise) to
 //!   the sending peer through this store's router.
-//!
 //! - with a partition filter (`TransportOptions::partition`, fault
 //!   injection for tests), nothing reaches a blocked store: `send` and
 //!   `send_snapshot` answer `Dropped`, the worker drops what was queued

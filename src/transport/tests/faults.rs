@@ -86,12 +86,13 @@ async fn test_nothing_is_sent_to_a_blocked_store_not_even_what_was_queued() {
         Err(TransportError::Dropped)
     ));
     gate.send_replace(true);
-    // The one refused at `send`, and the ten the worker dequeues.
+    // The two refused at `send` and `send_snapshot`, and the ten the worker
+    // dequeues.
     let deadline = Instant::now() + DEADLINE;
-    while dropped.load(Ordering::SeqCst) < 11 {
+    while dropped.load(Ordering::SeqCst) < 12 {
         assert!(
             Instant::now() < deadline,
-            "only {} of 11 messages dropped",
+            "only {} of 12 messages dropped",
             dropped.load(Ordering::SeqCst)
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
