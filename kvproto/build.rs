@@ -1,6 +1,6 @@
 //! Generates Rust code for the protocol at build time: prost messages for every
 //! package, plus tonic clients and servers for the `TinyKv` and `Scheduler`
-//! services.
+//! services and this project's `Debug` service (fault injection).
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so a fresh machine needs
 //! no system protobuf install.
@@ -15,6 +15,8 @@ const PROTOS: &[&str] = &[
     "proto/coprocessor.proto",
     "proto/schedulerpb.proto",
     "proto/tinykvpb.proto",
+    // Ours alone (fault injection for tests), not TinyKV's.
+    "proto/debugpb.proto",
 ];
 
 fn main() {

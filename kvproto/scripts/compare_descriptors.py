@@ -8,7 +8,7 @@ messages (field name, number, label, type, type name, oneof, `packed`), enums
 (value names and numbers) and services (methods, input/output types,
 streaming). Imports, comments, json names and other options are ignored: they
 do not change the bytes on the wire. A file only in THEIRS_DIR is reported as
-missing.
+missing; a file only in ours (a package of our own) is an extension.
 
 Fields only in ours numbered 100 or more, and messages and service methods
 only in ours, are our extensions, which the compatibility contract allows:
@@ -162,6 +162,10 @@ def diff(path, ours, theirs, out):
                     # A whole new message changes no existing bytes on the
                     # wire; it is reachable only through an extension field.
                     kind = "extension"
+                elif path == "":
+                    # A whole new file (a new package: its messages and
+                    # services are all new); nothing existing changes.
+                    kind = "extension"
                 elif path.split("/")[-2:-1] == ["services"]:
                     # A new method: a peer that does not know it answers
                     # UNIMPLEMENTED, and the caller falls back.
@@ -186,7 +190,8 @@ def main():
     protoc, protoc_include = find_protoc()
     names = sorted(n for n in os.listdir(ours_dir) if n.endswith(".proto"))
     ours = describe(protoc, protoc_include, ours_dir, names, [])
-    theirs = describe(protoc, protoc_include, theirs_dir, names, extra)
+    theirs_names = [n for n in names if os.path.exists(os.path.join(theirs_dir, n))]
+    theirs = describe(protoc, protoc_include, theirs_dir, theirs_names, extra)
     out = []
     for name in sorted(n for n in os.listdir(theirs_dir) if n.endswith(".proto")):
         if name not in names:

@@ -15,6 +15,9 @@
 //! - [`metapb`], [`errorpb`]: shared metadata and region errors.
 //! - [`kvrpcpb`], [`coprocessor`], [`tinykvpb`]: the store's client-facing service.
 //! - [`schedulerpb`]: the placement driver's service.
+//! - [`debugpb`]: this project's fault-injection service for tests (not
+//!   TinyKV's; a store serves it only when started with
+//!   `--enable-fault-injection`).
 //!
 //! One message is written by hand instead of generated:
 //! `raft_serverpb::BatchRaftMessage` (see `batch_raft`), wire-identical to
@@ -70,4 +73,10 @@ pub mod tinykvpb {
 /// Coprocessor requests and responses.
 pub mod coprocessor {
     include!(concat!(env!("OUT_DIR"), "/coprocessor.rs"));
+}
+
+/// Fault injection for tests (`Debug.SetPartition`): this project's own
+/// package, served only by a store started with `--enable-fault-injection`.
+pub mod debugpb {
+    include!(concat!(env!("OUT_DIR"), "/debugpb.rs"));
 }

@@ -48,6 +48,11 @@
 //!
 //! Every error names the flag or key (`raftstore.raft-heartbeat-ticks`) and
 //! the reason.
+//!
+//! `--enable-fault-injection` has no file key, so a config file copied from
+//! a test cannot switch it on: it serves `debugpb.Debug`, which cuts a store
+//! off from others (`crate::transport::faults`). For tests; never in
+//! production.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -147,6 +152,12 @@ pub struct Flags {
     /// line). File key `log.format`. [default: human]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+
+    /// Serve the fault-injection service (`debugpb.Debug`: cut this store
+    /// off from chosen stores) — for tests; never in production. Flag only,
+    /// no file key. [default: off]
+    #[arg(long)]
+    pub enable_fault_injection: bool,
 }
 
 /// The resolved, checked settings.
@@ -441,6 +452,7 @@ impl ServerConfig {
 
         let mut node = NodeConfig::new(scheduler, addr, path);
         node.advertise_addr = advertise_addr;
+        node.enable_fault_injection = flags.enable_fault_injection;
         let rs = file.raftstore;
         let cfg = &mut node.raftstore;
         if let Some(ms) = rs.tick_interval_ms {
@@ -650,6 +662,19 @@ mod tests {
         );
         assert_eq!(config.node.raftstore.max_value_size, 1024);
         assert_eq!(config.node.service.max_value_size, 1024);
+    }
+
+    #[test]
+    fn test_fault_injection_is_off_unless_flagged() {
+        let off = ServerConfig::from_flags(Flags::default()).expect("defaults are valid");
+        assert!(!off.node.enable_fault_injection);
+        let on = ServerConfig::from_flags(flags(&["--enable-fault-injection"])).expect("valid");
+        assert!(on.node.enable_fault_injection);
+        must_config_error(
+            FileConfig::parse("enable-fault-injection = true\n"),
+            "enable-fault-injection",
+            "unknown key",
+        );
     }
 
     #[test]

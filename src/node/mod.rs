@@ -12,7 +12,11 @@
 //! 6. start the raftstore (`Store`) over a [`GrpcTransport`] resolving
 //!    stores through the scheduler, reporting through a [`RemoteReporter`];
 //! 7. serve `TinyKvService<RaftStorage>`, with the store's `Raft` and
-//!    `Snapshot` streams, on the listener.
+//!    `Snapshot` streams, on the listener; with
+//!    [`NodeConfig::enable_fault_injection`] also the `debugpb.Debug`
+//!    service, whose partitions the store's transport and streams obey
+//!    (`crate::transport::faults`; for tests, never in production). Without
+//!    it, `Debug` calls answer `UNIMPLEMENTED`.
 //!
 //! Bootstrapping the cluster survives a crash at any point: the first
 //! region is written to the engine under the prepare-bootstrap key (and as
@@ -34,6 +38,7 @@
 pub mod config;
 pub mod scheduler;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -52,10 +57,14 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::server::raft_storage::{RaftStorage, RaftStorageOptions};
-use crate::server::service::{ServiceOptions, StoreStreams, TinyKvService, serve};
-use crate::transport::{GrpcTransport, SchedulerResolver, SnapshotReceiveLimit, TransportOptions};
+use crate::server::service::{ServiceOptions, StoreStreams, TinyKvService};
+use crate::transport::{
+    FaultService, GrpcTransport, PartitionFilter, SchedulerResolver, SnapshotReceiveLimit,
+    TransportOptions,
+};
 
 pub use self::scheduler::{RemoteReporter, RemoteScheduler};
 
@@ -109,6 +118,9 @@ pub struct NodeConfig {
     pub connect_deadline: Option<Duration>,
     /// How long calls in flight may take to finish on stop.
     pub shutdown_grace: Duration,
+    /// Serve the fault-injection service (`debugpb.Debug`) and obey the
+    /// partitions it sets. For tests; never in production. Default: off.
+    pub enable_fault_injection: bool,
 }
 
 impl NodeConfig {
@@ -125,6 +137,7 @@ impl NodeConfig {
             request_timeout: RaftStorageOptions::default().timeout,
             connect_deadline: None,
             shutdown_grace: Duration::from_secs(10),
+            enable_fault_injection: false,
         }
     }
 }
@@ -196,6 +209,13 @@ impl Node {
         let snap_mgr = blocking(move || Ok(SnapManager::open(snap_dir)?)).await?;
         let router_cell = Arc::new(OnceLock::new());
         let transport = Arc::new(LateTransport::default());
+        let partition = cfg.enable_fault_injection.then(PartitionFilter::new);
+        if partition.is_some() {
+            warn!(
+                logger,
+                "fault injection is on: for tests, never in production"
+            );
+        }
         let reporter =
             Arc::new(scheduler.reporter(Arc::clone(&router_cell), &Handle::current(), &logger));
         let store = {
@@ -222,6 +242,7 @@ impl Node {
         transport_opts.max_batch_bytes = transport_opts
             .max_batch_bytes
             .min(cfg.service.max_message_size);
+        transport_opts.partition = partition.clone();
         let _ = transport.0.set(GrpcTransport::new(
             Arc::new(SchedulerResolver::new(scheduler.channel(), cluster_id)),
             router.clone(),
@@ -247,9 +268,11 @@ impl Node {
             ),
             closing: closing_rx,
             logger: logger.clone(),
+            partition: partition.clone(),
         });
+        let faults = partition.map(|filter| FaultService::new(store_id, filter, logger.clone()));
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, service, async {
+        let server = tokio::spawn(serve_node(listener, service, faults, async {
             let _ = shutdown_rx.await;
         }));
         info!(logger, "tinykv-server serving";
@@ -324,6 +347,23 @@ impl Node {
         store.stop().await;
         info!(logger, "tinykv-server stopped");
     }
+}
+
+/// Serves the store's `TinyKv` service, and the fault-injection service if
+/// given, on `listener` until `shutdown` completes (as
+/// `crate::server::service::serve` does for `TinyKv` alone). A service not
+/// served answers `UNIMPLEMENTED`.
+async fn serve_node(
+    listener: TcpListener,
+    service: TinyKvService<RaftStorage>,
+    faults: Option<FaultService>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(service.into_grpc())
+        .add_optional_service(faults.map(FaultService::into_grpc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
 }
 
 /// The store id in `engine`, allocating and persisting one if it has none.

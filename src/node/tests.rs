@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvproto::debugpb::SetPartitionRequest;
+use kvproto::debugpb::debug_client::DebugClient;
 use kvproto::kvrpcpb::{Context, RawGetRequest, RawPutRequest};
 use kvproto::metapb;
 use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
@@ -389,4 +391,55 @@ async fn test_operators_reach_the_store_and_replicate_over_grpc() {
     }
     b.stop().await;
     a.stop().await;
+}
+
+/// Calls `SetPartition` on `node`.
+async fn set_partition(node: &Node, blocked: Vec<u64>) -> Result<Vec<u64>, tonic::Status> {
+    let mut debug = DebugClient::connect(format!("http://{}", node.local_addr()))
+        .await
+        .expect("connect to the node");
+    debug
+        .set_partition(SetPartitionRequest {
+            blocked_store_ids: blocked,
+        })
+        .await
+        .map(|r| r.into_inner().blocked_store_ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_debug_service_is_served_only_with_fault_injection_on() {
+    let scheduler = start_scheduler().await;
+    let data = TempDir::new().expect("temp dir");
+    let mut cfg = node_config(scheduler.addr, data.path());
+
+    let node = Node::start(cfg.clone(), &logger())
+        .await
+        .expect("node starts");
+    let off = set_partition(&node, vec![99])
+        .await
+        .expect_err("not served by default");
+    assert_eq!(off.code(), tonic::Code::Unimplemented, "{off:?}");
+    node.stop().await;
+
+    cfg.enable_fault_injection = true;
+    let node = Node::start(cfg, &logger()).await.expect("node restarts");
+    assert_eq!(
+        set_partition(&node, vec![99]).await.expect("served"),
+        vec![99]
+    );
+    let own = set_partition(&node, vec![node.store_id()])
+        .await
+        .expect_err("a store cannot partition itself");
+    assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
+    assert!(
+        set_partition(&node, Vec::new())
+            .await
+            .expect("healed")
+            .is_empty()
+    );
+    // The store still serves its clients.
+    let ctx = first_region_context(&node).await;
+    let mut kv = client(&node).await;
+    assert_eq!(raw_get(&mut kv, &ctx, b"absent").await, None);
+    node.stop().await;
 }

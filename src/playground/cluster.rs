@@ -78,6 +78,8 @@ pub struct ProcessCluster {
     scheduler: Option<ChildProcess>,
     /// `stores[n - 1]` is store n's process, if started.
     stores: Vec<Option<ChildProcess>>,
+    /// Flags every store gets after the cluster's own (`with_store_args`).
+    store_args: Vec<String>,
 }
 
 const SERVER_CONFIG: &str = "server.toml";
@@ -109,7 +111,15 @@ impl ProcessCluster {
             opts,
             scheduler: None,
             stores,
+            store_args: Vec::new(),
         })
+    }
+
+    /// The same cluster, starting every store with `args` after the flags
+    /// it always gets (e.g. `--enable-fault-injection` for a test).
+    pub fn with_store_args(mut self, args: impl IntoIterator<Item = String>) -> Self {
+        self.store_args = args.into_iter().collect();
+        self
     }
 
     /// The cluster's folder.
@@ -180,6 +190,7 @@ impl ProcessCluster {
             args.push("--config".to_owned());
             args.push(path_arg(&self.dir.root().join(SERVER_CONFIG)));
         }
+        args.extend(self.store_args.iter().cloned());
         let name = format!("store-{n}");
         let log = self.dir.log(&name);
         self.stores[n - 1] = Some(spawn(&name, &self.opts.binaries.server, &args, &log)?);

@@ -55,6 +55,7 @@ use tokio::sync::watch;
 
 use super::session::SessionStorage;
 use super::{ScanLimits, Server};
+use crate::transport::faults::PartitionFilter;
 use crate::transport::service::{
     SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
 };
@@ -112,6 +113,8 @@ pub struct StoreStreams {
     pub closing: watch::Receiver<bool>,
     /// For the streams' logs.
     pub logger: Logger,
+    /// With fault injection on: the stores whose raft traffic is dropped.
+    pub partition: Option<PartitionFilter>,
 }
 
 impl<S: Storage> TinyKvService<S> {
@@ -283,8 +286,9 @@ impl<S: SessionStorage> TinyKv for TinyKvService<S> {
             return unimplemented(NO_RAFT_STORE);
         };
         let mut closing = streams.closing.clone();
+        let partition = streams.partition.as_ref();
         tokio::select! {
-            done = handle_raft_stream(&streams.router, request.into_inner(), &streams.logger) => {
+            done = handle_raft_stream(&streams.router, partition, request.into_inner(), &streams.logger) => {
                 done.map(Response::new)
             }
             _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
@@ -299,8 +303,12 @@ impl<S: SessionStorage> TinyKv for TinyKvService<S> {
             return unimplemented(NO_RAFT_STORE);
         };
         let mut closing = streams.closing.clone();
-        let receive =
-            handle_batch_raft_stream(&streams.router, request.into_inner(), &streams.logger);
+        let receive = handle_batch_raft_stream(
+            &streams.router,
+            streams.partition.as_ref(),
+            request.into_inner(),
+            &streams.logger,
+        );
         tokio::select! {
             done = receive => done.map(Response::new),
             _ = closing.wait_for(|closing| *closing) => Err(Status::unavailable("the store is shutting down")),
@@ -319,6 +327,7 @@ impl<S: SessionStorage> TinyKv for TinyKvService<S> {
             &streams.snap_mgr,
             &streams.router,
             &streams.receive_limit,
+            streams.partition.as_ref(),
             request.into_inner(),
             &streams.logger,
         );

@@ -1,7 +1,8 @@
 //! The inter-store raft transport over gRPC (`tinykvpb.TinyKv`'s
 //! `BatchRaft`, `Raft` and `Snapshot` streams): [`GrpcTransport`] sends,
 //! [`service`] receives, and [`resolver`] finds a store's address through
-//! the scheduler.
+//! the scheduler; [`faults`] drops traffic to and from chosen stores when
+//! fault injection is on (tests only).
 //!
 //! Sending raft messages, per target store:
 //!
@@ -51,6 +52,11 @@
 //!   `send_snapshot` accepted reports exactly one `PeerMsg::SnapshotStatus`
 //!   (`Finish` once the receiver answered `Done`, `Failure` otherwise) to
 //!   the sending peer through this store's router.
+//! - with a partition filter (`TransportOptions::partition`, fault
+//!   injection for tests), nothing reaches a blocked store: `send` and
+//!   `send_snapshot` answer `Dropped`, the worker drops what was queued
+//!   before the partition began (and does not connect for it), and a
+//!   snapshot transfer under way stops before its next chunk (`Failure`).
 //!
 //! Messages lost in a stream that breaks are not reported: raft tolerates
 //! loss, and the next `send` to a store that stays down answers
@@ -62,6 +68,7 @@
 //! message held. What is still in the queue is kept for the next
 //! connection (and dropped if that connection fails, as above).
 
+pub mod faults;
 pub mod resolver;
 pub mod service;
 
@@ -86,6 +93,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+pub use self::faults::{FaultService, PartitionFilter};
 pub use self::resolver::SchedulerResolver;
 pub use self::service::{
     SnapshotReceiveLimit, handle_batch_raft_stream, handle_raft_stream, handle_snapshot_stream,
@@ -117,6 +125,9 @@ pub struct TransportOptions {
     /// gRPC message limit (`ServiceOptions::max_message_size`, 16 MiB by
     /// default), which refuses a larger batch whole, breaking the stream.
     pub max_batch_bytes: usize,
+    /// With fault injection on (tests only): the stores nothing is sent to
+    /// while they are blocked (`faults`). Default: none.
+    pub partition: Option<PartitionFilter>,
 }
 
 impl Default for TransportOptions {
@@ -134,6 +145,7 @@ impl Default for TransportOptions {
             // Well under the receivers' default limit, so a batch of
             // appends full of entries is never refused for its size.
             max_batch_bytes: 1024 * 1024,
+            partition: None,
         }
     }
 }
@@ -319,6 +331,7 @@ impl Transport for GrpcTransport {
         if store_id == 0 {
             return Err(TransportError::Unreachable(0));
         }
+        self.inner.drop_if_blocked(&msg)?;
         let mut conns = self
             .inner
             .conns
@@ -346,6 +359,8 @@ impl Transport for GrpcTransport {
         if store_id == 0 {
             return Err(TransportError::Unreachable(0));
         }
+        // Refused before any chunk leaves; the peer lets raft probe again.
+        self.inner.drop_if_blocked(&msg)?;
         let inner = Arc::clone(&self.inner);
         self.inner.runtime.spawn(async move {
             let region_id = msg.region_id;
@@ -387,6 +402,22 @@ enum SnapshotSendError {
 }
 
 impl Inner {
+    /// `Dropped` if `msg` goes to a store the partition filter blocks.
+    fn drop_if_blocked(&self, msg: &RaftMessage) -> Result<(), TransportError> {
+        if self
+            .opts
+            .partition
+            .as_ref()
+            .is_some_and(|p| p.blocks_outgoing(msg))
+        {
+            debug!(self.logger, "raft message dropped: partitioned";
+                "region_id" => msg.region_id,
+                "to_store" => msg.to_peer.map_or(0, |p| p.store_id));
+            return Err(TransportError::Dropped);
+        }
+        Ok(())
+    }
+
     async fn transfer_snapshot(
         &self,
         store_id: u64,
@@ -401,22 +432,29 @@ impl Inner {
         // the stream: memory stays bounded by the channel's capacity.
         let mut chunks = ChunkEncoder::new(&self.snap_mgr, msg)?;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(2);
-        let reader = tokio::task::spawn_blocking(move || -> raftstore::Result<()> {
+        let partition = self.opts.partition.clone();
+        // Ok(true): cut by a partition that began during the transfer.
+        let reader = tokio::task::spawn_blocking(move || -> raftstore::Result<bool> {
             for chunk in chunks.by_ref() {
+                if partition.as_ref().is_some_and(|p| p.blocks(store_id)) {
+                    return Ok(true);
+                }
                 if tx.blocking_send(chunk?).is_err() {
                     // The RPC ended early; its status tells why.
                     break;
                 }
             }
-            Ok(())
+            Ok(false)
         });
         let answer = TinyKvClient::new(channel)
             .snapshot(ReceiverStream::new(rx))
             .await;
-        // A read error ends the stream early; the receiver then refuses it,
-        // but the read error is the cause worth reporting.
+        // A read error or a cut ends the stream early; the receiver then
+        // refuses it, but the read error or the cut is the cause worth
+        // reporting.
         match reader.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => return Err(SnapshotSendError::Closed("cut by a partition")),
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(SnapshotSendError::Closed("the snapshot reader panicked")),
         }
@@ -485,6 +523,10 @@ impl StoreWorker {
             let Some(first) = self.queue.recv().await else {
                 return;
             };
+            if self.blocked() {
+                self.drop_blocked(first);
+                continue;
+            }
             let channel = match self.open(&mut addr).await {
                 Ok(channel) => channel,
                 Err(e) => {
@@ -512,6 +554,20 @@ impl StoreWorker {
                 }
             }
         }
+    }
+
+    /// Whether the partition filter blocks this worker's store: what it
+    /// dequeues meanwhile is dropped.
+    fn blocked(&self) -> bool {
+        self.opts
+            .partition
+            .as_ref()
+            .is_some_and(|p| p.blocks(self.store_id))
+    }
+
+    /// Drops `msg`, dequeued while [`StoreWorker::blocked`].
+    fn drop_blocked(&self, msg: RaftMessage) {
+        debug!(self.logger, "raft message dropped: partitioned"; "region_id" => msg.region_id);
     }
 
     /// The cached address, or a fresh one, connected.
@@ -579,6 +635,10 @@ impl StoreWorker {
                 Ok(msg) => msg,
                 Err(end) => return end,
             };
+            if self.blocked() {
+                self.drop_blocked(first);
+                continue;
+            }
             // The batch is formed once the stream can take it, so it holds
             // everything that queued while it could not.
             let permit = tokio::select! {
@@ -591,6 +651,11 @@ impl StoreWorker {
             };
             let (batch, rest) = self.fill_batch(first);
             next = rest;
+            if self.blocked() {
+                // The partition began while the batch waited for room.
+                batch.msgs.into_iter().for_each(|m| self.drop_blocked(m));
+                continue;
+            }
             permit.send(batch);
         }
     }
@@ -631,6 +696,10 @@ impl StoreWorker {
                 Ok(msg) => msg,
                 Err(end) => return end,
             };
+            if self.blocked() {
+                self.drop_blocked(msg);
+                continue;
+            }
             tokio::select! {
                 biased;
                 end = &mut call => return broken(end),

@@ -17,6 +17,11 @@
 //!   a stream that is truncated, corrupt or broken answers an error status,
 //!   and the receiver, dropped, removes what it wrote, so no half snapshot
 //!   can be applied.
+//! - with fault injection on (a [`PartitionFilter`]), a raft message whose
+//!   sender's store is blocked is dropped before the router, on both raft
+//!   streams alike; a snapshot stream from a blocked store is refused
+//!   (`UNAVAILABLE`) at its first chunk, or at the first chunk after the
+//!   partition begins, and what it wrote is removed.
 //! - at most `SnapshotReceiveLimit`'s count of snapshot streams are
 //!   received at once; more are refused with `RESOURCE_EXHAUSTED` (the
 //!   sender reports `Failure` and raft sends the snapshot again later),
@@ -32,6 +37,8 @@ use slog::{Logger, debug, info, warn};
 use tokio::sync::Semaphore;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
+
+use super::faults::PartitionFilter;
 
 /// The bound on snapshot streams received at once. Cheap to clone; clones
 /// share the bound.
@@ -49,10 +56,12 @@ impl SnapshotReceiveLimit {
     }
 }
 
-/// Feeds every raft message of a `Raft` stream to `router`, until the
-/// sender ends the stream (`Done`) or it fails (its status).
+/// Feeds every raft message of a `Raft` stream to `router` (but those
+/// `partition` blocks), until the sender ends the stream (`Done`) or it
+/// fails (its status).
 pub async fn handle_raft_stream<S>(
     router: &Router,
+    partition: Option<&PartitionFilter>,
     stream: S,
     logger: &Logger,
 ) -> Result<Done, Status>
@@ -61,17 +70,18 @@ where
 {
     tokio::pin!(stream);
     while let Some(msg) = stream.next().await {
-        deliver(router, msg?, logger);
+        deliver(router, partition, msg?, logger);
     }
     Ok(Done {})
 }
 
 /// Feeds every raft message of every batch of a `BatchRaft` stream to
-/// `router`, in order, until the sender ends the stream (`Done`) or it
-/// fails (its status). An empty stream is how a sender asks whether this
-/// call is served: it is answered `Done` at once.
+/// `router` (but those `partition` blocks), in order, until the sender ends
+/// the stream (`Done`) or it fails (its status). An empty stream is how a
+/// sender asks whether this call is served: it is answered `Done` at once.
 pub async fn handle_batch_raft_stream<S>(
     router: &Router,
+    partition: Option<&PartitionFilter>,
     stream: S,
     logger: &Logger,
 ) -> Result<Done, Status>
@@ -88,16 +98,26 @@ where
                 "skipped" => batch.malformed, "delivered" => batch.msgs.len());
         }
         for msg in batch.msgs {
-            deliver(router, msg, logger);
+            deliver(router, partition, msg, logger);
         }
     }
     Ok(Done {})
 }
 
-/// Hands one received raft message to `router`: the one path of both raft
-/// streams.
-fn deliver(router: &Router, msg: RaftMessage, logger: &Logger) {
+/// Hands one received raft message to `router`, unless `partition` blocks
+/// its sender: the one path of both raft streams.
+fn deliver(
+    router: &Router,
+    partition: Option<&PartitionFilter>,
+    msg: RaftMessage,
+    logger: &Logger,
+) {
     let region_id = msg.region_id;
+    if partition.is_some_and(|p| p.blocks_incoming(&msg)) {
+        debug!(logger, "raft message dropped: partitioned"; "region_id" => region_id,
+            "from_store" => msg.from_peer.map_or(0, |p| p.store_id));
+        return;
+    }
     if let Err(e) = router.send_raft_message(Box::new(msg)) {
         // Dropped, as a lost message: raft retries.
         debug!(logger, "raft message dropped"; "region_id" => region_id, "err" => %e);
@@ -105,11 +125,14 @@ fn deliver(router: &Router, msg: RaftMessage, logger: &Logger) {
 }
 
 /// Receives one snapshot from a `Snapshot` stream into `snap_mgr` and, once
-/// it is complete, delivers its message to `router`.
+/// it is complete, delivers its message to `router`. A snapshot from a
+/// store `partition` blocks is refused, also when the partition begins
+/// while it is received.
 pub async fn handle_snapshot_stream<S>(
     snap_mgr: &SnapManager,
     router: &Router,
     limit: &SnapshotReceiveLimit,
+    partition: Option<&PartitionFilter>,
     stream: S,
     logger: &Logger,
 ) -> Result<Done, Status>
@@ -124,12 +147,30 @@ where
         .next()
         .await
         .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+    let from_store = first
+        .message
+        .as_ref()
+        .and_then(|m| m.from_peer)
+        .map_or(0, |p| p.store_id);
+    let partitioned = || {
+        partition
+            .filter(|p| p.blocks(from_store))
+            .map(|_| Status::unavailable(format!("partitioned from store {from_store}")))
+    };
+    if let Some(refused) = partitioned() {
+        debug!(logger, "snapshot refused: partitioned"; "from_store" => from_store);
+        return Err(refused);
+    }
     let mgr = snap_mgr.clone();
     let mut receiver = blocking(move || SnapshotReceiver::new(&mgr, first)).await?;
     let key = receiver.key();
     while let Some(chunk) = stream.next().await {
         // A broken stream drops `receiver`, which removes its files.
         let chunk = chunk?;
+        if let Some(cut) = partitioned() {
+            debug!(logger, "snapshot cut: partitioned"; "from_store" => from_store, "snap" => %key);
+            return Err(cut);
+        }
         receiver = blocking(move || receiver.feed(chunk).map(|()| receiver)).await?;
     }
     let msg = blocking(move || receiver.finish()).await?;

@@ -141,6 +141,16 @@ impl TestServer {
     }
 
     async fn start_with(router: Router, snap_mgr: SnapManager, opts: ServiceOptions) -> TestServer {
+        Self::start_partitioned(router, snap_mgr, opts, None).await
+    }
+
+    /// A server whose store streams drop what `partition` blocks.
+    async fn start_partitioned(
+        router: Router,
+        snap_mgr: SnapManager,
+        opts: ServiceOptions,
+        partition: Option<PartitionFilter>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -156,6 +166,7 @@ impl TestServer {
             receive_limit: SnapshotReceiveLimit::new(2),
             closing: stop_rx.clone(),
             logger: logger(),
+            partition,
         });
         let mut shutdown = stop_rx;
         let task = tokio::spawn(async move {
@@ -571,6 +582,7 @@ async fn test_truncated_or_corrupt_snapshot_stream_is_refused() {
             &b.mgr,
             &router_b,
             &limit,
+            None,
             tokio_stream::iter(stream),
             &logger(),
         )
@@ -593,6 +605,7 @@ async fn test_truncated_or_corrupt_snapshot_stream_is_refused() {
         &b.mgr,
         &router_b,
         &limit,
+        None,
         tokio_stream::iter(chunks.into_iter().map(Ok)),
         &logger(),
     )
@@ -623,7 +636,7 @@ async fn test_concurrent_snapshot_receives_are_bounded() {
         let (mgr, router, limit) = (b.mgr.clone(), router_b.clone(), limit.clone());
         async move {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-            handle_snapshot_stream(&mgr, &router, &limit, stream, &logger()).await
+            handle_snapshot_stream(&mgr, &router, &limit, None, stream, &logger()).await
         }
     });
     let deadline = Instant::now() + DEADLINE;
@@ -636,6 +649,7 @@ async fn test_concurrent_snapshot_receives_are_bounded() {
         &b.mgr,
         &router_b,
         &limit,
+        None,
         tokio_stream::iter(Vec::<Result<SnapshotChunk, Status>>::new()),
         &logger(),
     )
@@ -1350,3 +1364,5 @@ async fn test_the_message_size_limit_holds_per_batch_and_the_budget_keeps_under_
     assert_eq!(got, sent);
     server.stop().await;
 }
+
+mod faults;

@@ -23,8 +23,10 @@
 //!   which keeps the search small when reads come often: a read pins the
 //!   state, so orders that disagree with it die at once. Many concurrent
 //!   appends with no read between them still make it exponential (each
-//!   order is a different state); such histories need a search budget,
-//!   which this checker does not have yet.
+//!   order is a different state). [`check_within`] bounds the search: it
+//!   counts every step of the walk (a call tried, a choice undone) across
+//!   all keys and, past its budget, answers [`CheckError::Inconclusive`] —
+//!   never a pass. [`check`] has no bound.
 //!
 //! An operation whose outcome is unknown (the client gave up, or crashed
 //! while waiting) has no return time: it may have taken effect at any time
@@ -66,6 +68,43 @@ pub struct Operation {
     pub call: u64,
     /// When its answer came back; `None` if it never did (outcome unknown).
     pub ret: Option<u64>,
+}
+
+/// `history` without the writes whose outcome is unknown and whose value
+/// no read of their key contains: the same verdict, a smaller search.
+///
+/// Each such write may stay pending to the end, and a search tries it at
+/// every point: many of them make the search exponential. Leaving one out
+/// cannot change the verdict. In a linearization with it, no read sees it:
+/// a `Put` of `v` or an `Append` of `v` puts `v` into the key's value until
+/// the next `Put`, so every read in between would contain `v`. With no read
+/// in between, what it changed is overwritten before anyone looks, and the
+/// same order without it is a linearization of the rest. Conversely, a
+/// linearization of the rest is one of the whole history with the write
+/// placed last (it may never have happened). A value that appears in a read
+/// by chance (written twice, or a substring of others) only keeps a write
+/// that could have gone.
+pub fn without_unobserved_unknown_writes(history: &[Operation]) -> Vec<Operation> {
+    let mut reads: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for op in history {
+        if let (Input::Get, Some(_), Some(out)) = (&op.input, op.ret, op.output.as_deref()) {
+            reads.entry(&op.key).or_default().push(out);
+        }
+    }
+    history
+        .iter()
+        .filter(|op| {
+            let value = match &op.input {
+                _ if op.ret.is_some() => return true,
+                Input::Get => return true,
+                Input::Put(v) | Input::Append(v) => v,
+            };
+            reads
+                .get(op.key.as_str())
+                .is_some_and(|outs| outs.iter().any(|out| out.contains(value.as_str())))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The sequential specification: one string per key.
@@ -148,8 +187,48 @@ impl fmt::Display for Shown<'_> {
 /// How many linearized operations of a violation's prefix are shown.
 const PREFIX_TAIL: usize = 5;
 
+/// Why [`check_within`] did not pass a history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The history is not linearizable; the first failing key's report.
+    NotLinearizable(Box<Violation>),
+    /// The budget ran out before the search finished: nothing is known.
+    Inconclusive {
+        /// The key being searched when the budget ran out.
+        key: String,
+        /// How many steps were taken, over all keys.
+        steps: u64,
+    },
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckError::NotLinearizable(v) => v.fmt(f),
+            CheckError::Inconclusive { key, steps } => write!(
+                f,
+                "inconclusive: the search budget ran out after {steps} steps, at key {key:?}; \
+                 the history is neither passed nor failed"
+            ),
+        }
+    }
+}
+
 /// Checks `history`; `Err` names the first key (in key order) that fails.
+/// The search is unbounded: see [`check_within`] for one with a budget.
 pub fn check(history: &[Operation]) -> Result<(), Box<Violation>> {
+    match check_within(history, u64::MAX) {
+        Ok(()) => Ok(()),
+        Err(CheckError::NotLinearizable(v)) => Err(v),
+        Err(CheckError::Inconclusive { .. }) => {
+            unreachable!("an unbounded search always concludes")
+        }
+    }
+}
+
+/// Checks `history` taking at most `budget` search steps over all keys;
+/// `Inconclusive` once they run out (never a pass).
+pub fn check_within(history: &[Operation], budget: u64) -> Result<(), CheckError> {
     let mut by_key: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
     for op in history {
         if op.ret.is_none() && op.input == Input::Get {
@@ -157,8 +236,9 @@ pub fn check(history: &[Operation]) -> Result<(), Box<Violation>> {
         }
         by_key.entry(&op.key).or_default().push(op.clone());
     }
+    let mut steps = 0u64;
     for (key, ops) in by_key {
-        check_key(key, &ops)?;
+        check_key(key, &ops, budget, &mut steps)?;
     }
     Ok(())
 }
@@ -250,7 +330,7 @@ impl EventList {
     }
 }
 
-fn check_key(key: &str, ops: &[Operation]) -> Result<(), Box<Violation>> {
+fn check_key(key: &str, ops: &[Operation], budget: u64, steps: &mut u64) -> Result<(), CheckError> {
     let mut list = EventList::new(ops);
     let mut linearized = vec![0u64; ops.len().div_ceil(64)];
     let mut seen: HashSet<(Vec<u64>, String)> = HashSet::new();
@@ -260,6 +340,13 @@ fn check_key(key: &str, ops: &[Operation]) -> Result<(), Box<Violation>> {
     let mut longest: Vec<usize> = Vec::new();
     let mut cursor = list.next[0];
     while list.next[0] != END {
+        if *steps >= budget {
+            return Err(CheckError::Inconclusive {
+                key: key.to_owned(),
+                steps: *steps,
+            });
+        }
+        *steps += 1;
         if cursor == END {
             // Unreachable: the last event left is a return, handled below.
             break;
@@ -285,7 +372,9 @@ fn check_key(key: &str, ops: &[Operation]) -> Result<(), Box<Violation>> {
         }
         // A return: its operation had to be linearized by now.
         let Some((call, before)) = stack.pop() else {
-            return Err(Box::new(violation(key, ops, &longest)));
+            return Err(CheckError::NotLinearizable(Box::new(violation(
+                key, ops, &longest,
+            ))));
         };
         let op = list.events[call].op;
         linearized[op / 64] &= !(1 << (op % 64));

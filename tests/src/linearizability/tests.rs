@@ -158,3 +158,63 @@ fn rounds_of_concurrent_appends_with_reads_between_are_checked() {
     let v = check(&history).expect_err("a lost append");
     assert_eq!(v.linearized, history.len() - 1, "{v}");
 }
+
+#[test]
+fn a_search_over_budget_is_inconclusive_never_a_pass() {
+    // Twelve concurrent appends and no read: every order is a new state.
+    let mut history: Vec<Operation> = (0..12)
+        .map(|c| append(c, "k", &format!("{c},"), 0, 100))
+        .collect();
+    history.push(get(99, "k", "nonsense", 200, 201));
+    match check_within(&history, 1_000) {
+        Err(CheckError::Inconclusive { key, steps }) => {
+            assert_eq!(key, "k");
+            assert_eq!(steps, 1_000);
+        }
+        other => panic!("expected Inconclusive, got {other:?}"),
+    }
+    // Given room, the same search concludes: the read fits no order.
+    assert!(matches!(check_within(&history[..4], u64::MAX), Ok(())));
+    let small: Vec<Operation> = history[..4]
+        .iter()
+        .cloned()
+        .chain(std::iter::once(get(99, "k", "nonsense", 200, 201)))
+        .collect();
+    assert!(matches!(
+        check_within(&small, 1_000_000),
+        Err(CheckError::NotLinearizable(_))
+    ));
+}
+
+#[test]
+fn unknown_writes_no_read_saw_are_left_out_and_the_verdict_kept() {
+    let history = vec![
+        put(0, "k", "a;", 0, 10),
+        unanswered(put(1, "k", "never-seen;", 11, 12)),
+        unanswered(append(2, "k", "seen;", 13, 14)),
+        unanswered(append(3, "k", "lost;", 15, 16)),
+        get(4, "k", "a;seen;", 20, 21),
+        unanswered(put(1, "j", "other-key;", 0, 1)),
+        unanswered(get(4, "k", "never-seen;", 22, 23)),
+    ];
+    let kept = without_unobserved_unknown_writes(&history);
+    let kept_inputs: Vec<&Input> = kept.iter().map(|op| &op.input).collect();
+    assert_eq!(
+        kept_inputs,
+        vec![
+            &Input::Put("a;".to_owned()),
+            &Input::Append("seen;".to_owned()),
+            &Input::Get,
+            &Input::Get,
+        ],
+        "only the unknown writes no answered read saw go"
+    );
+    assert_eq!(check(&history).is_ok(), check(&kept).is_ok());
+    assert!(check(&kept).is_ok());
+
+    // A read that needs a write which is not there fails either way.
+    let mut bad = history.clone();
+    bad.push(get(4, "k", "a;", 30, 31));
+    assert!(check(&bad).is_err());
+    assert!(check(&without_unobserved_unknown_writes(&bad)).is_err());
+}
