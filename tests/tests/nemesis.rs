@@ -39,19 +39,15 @@
 //! with `cargo build --workspace --bins` (or `-p tinykv --bins -p
 //! tinykv-scheduler-stub --bins`) so none is stale.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kvproto::debugpb::SetPartitionRequest;
 use kvproto::debugpb::debug_client::DebugClient;
-use kvproto::kvrpcpb::{Context, RawPutRequest};
-use kvproto::metapb::{Peer, Region};
-use kvproto::tinykvpb::tiny_kv_client::TinyKvClient;
 use tempfile::TempDir;
-use tinykv::client::session::refused_before_proposal;
-use tinykv::client::{Client, ClientOptions};
+use tinykv::client::{Clerk, Client, ClientOptions};
 use tinykv::playground::{
     Binaries, ClusterDir, Layout, ProcessCluster, ProcessClusterOptions, wait_until_serving,
 };
@@ -99,175 +95,9 @@ fn key(i: usize) -> String {
     format!("nemesis-{i}")
 }
 
-/// What the workload needs of a client: the Clerk's calls, one operation
-/// in flight. An `Err` from a write means its outcome is unknown.
-///
-/// Until the Clerk (exactly-once writes over client sessions) is in the
-/// tree, this stands in for it over the raw API: no `Append` (it needs a
-/// session), and a `Put` is proposed at most once. The raw client
-/// (`Client::raw_put`) resends a write whose first attempt was proposed
-/// but not answered, so one `Put` can apply twice with other writes in
-/// between — not linearizable, and not what this test is after. Here a
-/// `Put` is resent only after a refusal that proves it was not proposed
-/// (`refused_before_proposal`, or no connection at all); any other failure
-/// ends it with its outcome unknown. Switching to the Clerk is the
-/// `KvClient` alias and `APPENDS`.
-struct RawKv {
-    client: Client,
-    /// Store id → address, refreshed when a store is not found.
-    addrs: HashMap<u64, String>,
-    /// The region of the keys and the peer to try first.
-    region: Option<(Region, Peer)>,
-}
-
-/// How one attempt of a `Put` ended.
-enum Attempt {
-    Done,
-    /// Certainly not proposed: try again.
-    Refused,
-    /// Perhaps proposed: the outcome is unknown.
-    Unknown(String),
-}
-
-impl RawKv {
-    async fn new(client: Client) -> Result<RawKv, String> {
-        Ok(RawKv {
-            client,
-            addrs: HashMap::new(),
-            region: None,
-        })
-    }
-
-    async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        let deadline = Instant::now() + PUT_TIMEOUT;
-        loop {
-            match self.put_once(key, value).await {
-                Attempt::Done => return Ok(()),
-                Attempt::Unknown(why) => return Err(why),
-                Attempt::Refused if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                // Never proposed, so never applied; recorded as unknown
-                // all the same, which is always safe.
-                Attempt::Refused => return Err(format!("refused for {PUT_TIMEOUT:?}")),
-            }
-        }
-    }
-
-    async fn put_once(&mut self, key: &[u8], value: &[u8]) -> Attempt {
-        let (region, peer) = match self.region.clone() {
-            Some(cached) => cached,
-            None => match self.client.region(key).await {
-                Ok(Some(info)) => {
-                    let Some(peer) = info.leader.or_else(|| info.region.peers.first().copied())
-                    else {
-                        return Attempt::Refused;
-                    };
-                    (info.region, peer)
-                }
-                _ => return Attempt::Refused,
-            },
-        };
-        self.region = Some((region.clone(), peer));
-        let Some(addr) = self.addr_of(peer.store_id).await else {
-            self.region = None;
-            return Attempt::Refused;
-        };
-        // A connection per attempt: a store that is down refuses it, which
-        // proves the request was not sent.
-        let Ok(mut kv) =
-            tokio::time::timeout(PUT_ATTEMPT, TinyKvClient::connect(format!("http://{addr}")))
-                .await
-                .map_err(drop)
-                .and_then(|c| c.map_err(drop))
-        else {
-            self.next_peer(&region, peer);
-            return Attempt::Refused;
-        };
-        let request = RawPutRequest {
-            context: Some(Context {
-                region_id: region.id,
-                region_epoch: region.region_epoch,
-                peer: Some(peer),
-                ..Default::default()
-            }),
-            key: key.to_vec(),
-            value: value.to_vec(),
-            cf: String::new(),
-        };
-        let answer = match tokio::time::timeout(PUT_ATTEMPT, kv.raw_put(request)).await {
-            Err(_) => {
-                self.next_peer(&region, peer);
-                return Attempt::Unknown(format!("no answer within {PUT_ATTEMPT:?}"));
-            }
-            Ok(Err(status)) => {
-                self.next_peer(&region, peer);
-                return Attempt::Unknown(status.to_string());
-            }
-            Ok(Ok(answer)) => answer.into_inner(),
-        };
-        match answer.region_error {
-            None if answer.error.is_empty() => Attempt::Done,
-            None => Attempt::Unknown(answer.error),
-            Some(e) if refused_before_proposal(&e) => {
-                match e.not_leader.and_then(|nl| nl.leader) {
-                    Some(leader) if region.peers.contains(&leader) => {
-                        self.region = Some((region, leader));
-                    }
-                    Some(_) => self.region = None,
-                    None if e.not_leader.is_some() => self.next_peer(&region, peer),
-                    None => self.region = None,
-                }
-                Attempt::Refused
-            }
-            Some(e) => {
-                self.region = None;
-                Attempt::Unknown(format!("{e:?}"))
-            }
-        }
-    }
-
-    /// Tries the peer after `peer` next time.
-    fn next_peer(&mut self, region: &Region, peer: Peer) {
-        let at = region.peers.iter().position(|p| *p == peer).unwrap_or(0);
-        self.region = region
-            .peers
-            .get((at + 1) % region.peers.len().max(1))
-            .map(|&next| (region.clone(), next));
-    }
-
-    async fn addr_of(&mut self, store_id: u64) -> Option<String> {
-        if !self.addrs.contains_key(&store_id) {
-            for store in self.client.stores().await.ok()? {
-                self.addrs.insert(store.id, store.address);
-            }
-        }
-        self.addrs.get(&store_id).cloned()
-    }
-
-    async fn append(&mut self, _key: &[u8], _value: &[u8]) -> Result<(), String> {
-        Err("the raw API has no Append".to_owned())
-    }
-
-    /// A missing key reads empty (the model's convention and the Clerk's).
-    /// A read has no effect, so the raw client's resending is harmless.
-    async fn get(&mut self, key: &[u8]) -> Result<Vec<u8>, String> {
-        self.client
-            .raw_get("", key)
-            .await
-            .map(Option::unwrap_or_default)
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// The client the workload runs (`tinykv::client::Clerk` has the same
-/// `new`, `put`, `append` and `get`), and whether it can append.
-type KvClient = RawKv;
-const APPENDS: bool = false;
-
-/// One `Put`'s deadline, and one attempt's.
-const PUT_TIMEOUT: Duration = Duration::from_secs(6);
-const PUT_ATTEMPT: Duration = Duration::from_secs(1);
+/// The workload's client: the Clerk (exactly-once writes over a client
+/// session; an `Err` from a write means its outcome is unknown).
+type KvClient = Clerk;
 
 /// Short deadlines, so a client whose store froze moves on to another peer
 /// quickly and an operation that cannot finish ends as "unknown" soon.
@@ -343,7 +173,7 @@ async fn run_client(
             continue;
         }
         n += 1;
-        let append = APPENDS && rng.below(2) == 0;
+        let append = rng.below(2) == 0;
         // Unique values, so every read tells which writes it saw.
         let (input, value) = if append {
             let v = format!("a{id}.{n};");
