@@ -253,7 +253,7 @@ async fn test_commands_against_a_cluster_in_table_and_json() {
     let lines: Vec<&str> = regions.lines().collect();
     assert_eq!(lines.len(), 2, "{regions}");
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("LEADER"),
+        lines[0].starts_with("ID") && lines[0].contains("LEADER") && lines[0].ends_with("SESSIONS"),
         "{regions}"
     );
     assert!(
@@ -264,6 +264,8 @@ async fn test_commands_against_a_cluster_in_table_and_json() {
     let region = &regions["regions"][0];
     assert_eq!(region["start_key"], "");
     assert_eq!(region["leader"]["store_id"], store_id);
+    // This scheduler reports session-table sizes; no Clerk has written yet.
+    assert_eq!(region["client_sessions"], 0);
     let region_id = region["id"].clone();
 
     let one = must_ctl_json(sched, &["region", "cherry"]).await;

@@ -335,6 +335,7 @@ fn region_json(info: &RegionInfo) -> Value {
         "epoch": { "conf_ver": epoch.conf_ver, "version": epoch.version },
         "peers": region.peers.iter().map(peer_json).collect::<Vec<_>>(),
         "leader": info.leader.as_ref().map(peer_json),
+        "client_sessions": info.client_sessions,
     })
 }
 
@@ -420,12 +421,14 @@ fn regions_table(regions: &[RegionInfo]) -> String {
                 info.leader
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), show_peer),
+                info.client_sessions
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             ]
         })
         .collect();
     table(
         &[
-            "ID", "START", "END", "CONF_VER", "VERSION", "PEERS", "LEADER",
+            "ID", "START", "END", "CONF_VER", "VERSION", "PEERS", "LEADER", "SESSIONS",
         ],
         &rows,
     )

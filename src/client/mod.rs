@@ -113,6 +113,10 @@ pub struct RegionInfo {
     pub region: Region,
     /// Its leader, as last reported to the scheduler.
     pub leader: Option<Peer>,
+    /// The size of its client session table as the leader last reported it
+    /// (from `ScanRegions`; `None` from `GetRegion` or a scheduler that
+    /// does not report it).
+    pub client_sessions: Option<u64>,
 }
 
 /// A client of one cluster; see the module docs. Cheap to clone.
@@ -198,7 +202,11 @@ impl Client {
             .await?;
         Ok(found
             .into_iter()
-            .map(|(region, leader)| RegionInfo { region, leader })
+            .map(|((region, leader), client_sessions)| RegionInfo {
+                region,
+                leader,
+                client_sessions,
+            })
             .collect())
     }
 
@@ -209,7 +217,11 @@ impl Client {
         let found = self
             .with_scheduler("GetRegion", |timeout| scheduler.get_region(key, timeout))
             .await?;
-        Ok(found.map(|(region, leader)| RegionInfo { region, leader }))
+        Ok(found.map(|(region, leader)| RegionInfo {
+            region,
+            leader,
+            client_sessions: None,
+        }))
     }
 
     /// A new id from the scheduler (`AllocID`), unique in the cluster and

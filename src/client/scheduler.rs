@@ -237,14 +237,15 @@ impl SchedulerConn {
     }
 
     /// The regions overlapping `[start, end)` (empty `end`: unbounded), at
-    /// most `limit` (0: all), with their leaders.
+    /// most `limit` (0: all), with their leaders and the size of their
+    /// client session tables (`None`: the scheduler does not report it).
     pub(crate) async fn scan_regions(
         &self,
         start: &[u8],
         end: &[u8],
         limit: usize,
         timeout: Duration,
-    ) -> Result<Vec<RegionAndLeader>, Failure> {
+    ) -> Result<Vec<(RegionAndLeader, Option<u64>)>, Failure> {
         let request = ScanRegionsRequest {
             header: self.header(),
             start_key: start.to_vec(),
@@ -268,11 +269,16 @@ impl SchedulerConn {
                 ),
             }));
         }
+        // A TinyKV scheduler does not send the extension: no counts at all.
+        let mut sessions = resp.client_sessions.into_iter();
         let mut leaders = resp.leaders.into_iter();
         Ok(resp
             .regions
             .into_iter()
-            .map(|region| (region, leaders.next().filter(|l| l.id != 0)))
+            .map(|region| {
+                let leader = leaders.next().filter(|l| l.id != 0);
+                ((region, leader), sessions.next())
+            })
             .collect())
     }
 }
