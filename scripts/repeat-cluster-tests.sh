@@ -21,6 +21,8 @@ for f in tests/tests/*.rs; do
     suites+=(--test "$name")
 done
 
+# The process tests (nemesis) run the binaries found beside them.
+cargo build --workspace --bins "$@"
 cargo test -p tinykv-tests "${suites[@]}" --no-run "$@"
 logs="$(mktemp -d "${TMPDIR:-/tmp}/cluster-runs.XXXXXX")"
 echo "logs in $logs"
