@@ -31,6 +31,8 @@
 //! region-max-size = 150994944          # split a region past this many bytes
 //! region-split-size = 100663296        # ... at the key where this many are passed
 //! split-region-check-tick-interval = 100   # raft ticks between split checks
+//! client-session-ttl-secs = 3600     # an idle client session ends (log time)
+//! max-client-sessions = 10000        # sessions a region keeps, at most
 //!
 //! [server]
 //! max-message-size = 16777216        # largest gRPC message, bytes
@@ -132,7 +134,8 @@ pub struct Flags {
     /// `format`) and a `[raftstore]` table (`raft-base-tick-interval-ms`,
     /// `raft-heartbeat-ticks`, `raft-election-timeout-ticks`,
     /// `raft-log-gc-tick-ticks`, `raft-log-gc-count-limit`,
-    /// `raft-log-gc-size-limit`, `max-value-size`) and a `[server]` table
+    /// `raft-log-gc-size-limit`, `max-value-size`, `client-session-ttl-secs`,
+    /// `max-client-sessions`, ...) and a `[server]` table
     /// (`max-message-size`, `max-scan-limit`, `max-scan-response-bytes`).
     /// Flags win over it.
     #[arg(long, value_name = "FILE")]
@@ -217,6 +220,8 @@ struct RaftstoreKeys {
     region_max_size: Option<u64>,
     region_split_size: Option<u64>,
     split_check_ticks: Option<u64>,
+    client_session_ttl_secs: Option<u64>,
+    max_client_sessions: Option<u64>,
 }
 
 fn string_value(key: &str, value: toml::Value) -> Result<String, ConfigError> {
@@ -300,6 +305,8 @@ impl FileConfig {
                             "region-max-size" => &mut rs.region_max_size,
                             "region-split-size" => &mut rs.region_split_size,
                             "split-region-check-tick-interval" => &mut rs.split_check_ticks,
+                            "client-session-ttl-secs" => &mut rs.client_session_ttl_secs,
+                            "max-client-sessions" => &mut rs.max_client_sessions,
                             _ => {
                                 return Err(config_error(
                                     &full,
@@ -307,7 +314,8 @@ impl FileConfig {
                                      raft-heartbeat-ticks, raft-election-timeout-ticks, \
                                      raft-log-gc-tick-ticks, raft-log-gc-count-limit, \
                                      raft-log-gc-size-limit, max-value-size, region-max-size, \
-                                     region-split-size, split-region-check-tick-interval)",
+                                     region-split-size, split-region-check-tick-interval, \
+                                     client-session-ttl-secs, max-client-sessions)",
                                 ));
                             }
                         };
@@ -496,6 +504,12 @@ impl ServerConfig {
                     cfg.region_split_size, cfg.region_max_size
                 ),
             ));
+        }
+        if let Some(n) = rs.client_session_ttl_secs {
+            cfg.client_session_ttl = Duration::from_secs(n);
+        }
+        if let Some(n) = rs.max_client_sessions {
+            cfg.max_client_sessions = n;
         }
         if let Some(n) = rs.split_check_ticks {
             cfg.split_region_check_tick_interval =
@@ -742,6 +756,25 @@ mod tests {
             ServerConfig::resolve(Flags::default(), inverted),
             "raftstore.region-split-size",
             "must not exceed",
+        );
+    }
+
+    #[test]
+    fn test_client_session_limits_come_from_the_file() {
+        let file = FileConfig::parse(
+            "[raftstore]\nclient-session-ttl-secs = 90\nmax-client-sessions = 12\n",
+        )
+        .expect("valid");
+        let config = ServerConfig::resolve(Flags::default(), file).expect("resolves");
+        assert_eq!(
+            config.node.raftstore.client_session_ttl,
+            Duration::from_secs(90)
+        );
+        assert_eq!(config.node.raftstore.max_client_sessions, 12);
+        must_config_error(
+            FileConfig::parse("[raftstore]\nmax-client-sessions = 0"),
+            "raftstore.max-client-sessions",
+            "positive",
         );
     }
 

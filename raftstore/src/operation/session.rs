@@ -86,6 +86,22 @@ pub fn check_session_command(req: &RaftCmdRequest) -> Result<()> {
     Ok(())
 }
 
+/// Adds `states` to `wb` as `region_id`'s session records.
+fn put_states<'a>(
+    wb: &mut WriteBatch,
+    region_id: u64,
+    states: impl IntoIterator<Item = &'a ClientSessionState>,
+) -> Result<()> {
+    for state in states {
+        wb.put_msg_cf(
+            CF_DEFAULT,
+            &keys::client_session_key(region_id, state.client_id),
+            state,
+        )?;
+    }
+    Ok(())
+}
+
 fn decode_state(key: &[u8], value: &[u8]) -> storage::Result<ClientSessionState> {
     ClientSessionState::decode(value).map_err(|source| storage::Error::Decode {
         key: key.to_vec(),
@@ -159,14 +175,7 @@ impl SessionTable {
     ) -> Result<()> {
         let (start, end) = keys::client_session_range(region_id);
         wb.delete_range_cf(CF_DEFAULT, &start, &end)?;
-        for state in states {
-            wb.put_msg_cf(
-                CF_DEFAULT,
-                &keys::client_session_key(region_id, state.client_id),
-                state,
-            )?;
-        }
-        Ok(())
+        put_states(wb, region_id, states)
     }
 
     /// A table holding `states`, at session clock `clock_ms`.
@@ -212,14 +221,7 @@ impl SessionTable {
     /// Writes every session into `wb` as `region_id`'s (a split's new
     /// region: it starts with a copy of its parent's table).
     pub fn write_all(&self, wb: &mut WriteBatch, region_id: u64) -> Result<()> {
-        for state in self.sessions.values() {
-            wb.put_msg_cf(
-                CF_DEFAULT,
-                &keys::client_session_key(region_id, state.client_id),
-                state,
-            )?;
-        }
-        Ok(())
+        put_states(wb, region_id, self.sessions.values())
     }
 
     /// Moves the session clock to `stamp`'s time (never back) and drops,
