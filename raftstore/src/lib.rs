@@ -35,6 +35,7 @@
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod entry_cache;
 pub mod errors;
 pub mod fsm;
 pub mod operation;

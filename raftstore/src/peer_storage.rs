@@ -25,7 +25,10 @@
 //!
 //! In-memory state changes only after the batch describing it is written:
 //! `prepare_persist` builds the batch and the new state, the caller writes
-//! the batch, then `commit_persist` installs the state.
+//! the batch, then `commit_persist` installs the state. The log's tail is
+//! also kept in memory (`entry_cache.rs`), so reads of entries just
+//! persisted do not go back to RocksDB; debug builds check every cached
+//! read against the raft CF.
 
 use kvproto::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use kvproto::metapb;
@@ -38,6 +41,7 @@ use slog::{Logger, debug};
 use storage::keys::{self, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 use storage::{CF_DEFAULT, CF_RAFT, Engine, WriteBatch};
 
+use crate::entry_cache::EntryCache;
 use crate::errors::{Error, Result};
 use crate::operation::session::SessionTable;
 use crate::snapshot::SnapshotSource;
@@ -48,6 +52,8 @@ pub struct PeerStorage {
     region: metapb::Region,
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
+    /// The persisted log's tail, past the applied index.
+    cache: EntryCache,
     /// Where snapshots of this region come from (the region worker).
     snapshots: Box<dyn SnapshotSource>,
     logger: Logger,
@@ -57,6 +63,8 @@ pub struct PeerStorage {
 #[derive(Debug)]
 pub struct PendingPersist {
     raft_state: RaftLocalState,
+    /// The entries the batch writes, for the cache.
+    entries: Vec<Entry>,
     /// Set when the `Ready` carried a snapshot: the states it installs.
     snapshot: Option<SnapshotInstall>,
 }
@@ -116,6 +124,7 @@ impl PeerStorage {
             region,
             raft_state,
             apply_state,
+            cache: EntryCache::default(),
             snapshots,
             logger: logger.clone(),
         };
@@ -172,6 +181,9 @@ impl PeerStorage {
     /// Records the apply state written with the latest applied batch.
     pub fn set_apply_state(&mut self, state: RaftApplyState) {
         self.apply_state = state;
+        // Applied entries are read again only by a lagging follower's
+        // append, which the raft CF serves.
+        self.cache.compact_to(state.applied_index);
     }
 
     /// The applied index.
@@ -198,8 +210,39 @@ impl PeerStorage {
         self.truncated_index() + 1
     }
 
-    /// The entries `[low, high)` read from the raft CF.
+    /// The entries `[low, high)`: the cached ones from the cache, the rest
+    /// from the raft CF.
     fn read_entries(&self, low: u64, high: u64) -> std::result::Result<Vec<Entry>, raft::Error> {
+        let cached_from = self
+            .cache
+            .first_index()
+            .map_or(high, |first| first.clamp(low, high));
+        let mut entries = if low < cached_from {
+            self.read_stored_entries(low, cached_from)?
+        } else {
+            Vec::with_capacity((high - low) as usize)
+        };
+        self.cache.copy_from(cached_from, high, &mut entries);
+        if entries.len() as u64 != high - low {
+            // Not reached while the cache ends at the last index (its
+            // invariant); the raft CF answers regardless.
+            return self.read_stored_entries(low, high);
+        }
+        debug_assert_eq!(
+            entries,
+            self.read_stored_entries(low, high)?,
+            "region {}: cached entries [{low}, {high}) differ from the raft CF",
+            self.region.id
+        );
+        Ok(entries)
+    }
+
+    /// The entries `[low, high)` read from the raft CF.
+    fn read_stored_entries(
+        &self,
+        low: u64,
+        high: u64,
+    ) -> std::result::Result<Vec<Entry>, raft::Error> {
         let region_id = self.region.id;
         let mut entries = Vec::with_capacity((high - low) as usize);
         let start = keys::raft_log_key(region_id, low);
@@ -298,6 +341,7 @@ impl PeerStorage {
         }
         Ok(PendingPersist {
             raft_state,
+            entries: entries.to_vec(),
             snapshot: install,
         })
     }
@@ -309,7 +353,10 @@ impl PeerStorage {
         if let Some(install) = &pending.snapshot {
             self.region = install.region.clone();
             self.apply_state = install.apply_state;
+            self.cache.clear();
         }
+        self.cache.append(&pending.entries);
+        self.cache.compact_to(self.apply_state.applied_index);
         debug_assert!(self.check_state().is_ok(), "{:?}", self.check_state());
         pending.snapshot
     }
