@@ -76,7 +76,7 @@ impl Store {
                 })
             }
         };
-        let (writer, writer_thread) = RaftWriter::start(engine.clone(), &logger)
+        let (writer, writer_thread) = RaftWriter::start(engine.clone(), transport.clone(), &logger)
             .map_err(io_error("start the raft writer"))?;
         let (raftlog_gc, raftlog_gc_thread) = RaftLogGcWorker::start(engine.clone(), &logger)
             .map_err(io_error("start the raft log gc worker"))?;

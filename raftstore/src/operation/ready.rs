@@ -19,6 +19,13 @@
 //! fsync (`PeerStorage::must_sync`), in the same batch as the entries it
 //! lets apply.
 //!
+//! When a synced Ready installs no snapshot, its other messages (a
+//! follower's acknowledgements, votes) go with its batch to the store's
+//! writer, which sends them right after the fsync (`worker/write.rs`):
+//! still after the persist, but without waiting for this actor to wake.
+//! A `MsgSnapshot` among them keeps them all here, since its failure is
+//! reported differently.
+//!
 //! Appends to one peer that follow each other (many proposals between two
 //! Readies) are sent as one message (`coalesce_appends`).
 //!
@@ -93,7 +100,7 @@ impl Peer {
     async fn handle_one_ready(&mut self, ctx: &Arc<StoreContext>) -> Result<()> {
         let mut rd = self.raft_group.ready();
 
-        let (early, late): (Vec<Message>, Vec<Message>) =
+        let (early, mut late): (Vec<Message>, Vec<Message>) =
             coalesce_appends(std::mem::take(&mut rd.messages))
                 .into_iter()
                 .partition(|m| {
@@ -112,12 +119,28 @@ impl Peer {
         let mut wb = ctx.engine.write_batch();
         let store = self.raft_group.store();
         let pending = store.prepare_persist(&rd, &mut wb)?;
+        let must_sync = store.must_sync(&rd) || rd.snapshot.is_some();
         // Unsynced, it rides in the apply batch: one write, not two.
-        let unsynced_state = if store.must_sync(&rd) || rd.snapshot.is_some() {
-            ctx.writer.write(wb, true).await?;
+        let unsynced_state = if !must_sync {
+            Some(wb)
+        } else if rd.snapshot.is_none()
+            && !late.is_empty()
+            && late
+                .iter()
+                .all(|m| m.msg_type() != MessageType::MsgSnapshot)
+        {
+            // The writer sends them once the batch is durable (module doc).
+            let messages = std::mem::take(&mut late)
+                .into_iter()
+                .filter_map(|m| self.raft_message(m))
+                .collect();
+            let unreachable = ctx.writer.write_synced_then_send(wb, messages).await?;
+            self.raft_ops
+                .extend(unreachable.into_iter().map(RaftOp::Unreachable));
             None
         } else {
-            Some(wb)
+            ctx.writer.write(wb, true).await?;
+            None
         };
         if let Some(install) = self.raft_group.store_mut().commit_persist(pending) {
             // Its data before any entry after it (operation/snapshot.rs).
@@ -159,23 +182,9 @@ impl Peer {
     }
 
     fn send_raft_message(&mut self, ctx: &StoreContext, msg: Message) {
-        let Some(to_peer) = self.peer_cache.get(&msg.to).copied() else {
-            warn!(self.logger, "no address for peer"; "to" => msg.to);
-            return;
-        };
         let to = msg.to;
-        let raft_msg = RaftMessage {
-            region_id: self.region_id,
-            from_peer: Some(self.meta),
-            to_peer: Some(to_peer),
-            message: Some(msg),
-            region_epoch: self.region().region_epoch,
-            // The range lets a store that lacks this region tell whether it
-            // still serves the range under another one (a split it has not
-            // applied yet), before it creates a peer (`fsm/store.rs`).
-            start_key: self.region().start_key.clone(),
-            end_key: self.region().end_key.clone(),
-            ..Default::default()
+        let Some(raft_msg) = self.raft_message(msg) else {
+            return;
         };
         let is_snapshot = raft_msg
             .message
@@ -198,6 +207,28 @@ impl Peer {
             }
             Err(TransportError::Dropped) => {}
         }
+    }
+
+    /// `msg` addressed for the transport, or `None` (logged) when the
+    /// target peer's store is not known.
+    fn raft_message(&self, msg: Message) -> Option<RaftMessage> {
+        let Some(to_peer) = self.peer_cache.get(&msg.to).copied() else {
+            warn!(self.logger, "no address for peer"; "to" => msg.to);
+            return None;
+        };
+        Some(RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.meta),
+            to_peer: Some(to_peer),
+            message: Some(msg),
+            region_epoch: self.region().region_epoch,
+            // The range lets a store that lacks this region tell whether it
+            // still serves the range under another one (a split it has not
+            // applied yet), before it creates a peer (`fsm/store.rs`).
+            start_key: self.region().start_key.clone(),
+            end_key: self.region().end_key.clone(),
+            ..Default::default()
+        })
     }
 }
 

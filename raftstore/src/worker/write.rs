@@ -12,6 +12,14 @@
 //! answered as soon as its own batch is written, not after the group's
 //! fsync: an apply write never waits for another peer's raft-log sync.
 //!
+//! A synced write may carry raft messages that report what it persists (a
+//! follower's append acknowledgement, a vote): the thread sends them once
+//! the fsync is done, before it answers the peer. Persist → send holds, and
+//! the acknowledgement leaves without first waking the peer's actor, which
+//! on an idle machine is a thread wake-up on the path of every write.
+//! While this thread has a runtime to enter (the store's), it enters it, so
+//! a transport may spawn work from here as it does from a peer.
+//!
 //! An unsynced write (an apply batch, a Ready that only moved the commit
 //! index) is written by the caller itself when the writer thread is idle:
 //! it costs a memtable insert and a buffered WAL append, far less than the
@@ -26,11 +34,13 @@
 use std::sync::{Arc, Mutex, TryLockError};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use slog::{Logger, error};
+use kvproto::raft_serverpb::RaftMessage;
+use slog::{Logger, debug, error};
 use storage::{Engine, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::errors::{Error, Result};
+use crate::transport::{Transport, TransportError};
 use crate::worker::WorkerThread;
 
 /// The most batches written as one group.
@@ -39,7 +49,10 @@ const MAX_GROUP: usize = 256;
 struct WriteTask {
     batch: WriteBatch,
     sync: bool,
-    done: oneshot::Sender<Result<()>>,
+    /// Sent once the batch is durable (only with `sync`).
+    messages: Vec<RaftMessage>,
+    /// Answered with the peers (ids) that `messages` found unreachable.
+    done: oneshot::Sender<Result<Vec<u64>>>,
 }
 
 /// A handle for submitting writes. Cheap to clone.
@@ -52,15 +65,23 @@ pub struct RaftWriter {
 }
 
 impl RaftWriter {
-    /// Starts the writer thread for `engine`. It ends when every handle is
-    /// dropped; the `WorkerThread` joins it.
-    pub fn start(engine: Engine, logger: &Logger) -> std::io::Result<(RaftWriter, WorkerThread)> {
+    /// Starts the writer thread for `engine`, sending through `transport`.
+    /// It ends when every handle is dropped; the `WorkerThread` joins it.
+    pub fn start(
+        engine: Engine,
+        transport: Arc<dyn Transport>,
+        logger: &Logger,
+    ) -> std::io::Result<(RaftWriter, WorkerThread)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let logger = logger.clone();
         let writing = Arc::new(Mutex::new(()));
+        let runtime = tokio::runtime::Handle::try_current().ok();
         let thread = {
             let (engine, writing) = (engine.clone(), writing.clone());
-            WorkerThread::spawn("raft-writer", move || run(engine, rx, &writing, logger))?
+            WorkerThread::spawn("raft-writer", move || {
+                let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                run(engine, rx, &writing, transport.as_ref(), logger)
+            })?
         };
         Ok((
             RaftWriter {
@@ -88,15 +109,46 @@ impl RaftWriter {
                 return self.engine.write(batch, false).map_err(Error::Storage);
             }
         }
+        self.queue(batch, sync, Vec::new()).await.map(drop)
+    }
+
+    /// Writes `batch` synced, then sends `messages`, which report what it
+    /// persists (module doc). Returns the peers (ids) found unreachable; a
+    /// failed write sends nothing.
+    pub async fn write_synced_then_send(
+        &self,
+        batch: WriteBatch,
+        messages: Vec<RaftMessage>,
+    ) -> Result<Vec<u64>> {
+        self.queue(batch, true, messages).await
+    }
+
+    async fn queue(
+        &self,
+        batch: WriteBatch,
+        sync: bool,
+        messages: Vec<RaftMessage>,
+    ) -> Result<Vec<u64>> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(WriteTask { batch, sync, done })
+            .send(WriteTask {
+                batch,
+                sync,
+                messages,
+                done,
+            })
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 }
 
-fn run(engine: Engine, rx: Receiver<WriteTask>, writing: &Mutex<()>, logger: Logger) {
+fn run(
+    engine: Engine,
+    rx: Receiver<WriteTask>,
+    writing: &Mutex<()>,
+    transport: &dyn Transport,
+    logger: Logger,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = rx.recv() {
         let _writing = writing
@@ -121,22 +173,38 @@ fn run(engine: Engine, rx: Receiver<WriteTask>, writing: &Mutex<()>, logger: Log
                 }
             }
             if !task.sync && outcome.is_ok() {
-                let _ = task.done.send(Ok(()));
+                let _ = task.done.send(Ok(Vec::new()));
             } else {
-                waiting_for_sync.push(task.done);
+                waiting_for_sync.push((task.messages, task.done));
             }
         }
         // The synced ones only now: the sync at the end covers the whole
         // group. A failure fails every task not answered yet, written or
         // not, since none of them is known to be durable.
-        for done in waiting_for_sync {
+        for (messages, done) in waiting_for_sync {
             let answer = match &outcome {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(send_all(transport, messages, &logger)),
                 Err(e) => Err(Error::Storage(e.clone())),
             };
             let _ = done.send(answer);
         }
     }
+}
+
+/// Sends `messages`; returns the peers (ids) whose store is unreachable.
+fn send_all(transport: &dyn Transport, messages: Vec<RaftMessage>, logger: &Logger) -> Vec<u64> {
+    let mut unreachable = Vec::new();
+    for msg in messages {
+        let to = msg.to_peer.map_or(0, |p| p.id);
+        match transport.send(msg) {
+            Ok(()) | Err(TransportError::Dropped) => {}
+            Err(TransportError::Unreachable(store_id)) => {
+                debug!(logger, "peer unreachable"; "to" => to, "store_id" => store_id);
+                unreachable.push(to);
+            }
+        }
+    }
+    unreachable
 }
 
 #[cfg(test)]
@@ -147,15 +215,86 @@ mod tests {
     use super::*;
     use storage::CF_DEFAULT;
 
-    fn writer() -> (tempfile::TempDir, Engine, RaftWriter, WorkerThread) {
+    /// Records what is sent, and whether key `a` was readable by then;
+    /// store 9 is unreachable.
+    struct Recorder {
+        engine: Engine,
+        sent: Mutex<Vec<(u64, bool)>>,
+    }
+
+    impl Transport for Recorder {
+        fn send(&self, msg: RaftMessage) -> std::result::Result<(), TransportError> {
+            let to = msg.to_peer.expect("addressed");
+            let written = self.engine.get_cf(CF_DEFAULT, b"a").expect("get").is_some();
+            self.sent
+                .lock()
+                .expect("not poisoned")
+                .push((to.id, written));
+            if to.store_id == 9 {
+                return Err(TransportError::Unreachable(9));
+            }
+            Ok(())
+        }
+
+        fn send_snapshot(&self, _: RaftMessage) -> std::result::Result<(), TransportError> {
+            Err(TransportError::Dropped)
+        }
+    }
+
+    fn writer_with_recorder() -> (
+        tempfile::TempDir,
+        Engine,
+        RaftWriter,
+        WorkerThread,
+        Arc<Recorder>,
+    ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(dir.path()).expect("open engine");
+        let recorder = Arc::new(Recorder {
+            engine: engine.clone(),
+            sent: Mutex::new(Vec::new()),
+        });
         let (writer, thread) = RaftWriter::start(
             engine.clone(),
+            recorder.clone(),
             &slog::Logger::root(slog::Discard, slog::o!()),
         )
         .expect("start writer");
+        (dir, engine, writer, thread, recorder)
+    }
+
+    fn writer() -> (tempfile::TempDir, Engine, RaftWriter, WorkerThread) {
+        let (dir, engine, writer, thread, _) = writer_with_recorder();
         (dir, engine, writer, thread)
+    }
+
+    fn message_to(peer_id: u64, store_id: u64) -> RaftMessage {
+        RaftMessage {
+            to_peer: Some(kvproto::metapb::Peer {
+                id: peer_id,
+                store_id,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Messages carried by a synced write leave after its batch is written,
+    /// in order, and the unreachable ones come back to the caller.
+    #[tokio::test]
+    async fn messages_of_a_synced_write_leave_once_it_is_written() {
+        let (_dir, engine, writer, _thread, recorder) = writer_with_recorder();
+        let unreachable = writer
+            .write_synced_then_send(
+                one_put(&engine, b"a"),
+                vec![message_to(2, 2), message_to(3, 9), message_to(4, 4)],
+            )
+            .await
+            .expect("write");
+        assert_eq!(unreachable, vec![3]);
+        assert_eq!(
+            *recorder.sent.lock().expect("not poisoned"),
+            vec![(2, true), (3, true), (4, true)]
+        );
     }
 
     fn one_put(engine: &Engine, key: &[u8]) -> WriteBatch {
