@@ -24,10 +24,11 @@
 //! | another region error | — | none: returned |
 //!
 //! Resending a request whose answer was lost (a broken connection, no
-//! answer in time) is safe for `RawGet`, `RawPut`, `RawDelete`, `RawScan`
-//! and `OpenSession`: they are idempotent. A `RawAppend` without a session
-//! is not: a resent append whose first answer was lost may apply twice.
-//! Exactly once takes a session (the Clerk, `super::clerk`).
+//! answer in time) is safe for `RawGet`, `RawScan` and `OpenSession`. A
+//! resent `RawPut` or `RawDelete` without a session has the same effect
+//! as the first on its own, but both may apply, and another client's write
+//! to the key in between is then undone; a resent `RawAppend` may append
+//! twice. Exactly once takes a session (the Clerk, `super::clerk`).
 //!
 //! A write of a client session (`call_region_in_session`,
 //! `docs/PROTOCOL_EXTENSIONS.md` "Client sessions" steps 2–4) goes through
