@@ -42,7 +42,7 @@ impl EntryCache {
     /// Records `persisted`, a contiguous run just written to the log. Entries
     /// at or after its first index are replaced (a new leader overwrote
     /// them); a run that does not continue the cache starts it afresh.
-    pub fn append(&mut self, persisted: &[Entry]) {
+    pub fn append(&mut self, persisted: Vec<Entry>) {
         let Some(first) = persisted.first() else {
             return;
         };
@@ -58,7 +58,7 @@ impl EntryCache {
         }
         for entry in persisted {
             self.bytes += entry.data.len();
-            self.entries.push_back(entry.clone());
+            self.entries.push_back(entry);
         }
         while self.entries.len() > MAX_ENTRIES || self.bytes > MAX_BYTES {
             self.pop_front();
@@ -130,11 +130,11 @@ mod tests {
     #[test]
     fn an_overwritten_tail_is_replaced_and_a_gap_starts_afresh() {
         let mut cache = EntryCache::default();
-        cache.append(&entries(5..=9, 1));
-        cache.append(&entries(8..=8, 2));
+        cache.append(entries(5..=9, 1));
+        cache.append(entries(8..=8, 2));
         assert_eq!(shape(&cache, 0, 100), vec![(5, 1), (6, 1), (7, 1), (8, 2)]);
         assert_eq!(cache.bytes, 40);
-        cache.append(&entries(12..=13, 2));
+        cache.append(entries(12..=13, 2));
         assert_eq!(shape(&cache, 0, 100), vec![(12, 2), (13, 2)]);
         assert_eq!(cache.bytes, 20);
     }
@@ -142,7 +142,7 @@ mod tests {
     #[test]
     fn reads_return_the_cached_suffix_of_the_range() {
         let mut cache = EntryCache::default();
-        cache.append(&entries(5..=9, 1));
+        cache.append(entries(5..=9, 1));
         assert_eq!(shape(&cache, 3, 7), vec![(5, 1), (6, 1)]);
         assert_eq!(shape(&cache, 7, 8), vec![(7, 1)]);
         assert!(shape(&cache, 1, 5).is_empty());
@@ -158,7 +158,7 @@ mod tests {
     fn the_cache_stays_within_its_bounds() {
         let mut cache = EntryCache::default();
         let n = MAX_ENTRIES as u64 + 10;
-        cache.append(&entries(1..=n, 1));
+        cache.append(entries(1..=n, 1));
         assert_eq!(cache.entries.len(), MAX_ENTRIES);
         assert_eq!(cache.first_index(), Some(11));
         let big = Entry {
@@ -167,7 +167,7 @@ mod tests {
             data: vec![0; MAX_BYTES],
             ..Default::default()
         };
-        cache.append(&[big]);
+        cache.append(vec![big]);
         assert_eq!(cache.first_index(), Some(n + 1));
         assert_eq!(cache.bytes, MAX_BYTES);
     }

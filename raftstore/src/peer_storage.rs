@@ -355,7 +355,7 @@ impl PeerStorage {
             self.apply_state = install.apply_state;
             self.cache.clear();
         }
-        self.cache.append(&pending.entries);
+        self.cache.append(pending.entries);
         self.cache.compact_to(self.apply_state.applied_index);
         debug_assert!(self.check_state().is_ok(), "{:?}", self.check_state());
         pending.snapshot

@@ -12,6 +12,7 @@
 //! and verified (TinyKV's `Snapshot` stream).
 
 use kvproto::raft_serverpb::RaftMessage;
+use slog::{Logger, debug};
 
 /// Delivers raft messages to other stores.
 pub trait Transport: Send + Sync + 'static {
@@ -36,4 +37,17 @@ pub enum TransportError {
     /// The message was dropped on purpose (a test filter, a full queue).
     #[error("message dropped")]
     Dropped,
+}
+
+/// The peer to report unreachable to Raft after a send to peer `to` ended
+/// in `sent`, if any (logged). A dropped message is not reported: Raft
+/// resends what it needs.
+pub fn unreachable_peer(sent: Result<(), TransportError>, to: u64, logger: &Logger) -> Option<u64> {
+    match sent {
+        Ok(()) | Err(TransportError::Dropped) => None,
+        Err(TransportError::Unreachable(store_id)) => {
+            debug!(logger, "peer unreachable"; "to" => to, "store_id" => store_id);
+            Some(to)
+        }
+    }
 }

@@ -42,12 +42,12 @@ use std::sync::Arc;
 use kvproto::eraftpb::{ConfChange, Message, MessageType};
 use kvproto::raft_serverpb::RaftMessage;
 use raft::StateRole;
-use slog::{debug, info, warn};
+use slog::{info, warn};
 
 use crate::context::StoreContext;
 use crate::errors::Result;
 use crate::peer::Peer;
-use crate::transport::TransportError;
+use crate::transport::unreachable_peer;
 
 /// Rounds of Ready handling one call does at most. Each round is driven by
 /// what the previous one queued (a conf change, a report); a bound keeps a
@@ -119,28 +119,27 @@ impl Peer {
         let mut wb = ctx.engine.write_batch();
         let store = self.raft_group.store();
         let pending = store.prepare_persist(&rd, &mut wb)?;
-        let must_sync = store.must_sync(&rd) || rd.snapshot.is_some();
         // Unsynced, it rides in the apply batch: one write, not two.
-        let unsynced_state = if !must_sync {
-            Some(wb)
-        } else if rd.snapshot.is_none()
-            && !late.is_empty()
-            && late
-                .iter()
-                .all(|m| m.msg_type() != MessageType::MsgSnapshot)
-        {
+        let unsynced_state = if store.must_sync(&rd) || rd.snapshot.is_some() {
             // The writer sends them once the batch is durable (module doc).
-            let messages = std::mem::take(&mut late)
-                .into_iter()
-                .filter_map(|m| self.raft_message(m))
-                .collect();
+            let hand_over = rd.snapshot.is_none()
+                && late
+                    .iter()
+                    .all(|m| m.msg_type() != MessageType::MsgSnapshot);
+            let messages = if hand_over {
+                std::mem::take(&mut late)
+                    .into_iter()
+                    .filter_map(|m| self.raft_message(m))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let unreachable = ctx.writer.write_synced_then_send(wb, messages).await?;
             self.raft_ops
                 .extend(unreachable.into_iter().map(RaftOp::Unreachable));
             None
         } else {
-            ctx.writer.write(wb, true).await?;
-            None
+            Some(wb)
         };
         if let Some(install) = self.raft_group.store_mut().commit_persist(pending) {
             // Its data before any entry after it (operation/snapshot.rs).
@@ -199,13 +198,8 @@ impl Peer {
             // Nothing will be reported for it: let Raft probe again.
             self.raft_ops.push(RaftOp::SnapshotFailed(to));
         }
-        match sent {
-            Ok(()) => {}
-            Err(TransportError::Unreachable(store_id)) => {
-                debug!(self.logger, "peer unreachable"; "to" => to, "store_id" => store_id);
-                self.raft_ops.push(RaftOp::Unreachable(to));
-            }
-            Err(TransportError::Dropped) => {}
+        if let Some(to) = unreachable_peer(sent, to, &self.logger) {
+            self.raft_ops.push(RaftOp::Unreachable(to));
         }
     }
 

@@ -35,12 +35,12 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use kvproto::raft_serverpb::RaftMessage;
-use slog::{Logger, debug, error};
+use slog::{Logger, error};
 use storage::{Engine, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::errors::{Error, Result};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Transport, unreachable_peer};
 use crate::worker::WorkerThread;
 
 /// The most batches written as one group.
@@ -193,18 +193,13 @@ fn run(
 
 /// Sends `messages`; returns the peers (ids) whose store is unreachable.
 fn send_all(transport: &dyn Transport, messages: Vec<RaftMessage>, logger: &Logger) -> Vec<u64> {
-    let mut unreachable = Vec::new();
-    for msg in messages {
-        let to = msg.to_peer.map_or(0, |p| p.id);
-        match transport.send(msg) {
-            Ok(()) | Err(TransportError::Dropped) => {}
-            Err(TransportError::Unreachable(store_id)) => {
-                debug!(logger, "peer unreachable"; "to" => to, "store_id" => store_id);
-                unreachable.push(to);
-            }
-        }
-    }
-    unreachable
+    messages
+        .into_iter()
+        .filter_map(|msg| {
+            let to = msg.to_peer.map_or(0, |p| p.id);
+            unreachable_peer(transport.send(msg), to, logger)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -213,6 +208,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
+    use crate::transport::TransportError;
     use storage::CF_DEFAULT;
 
     /// Records what is sent, and whether key `a` was readable by then;
