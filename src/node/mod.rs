@@ -57,7 +57,6 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::server::raft_storage::{RaftStorage, RaftStorageOptions};
 use crate::server::service::{ServiceOptions, StoreStreams, TinyKvService};
@@ -362,7 +361,7 @@ async fn serve_node(
     tonic::transport::Server::builder()
         .add_service(service.into_grpc())
         .add_optional_service(faults.map(FaultService::into_grpc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::server::service::incoming(listener), shutdown)
         .await
 }
 
