@@ -263,14 +263,6 @@ fn sessions_are_bounded_and_expire_by_log_time() {
     cluster.must_get_none(b"k");
 }
 
-fn truncated_index(cluster: &Cluster, store_id: u64) -> u64 {
-    cluster
-        .inner()
-        .apply_state(store_id, FIRST_REGION_ID)
-        .and_then(|s| s.truncated_state)
-        .map_or(0, |t| t.index)
-}
-
 /// A follower cut off while the log is compacted past it gets the table
 /// with the snapshot; the table survives a restart of every store (the
 /// start-up scan of the meta keys passes over the session keys); a retry
@@ -298,31 +290,16 @@ fn sessions_travel_in_snapshots_and_survive_restarts() {
     // the partition only once the majority dropped what the cut-off store
     // lacks, so it can catch up by snapshot alone.
     let cut_off_last = cluster
-        .inner()
         .raft_local_state(cut_off, FIRST_REGION_ID)
         .map_or(0, |s| s.last_index);
-    let deadline = Instant::now() + WAIT;
-    let compacted_to = loop {
-        let truncated: Vec<u64> = others
-            .iter()
-            .map(|&s| truncated_index(&cluster, s))
-            .collect();
-        if truncated.iter().all(|&t| t > cut_off_last) {
-            break truncated.into_iter().min().expect("two stores");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the majority never compacted past index {cut_off_last}: {truncated:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let compacted_to = cluster.must_compact_past(&others, FIRST_REGION_ID, cut_off_last, WAIT);
     cluster.clear_filters();
     cluster.must_get_equal_on_store(cut_off, b"k", b"xy", WAIT);
     let table = must_agree_on_sessions(&cluster, &[1, 2, 3], FIRST_REGION_ID, |t| {
         sequences(t) == vec![(21, 2)]
     });
     assert!(table[0].last_active_ms > 0, "{table:?}");
-    let truncated = truncated_index(&cluster, cut_off);
+    let truncated = cluster.truncated_index(cut_off, FIRST_REGION_ID);
     assert!(
         truncated >= compacted_to,
         "store {cut_off} caught up without a snapshot (truncated {truncated} < {compacted_to})"

@@ -8,47 +8,18 @@
 //! `TestSpeed3B` is a benchmark (`tinykv-bench --workload clerk`), not a
 //! test. `GENERIC_QUICK=1` shortens the generic rounds for local iteration.
 
-use std::time::{Duration, Instant};
-
+use tinykv_tests::cluster::FIRST_REGION_ID;
 use tinykv_tests::cluster::kvraft::{
     KvraftTestOptions, LOG_BOUND_FACTOR, LOG_SETTLE, must_check, must_put, must_trim_logs_to,
     new_clerk_to, new_kvraft_cluster, region_data_bytes, run_generic_test,
     run_linearizability_test, session_table_bytes, set_network,
 };
-use tinykv_tests::cluster::{Cluster, FIRST_REGION_ID};
 
 /// The lab's `maxraftstate` in the 3B tests.
 const MAX_RAFT_STATE: u64 = 1000;
 
 /// The lab's bound on a snapshot in `TestSnapshotSize3B`.
 const MAX_SNAPSHOT_STATE: u64 = 500;
-
-/// Waits until stores `stores` have all compacted their log of the first
-/// region past `index`, so a peer whose log ends at `index` can only catch
-/// up from them by snapshot.
-fn must_compact_past(cluster: &Cluster, stores: &[u64], index: u64) {
-    let deadline = Instant::now() + LOG_SETTLE;
-    loop {
-        let truncated: Vec<u64> = stores
-            .iter()
-            .map(|&s| {
-                cluster
-                    .apply_state(s, FIRST_REGION_ID)
-                    .and_then(|a| a.truncated_state)
-                    .map_or(0, |t| t.index)
-            })
-            .collect();
-        if truncated.iter().all(|&t| t > index) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stores {stores:?} did not compact past index {index} within {LOG_SETTLE:?}: \
-             truncated at {truncated:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Test: InstallSnapshot RPC (3B): a store partitioned away while the
 /// majority writes and compacts its log must catch up by snapshot when it
@@ -78,7 +49,7 @@ fn test_snapshot_rpc_3b() {
         .raft_local_state(3, FIRST_REGION_ID)
         .expect("store 3 holds the region")
         .last_index;
-    must_compact_past(&cluster, &[1, 2], lagging_last);
+    cluster.must_compact_past(&[1, 2], FIRST_REGION_ID, lagging_last, LOG_SETTLE);
 
     // A group that needs the lagging store, which must catch up.
     set_network(&cluster, false, Some(vec![vec![1, 3], vec![2]]));

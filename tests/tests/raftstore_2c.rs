@@ -9,7 +9,7 @@
 //! at most twice that. Clients work 3 × 5 s per test, as in TinyKV (see
 //! the 2B suite); the limit is tighter than TinyKV's (see `MAX_RAFT_LOG`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvproto::raft_serverpb::RaftTruncatedState;
 use raftstore::Config;
@@ -96,19 +96,7 @@ fn test_one_snapshot_2c() {
     // majority compacts its log past store 1's last entry, so entries can
     // no longer bring store 1 up to date, only a snapshot can.
     let cut_off_last = last_index(&cluster, 1);
-    let deadline = Instant::now() + CATCH_UP;
-    let compacted_to = loop {
-        let truncated = [truncated_index(&cluster, 2), truncated_index(&cluster, 3)];
-        if truncated.iter().all(|&t| t > cut_off_last) {
-            break truncated.into_iter().min().expect("two stores");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stores 2 and 3 did not compact past store 1's last index {cut_off_last}: \
-             truncated indexes {truncated:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let compacted_to = cluster.must_compact_past(&[2, 3], FIRST_REGION_ID, cut_off_last, CATCH_UP);
     cluster.must_get_cf_on_store(1, cf, b"k100", None, Duration::ZERO);
     cluster.clear_filters();
 

@@ -561,6 +561,45 @@ impl Cluster {
         self.inner.apply_state(store_id, region_id)
     }
 
+    /// Store `store_id`'s truncated log index of `region_id`; 0 while the
+    /// store is down or has no such region.
+    pub fn truncated_index(&self, store_id: u64, region_id: u64) -> u64 {
+        self.apply_state(store_id, region_id)
+            .and_then(|s| s.truncated_state)
+            .map_or(0, |t| t.index)
+    }
+
+    /// Waits until every store of `stores` has compacted its log of
+    /// `region_id` past `index`, so that a peer whose log ends at `index`
+    /// can catch up from them only by snapshot; returns the lowest of their
+    /// truncated indexes then. Compaction runs on a GC tick, which a burst
+    /// of writes can outrun: a test cutting a peer off waits here before it
+    /// heals the partition.
+    pub fn must_compact_past(
+        &self,
+        stores: &[u64],
+        region_id: u64,
+        index: u64,
+        timeout: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let truncated: Vec<u64> = stores
+                .iter()
+                .map(|&s| self.truncated_index(s, region_id))
+                .collect();
+            if truncated.iter().all(|&t| t > index) {
+                return truncated.into_iter().min().unwrap_or(index);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stores {stores:?} did not compact their log of region {region_id} past \
+                 index {index} within {timeout:?}: truncated at {truncated:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Store `store_id`'s `RaftLocalState` of `region_id` (hard state, last
     /// index and term), read from its engine; `None` while the store is down
     /// or has no such region.
