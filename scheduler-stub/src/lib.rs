@@ -50,4 +50,4 @@ pub use crate::errors::{Error, Result};
 pub use crate::memory::{MemoryScheduler, ScheduleLoop, StoreRegionStats};
 pub use crate::operator::Operator;
 pub use crate::schedule::ScheduleConfig;
-pub use crate::service::{SchedulerService, serve};
+pub use crate::service::{SchedulerService, incoming, serve};

@@ -361,7 +361,7 @@ async fn serve_node(
     tonic::transport::Server::builder()
         .add_service(service.into_grpc())
         .add_optional_service(faults.map(FaultService::into_grpc))
-        .serve_with_incoming_shutdown(crate::server::service::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(scheduler_stub::incoming(listener), shutdown)
         .await
 }
 

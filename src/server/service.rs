@@ -45,7 +45,6 @@ use kvproto::raft_serverpb::{BatchRaftMessage, Done, RaftMessage, SnapshotChunk}
 use kvproto::tinykvpb::tiny_kv_server::{TinyKv, TinyKvServer};
 use storage::Storage;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use raftstore::SnapManager;
@@ -354,16 +353,8 @@ pub async fn serve<S: SessionStorage>(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service.into_grpc())
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(scheduler_stub::incoming(listener), shutdown)
         .await
-}
-
-/// The connections `listener` accepts, with `TCP_NODELAY` set. Without it a
-/// small answer may wait for the client's delayed ACK (40 ms on Linux)
-/// behind the previous one: a client with one request in flight then
-/// sees a p99 of 40 ms. tonic sets it only on listeners it binds itself.
-pub(crate) fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 #[cfg(test)]
@@ -380,21 +371,6 @@ mod tests {
     use tonic::transport::Channel;
 
     use super::*;
-
-    #[tokio::test]
-    async fn accepted_connections_do_not_delay_small_answers() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("bound address");
-        let mut connections = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let accepted = tokio_stream::StreamExt::next(&mut connections)
-            .await
-            .expect("the listener is open")
-            .expect("a connection");
-        assert!(accepted.nodelay().expect("read TCP_NODELAY"));
-    }
 
     /// A service on a loopback port; dropping it stops the server.
     struct TestService {
