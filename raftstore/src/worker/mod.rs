@@ -10,6 +10,7 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod parking_queue;
 pub mod raftlog_gc;
 pub mod region;
 pub mod split_check;

@@ -33,7 +33,6 @@
 
 use std::sync::{Arc, Mutex, TryLockError};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use kvproto::raft_serverpb::RaftMessage;
 use slog::{Logger, error};
 use storage::{Engine, WriteBatch};
@@ -42,6 +41,7 @@ use tokio::sync::oneshot;
 use crate::errors::{Error, Result};
 use crate::transport::{Transport, unreachable_peer};
 use crate::worker::WorkerThread;
+use crate::worker::parking_queue::{Consumer, Producer, parking_queue};
 
 /// The most batches written as one group.
 const MAX_GROUP: usize = 256;
@@ -58,7 +58,7 @@ struct WriteTask {
 /// A handle for submitting writes. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftWriter {
-    tx: Sender<WriteTask>,
+    tx: Producer<WriteTask>,
     engine: Engine,
     /// Held by the thread while it writes a group (module doc).
     writing: Arc<Mutex<()>>,
@@ -72,7 +72,7 @@ impl RaftWriter {
         transport: Arc<dyn Transport>,
         logger: &Logger,
     ) -> std::io::Result<(RaftWriter, WorkerThread)> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = parking_queue();
         let logger = logger.clone();
         let writing = Arc::new(Mutex::new(()));
         let runtime = tokio::runtime::Handle::try_current().ok();
@@ -130,37 +130,29 @@ impl RaftWriter {
         messages: Vec<RaftMessage>,
     ) -> Result<Vec<u64>> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(WriteTask {
-                batch,
-                sync,
-                messages,
-                done,
-            })
-            .map_err(|_| Error::Stopped)?;
+        self.tx.push(WriteTask {
+            batch,
+            sync,
+            messages,
+            done,
+        });
+        // A task still queued when the thread ends is dropped unanswered.
         rx.await.map_err(|_| Error::Stopped)?
     }
 }
 
 fn run(
     engine: Engine,
-    rx: Receiver<WriteTask>,
+    rx: Consumer<WriteTask>,
     writing: &Mutex<()>,
     transport: &dyn Transport,
     logger: Logger,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Ok(first) = rx.recv() {
+    while rx.pop_group(MAX_GROUP, &mut group) {
         let _writing = writing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(task) => group.push(task),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
         let sync = group.iter().any(|t| t.sync);
         let last = group.len() - 1;
         let mut outcome: std::result::Result<(), storage::Error> = Ok(());
