@@ -1,6 +1,6 @@
-//! Background work off the peers' hot path: the group-commit writer, the
-//! raft-log GC and the split checker on threads fed by channels, and the
-//! region worker actor.
+//! Background work off the peers' hot path: the group-commit writer (fed by
+//! a `parking_queue`), the raft-log GC and the split checker (fed by
+//! channels) on threads of their own, and the region worker actor.
 //!
 //! A worker thread holds a handle to the engine, and ends once every sender
 //! feeding it is dropped. The store keeps each thread's `WorkerThread` and
