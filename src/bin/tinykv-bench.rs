@@ -71,7 +71,8 @@ enum MixFlag {
     long_about = "Measures requests/s and latency percentiles of the replicated store.\n\n\
         Without --remote: starts an in-process cluster (N stores, one region, real RocksDB \
         with synced raft-log writes in a temp dir under --data-dir), and runs closed-loop \
-        clients straight into the leader's router, one fresh cluster per client count: puts \
+        clients (tasks on the stores' runtime, where a node's gRPC handlers run) straight into \
+        the leader's router, one fresh cluster per client count: puts \
         of fresh keys, or (--workload get|mixed) linearizable gets, or half gets and half \
         puts, of keys drawn from --key-space keys loaded first. Runs report the raft-log \
         entries appended during the window (log growth; 0 for gets).\n\n\

@@ -104,8 +104,8 @@ impl<'c> Clerk<'c> {
         Arc::clone(&self.link)
     }
 
-    fn client(&self) -> Client<'_> {
-        self.cluster.client().with_link(&self.link)
+    fn client(&self) -> Client {
+        self.cluster.client().with_link(Arc::clone(&self.link))
     }
 
     /// Sets `key` to `value`, exactly once.

@@ -22,6 +22,12 @@
 //!
 //! Every attempt and every wait is bounded by the call's deadline.
 //!
+//! Two faces of one client: [`AsyncClient`] does the work and is what a
+//! task on the store runtime uses (the bench's clients, which stand where
+//! the gRPC service's handlers do); [`Client`] blocks on it, for tests and
+//! tools on plain threads. Both are cheap to clone and own what they use
+//! (the cluster's [`Directory`]), so a task may outlive any borrow.
+//!
 //! A client may go through a [`ClientLink`] ([`Client::with_link`]): a
 //! store out of its reach is skipped as if it were down, and a request or
 //! a reply the link loses counts as an attempt without an answer.
@@ -29,6 +35,7 @@
 //! that a caller can tell whether an attempt may have been applied (a
 //! session write, `super::clerk`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvproto::errorpb;
@@ -40,8 +47,9 @@ use router::{CallbackReceiver, CmdResponse};
 use scheduler_stub::SchedulerClient as _;
 use storage::CF_DEFAULT;
 
+use super::ClusterError;
+use super::directory::Directory;
 use super::link::ClientLink;
-use super::{Cluster, ClusterError};
 use crate::command;
 
 /// How long a retry waits when no leader hint says where to go.
@@ -120,40 +128,57 @@ pub enum Attempt<'a> {
     Failed(&'a errorpb::Error),
 }
 
-/// A client of one [`Cluster`]. Cheap to copy: one per thread. Its methods
-/// block; call them from plain threads, never from inside an async task.
-#[derive(Clone, Copy)]
-pub struct Client<'c> {
-    cluster: &'c Cluster,
+/// What a caller learns of each attempt that is retried.
+pub type Observer<'o> = dyn FnMut(Attempt<'_>) + Send + 'o;
+
+/// A client of one [`super::Cluster`] whose calls are futures: for tasks
+/// on a tokio runtime with a timer (the store runtime,
+/// [`super::Cluster::runtime`]).
+#[derive(Clone)]
+pub struct AsyncClient {
+    directory: Arc<Directory>,
     attempt_timeout: Duration,
     /// What the client's connection lets through; `None`: everything.
-    link: Option<&'c ClientLink>,
+    link: Option<Arc<ClientLink>>,
 }
 
-impl<'c> Client<'c> {
-    pub(super) fn new(cluster: &'c Cluster) -> Self {
+/// A client of one [`super::Cluster`] whose calls block: an [`AsyncClient`]
+/// driven on the calling thread. Call it from plain threads, never from
+/// inside an async task.
+#[derive(Clone)]
+pub struct Client {
+    inner: AsyncClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Client {
+    pub(super) fn new(directory: Arc<Directory>, runtime: tokio::runtime::Handle) -> Self {
         Client {
-            cluster,
-            attempt_timeout: ATTEMPT_TIMEOUT,
-            link: None,
+            inner: AsyncClient {
+                directory,
+                attempt_timeout: ATTEMPT_TIMEOUT,
+                link: None,
+            },
+            runtime,
         }
+    }
+
+    /// The same client, for tasks on the store runtime.
+    pub fn into_async(self) -> AsyncClient {
+        self.inner
     }
 
     /// Sends every command through `link`: only to the stores it reaches,
     /// losing what it loses.
-    pub fn with_link(mut self, link: &'c ClientLink) -> Self {
-        self.link = Some(link);
+    pub fn with_link(mut self, link: Arc<ClientLink>) -> Self {
+        self.inner.link = Some(link);
         self
-    }
-
-    fn reaches(&self, store_id: u64) -> bool {
-        self.link.is_none_or(|link| link.reaches(store_id))
     }
 
     /// How long one attempt of [`Client::call_on_leader`] waits for its
     /// answer ([`ATTEMPT_TIMEOUT`] unless set).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout;
+        self.inner.attempt_timeout = timeout;
         self
     }
 
@@ -162,24 +187,14 @@ impl<'c> Client<'c> {
     /// the command); `None` if that store is not running or out of the
     /// client's reach.
     pub fn send(&self, request: RaftCmdRequest) -> Option<CallbackReceiver> {
-        let header = request.header.unwrap_or_default();
-        let store_id = header.peer.map_or(0, |p| p.store_id);
-        if !self.reaches(store_id) {
-            return None;
-        }
-        let router = self.cluster.router(store_id)?;
-        Some(command::submit(&router, header.region_id, request))
+        self.inner.send(request)
     }
 
     /// Waits up to `timeout` for the answer of a command [`Client::send`]
     /// sent.
     pub fn wait(&self, answer: CallbackReceiver, timeout: Duration) -> Option<CmdResponse> {
-        self.cluster
-            .rt
-            // The timer must be made inside the runtime: in the async block.
-            .block_on(async { tokio::time::timeout(timeout, answer).await })
-            .ok()
-            .and_then(Result::ok)
+        // The timer must be made inside the runtime: in the future.
+        self.runtime.block_on(AsyncClient::wait(answer, timeout))
     }
 
     /// Sends `request` to the peer it names and waits up to `timeout` for
@@ -189,33 +204,109 @@ impl<'c> Client<'c> {
         self.wait(answer, timeout)
     }
 
-    /// Sends `request` to its region's leader, retrying as the module doc
-    /// says, until `timeout`.
+    /// [`AsyncClient::call_on_leader`], blocking.
     pub fn call_on_leader(
         &self,
         request: RaftCmdRequest,
         timeout: Duration,
     ) -> Result<Answer, TimedOut> {
-        self.call_on_leader_observed(request, timeout, &mut |_| {})
+        self.runtime
+            .block_on(self.inner.call_on_leader(request, timeout))
     }
 
-    /// [`Client::call_on_leader`], telling `observe` how each attempt that
-    /// is retried ended (the last attempt's answer is the result).
+    /// [`AsyncClient::call_on_leader_observed`], blocking.
     pub fn call_on_leader_observed(
+        &self,
+        request: RaftCmdRequest,
+        timeout: Duration,
+        observe: &mut Observer<'_>,
+    ) -> Result<Answer, TimedOut> {
+        self.runtime.block_on(
+            self.inner
+                .call_on_leader_observed(request, timeout, observe),
+        )
+    }
+
+    /// [`AsyncClient::put`], blocking.
+    pub fn put(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Retries, ClusterError> {
+        self.runtime.block_on(self.inner.put(key, value, timeout))
+    }
+
+    /// [`AsyncClient::get`], blocking.
+    pub fn get(
+        &self,
+        key: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(Option<Vec<u8>>, Retries), ClusterError> {
+        self.runtime.block_on(self.inner.get(key, timeout))
+    }
+}
+
+impl AsyncClient {
+    fn reaches(&self, store_id: u64) -> bool {
+        self.link.as_ref().is_none_or(|link| link.reaches(store_id))
+    }
+
+    fn loses_request(&self) -> bool {
+        self.link.as_ref().is_some_and(|link| link.loses_request())
+    }
+
+    fn loses_reply(&self) -> bool {
+        self.link.as_ref().is_some_and(|link| link.loses_reply())
+    }
+
+    /// [`Client::send`].
+    fn send(&self, request: RaftCmdRequest) -> Option<CallbackReceiver> {
+        let header = request.header.unwrap_or_default();
+        let store_id = header.peer.map_or(0, |p| p.store_id);
+        if !self.reaches(store_id) {
+            return None;
+        }
+        let router = self.directory.router(store_id)?;
+        Some(command::submit(&router, header.region_id, request))
+    }
+
+    /// The answer of a sent command, if it comes within `timeout`.
+    async fn wait(answer: CallbackReceiver, timeout: Duration) -> Option<CmdResponse> {
+        tokio::time::timeout(timeout, answer)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Sends `request` to its region's leader, retrying as the module doc
+    /// says, until `timeout`.
+    pub async fn call_on_leader(
+        &self,
+        request: RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<Answer, TimedOut> {
+        self.call_on_leader_observed(request, timeout, &mut |_| {})
+            .await
+    }
+
+    /// [`AsyncClient::call_on_leader`], telling `observe` how each attempt
+    /// that is retried ended (the last attempt's answer is the result).
+    pub async fn call_on_leader_observed(
         &self,
         mut request: RaftCmdRequest,
         timeout: Duration,
-        observe: &mut dyn FnMut(Attempt<'_>),
+        observe: &mut Observer<'_>,
     ) -> Result<Answer, TimedOut> {
         let deadline = Instant::now() + timeout;
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
-        let stores = self.cluster.store_ids();
+        let stores = self.directory.store_ids();
         // Index into `stores` of the next candidate.
         let mut candidate = 0;
         let mut retries = Retries::default();
         let mut last = String::from("no attempt made");
         // The peer to try next; `None`: the next candidate store.
-        let mut next = self.cluster.leader(region_id);
+        let mut next = self.directory.leader(region_id);
         // Whether the attempt just made followed a `NotLeader` hint.
         let mut followed_hint = false;
         while Instant::now() < deadline {
@@ -230,15 +321,18 @@ impl<'c> Client<'c> {
                 .header
                 .get_or_insert_with(RaftRequestHeader::default);
             header.peer = Some(target);
-            header.region_epoch = self.cluster.region(region_id).and_then(|r| r.region_epoch);
-            if self.reaches(target.store_id) && self.link.is_some_and(|link| link.loses_request()) {
+            header.region_epoch = self
+                .directory
+                .region(region_id)
+                .and_then(|r| r.region_epoch);
+            if self.reaches(target.store_id) && self.loses_request() {
                 // The client cannot tell a lost request from a lost reply
                 // (a store out of reach is never sent anything: below).
                 retries.no_answer += 1;
                 last = format!("request to store {} lost", target.store_id);
                 observe(Attempt::Unanswered);
                 followed_hint = false;
-                self.back_off(RETRY_BACKOFF, deadline);
+                back_off(RETRY_BACKOFF, deadline).await;
                 continue;
             }
             let Some(answer) = self.send(request.clone()) else {
@@ -246,13 +340,12 @@ impl<'c> Client<'c> {
                 last = format!("store {} is not running or not reachable", target.store_id);
                 observe(Attempt::NotSent);
                 followed_hint = false;
-                self.back_off(RETRY_BACKOFF, deadline);
+                back_off(RETRY_BACKOFF, deadline).await;
                 continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let answered = self.wait(answer, left.min(self.attempt_timeout));
-            let Some(response) = answered.filter(|_| !self.link.is_some_and(|l| l.loses_reply()))
-            else {
+            let answered = Self::wait(answer, left.min(self.attempt_timeout)).await;
+            let Some(response) = answered.filter(|_| !self.loses_reply()) else {
                 retries.no_answer += 1;
                 last = format!("no answer from store {}", target.store_id);
                 observe(Attempt::Unanswered);
@@ -260,7 +353,7 @@ impl<'c> Client<'c> {
                 continue;
             };
             let Some(error) = response.region_error() else {
-                self.cluster.note_leader(region_id, target);
+                self.directory.note_leader(region_id, target);
                 return Ok(Answer { response, retries });
             };
             last = error.message.clone();
@@ -284,7 +377,7 @@ impl<'c> Client<'c> {
                 }
             };
             observe(Attempt::Failed(error));
-            self.back_off(backoff, deadline);
+            back_off(backoff, deadline).await;
         }
         Err(TimedOut {
             timeout,
@@ -328,7 +421,7 @@ impl<'c> Client<'c> {
         if let Some(epoch) = &error.epoch_not_match {
             retries.other += 1;
             for region in &epoch.current_regions {
-                self.cluster.note_region(region);
+                self.directory.note_region(region);
             }
             *next = Some(target);
             return Some(RETRY_BACKOFF);
@@ -348,8 +441,8 @@ impl<'c> Client<'c> {
             // Re-learn the region from the scheduler and try that store's
             // current peer next.
             retries.other += 1;
-            if let Ok(Some((region, _))) = self.cluster.scheduler().get_region_by_id(region_id) {
-                self.cluster.note_region(&region);
+            if let Ok(Some((region, _))) = self.directory.scheduler().get_region_by_id(region_id) {
+                self.directory.note_region(&region);
             }
             *next = self.peer_on(region_id, target.store_id);
             return Some(RETRY_BACKOFF);
@@ -357,13 +450,8 @@ impl<'c> Client<'c> {
         None
     }
 
-    fn back_off(&self, backoff: Duration, deadline: Instant) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        std::thread::sleep(backoff.min(left));
-    }
-
     fn peer_on(&self, region_id: u64, store_id: u64) -> Option<metapb::Peer> {
-        self.cluster
+        self.directory
             .region(region_id)
             .and_then(|r| r.peers.iter().find(|p| p.store_id == store_id).copied())
     }
@@ -373,7 +461,7 @@ impl<'c> Client<'c> {
     /// tried no longer holds the key (it split), the client learns the
     /// region that does and tries there. Returns the attempts retried, by
     /// reason.
-    pub fn put(
+    pub async fn put(
         &self,
         key: Vec<u8>,
         value: Vec<u8>,
@@ -389,6 +477,7 @@ impl<'c> Client<'c> {
             ..Default::default()
         };
         self.call_for_key(&key, request, timeout)
+            .await
             .map(|(_, retries)| retries)
     }
 
@@ -399,7 +488,7 @@ impl<'c> Client<'c> {
     /// to the log. Returns the value (`None` when the key is absent: the
     /// protocol's `GetResponse` has no not-found flag, an absent key reads
     /// as an empty value) and the attempts retried.
-    pub fn get(
+    pub async fn get(
         &self,
         key: Vec<u8>,
         timeout: Duration,
@@ -412,7 +501,7 @@ impl<'c> Client<'c> {
             }),
             ..Default::default()
         };
-        let (response, retries) = self.call_for_key(&key, request, timeout)?;
+        let (response, retries) = self.call_for_key(&key, request, timeout).await?;
         let value = response
             .response
             .responses
@@ -428,7 +517,7 @@ impl<'c> Client<'c> {
     /// the region holding `key`, retrying until `timeout`, and moving to
     /// the region the scheduler names when the one tried no longer holds
     /// the key. Returns the successful answer and the attempts retried.
-    fn call_for_key(
+    async fn call_for_key(
         &self,
         key: &[u8],
         request: Request,
@@ -437,7 +526,7 @@ impl<'c> Client<'c> {
         let deadline = Instant::now() + timeout;
         let mut retries = Retries::default();
         loop {
-            let region = self.cluster.region_for_key(key).ok_or_else(|| TimedOut {
+            let region = self.directory.region_for_key(key).ok_or_else(|| TimedOut {
                 timeout,
                 retries,
                 last: "no region known: the cluster is not started".to_owned(),
@@ -452,7 +541,7 @@ impl<'c> Client<'c> {
                 admin_request: None,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = self.call_on_leader(command, left).map_err(|mut e| {
+            let answer = self.call_on_leader(command, left).await.map_err(|mut e| {
                 e.timeout = timeout;
                 e.retries.add(&retries);
                 e
@@ -462,8 +551,8 @@ impl<'c> Client<'c> {
                 None => return Ok((answer.response, retries)),
                 Some(error) if error.key_not_in_region.is_some() && Instant::now() < deadline => {
                     retries.other += 1;
-                    self.cluster.refresh_region_for_key(key);
-                    self.back_off(RETRY_BACKOFF, deadline);
+                    self.directory.refresh_region_for_key(key);
+                    back_off(RETRY_BACKOFF, deadline).await;
                 }
                 Some(error) => return Err(ClusterError::Failed(Box::new(error.clone()))),
             }
@@ -471,12 +560,18 @@ impl<'c> Client<'c> {
     }
 }
 
+/// Waits `backoff`, or until `deadline` if that comes first.
+async fn back_off(backoff: Duration, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(backoff.min(left)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use raftstore::Config;
 
     use super::*;
-    use crate::cluster::{ClusterOptions, FIRST_REGION_ID};
+    use crate::cluster::{Cluster, ClusterOptions, FIRST_REGION_ID};
 
     fn put_command(cluster: &Cluster) -> RaftCmdRequest {
         RaftCmdRequest {
@@ -499,19 +594,22 @@ mod tests {
     }
 
     /// What `link` makes of every attempt of a put, as observed.
-    fn observed(cluster: &Cluster, link: &ClientLink) -> Vec<&'static str> {
+    fn observed(cluster: &Cluster, link: &Arc<ClientLink>) -> Vec<&'static str> {
         let mut seen = Vec::new();
-        let result = cluster.client().with_link(link).call_on_leader_observed(
-            put_command(cluster),
-            Duration::from_millis(200),
-            &mut |attempt| {
-                seen.push(match attempt {
-                    Attempt::NotSent => "not sent",
-                    Attempt::Unanswered => "unanswered",
-                    Attempt::Failed(_) => "failed",
-                })
-            },
-        );
+        let result = cluster
+            .client()
+            .with_link(Arc::clone(link))
+            .call_on_leader_observed(
+                put_command(cluster),
+                Duration::from_millis(200),
+                &mut |attempt| {
+                    seen.push(match attempt {
+                        Attempt::NotSent => "not sent",
+                        Attempt::Unanswered => "unanswered",
+                        Attempt::Failed(_) => "failed",
+                    })
+                },
+            );
         assert!(result.is_err(), "nothing can succeed through this link");
         seen
     }
@@ -522,7 +620,7 @@ mod tests {
             Cluster::new(ClusterOptions::new(3, Config::for_tests())).expect("build the cluster");
         cluster.start().expect("start the cluster");
 
-        let unreachable = ClientLink::unreliable(100, 1);
+        let unreachable = Arc::new(ClientLink::unreliable(100, 1));
         unreachable.connect_only(&[]);
         let seen = observed(&cluster, &unreachable);
         assert!(
@@ -530,7 +628,7 @@ mod tests {
             "{seen:?}"
         );
 
-        let lossy = ClientLink::unreliable(100, 1);
+        let lossy = Arc::new(ClientLink::unreliable(100, 1));
         let seen = observed(&cluster, &lossy);
         assert!(
             !seen.is_empty() && seen.iter().all(|&a| a == "unanswered"),

@@ -11,8 +11,11 @@
 //!   with every random choice seeded.
 //! - [`scheduler`]: the stores' reports into a `MemoryScheduler`, and its
 //!   operators back to the stores as admin commands.
+//! - [`directory`]: the [`Directory`] clients share with the cluster: the
+//!   stores' routers, the regions and leaders seen, the scheduler.
 //! - [`client`]: a [`Client`] that finds a region's leader, follows
-//!   `NotLeader` hints and retries what can be retried, with a back-off.
+//!   `NotLeader` hints and retries what can be retried, with a back-off;
+//!   [`AsyncClient`] is the same client for tasks on the store runtime.
 //! - [`link`]: a [`ClientLink`], what one client's connection lets through
 //!   (the stores it reaches, requests and replies lost).
 //! - [`clerk`]: a [`Clerk`], MIT 6.824's key/value client over [`Client`]:
@@ -40,6 +43,7 @@
 
 pub mod clerk;
 pub mod client;
+pub mod directory;
 pub mod filter;
 pub mod link;
 pub mod scheduler;
@@ -47,7 +51,7 @@ pub mod transport;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvproto::raft_serverpb::{RaftApplyState, RaftLocalState, RegionLocalState};
@@ -61,7 +65,8 @@ use slog::Logger;
 use storage::{CF_DEFAULT, CF_RAFT, Engine, keys};
 
 pub use self::clerk::Clerk;
-pub use self::client::{Answer, Attempt, Client, Retries, TimedOut};
+pub use self::client::{Answer, AsyncClient, Attempt, Client, Retries, TimedOut};
+pub use self::directory::Directory;
 use self::filter::{Filter, PartitionFilter};
 pub use self::link::ClientLink;
 use self::transport::{SimNetwork, StoreTransport};
@@ -225,12 +230,8 @@ pub struct Cluster {
     /// [`ClusterOptions::schedule`]) until the cluster is dropped. A
     /// `Mutex`: set once by `bootstrap`, taken once by `drop`.
     schedule_loop: Mutex<Option<ScheduleLoop>>,
-    /// The newest region (by epoch) clients have seen for each region id.
-    /// An `RwLock`: every client attempt reads it; epoch errors write it.
-    regions: RwLock<HashMap<u64, metapb::Region>>,
-    /// The leader each region last answered from, which clients try first.
-    /// Same locking as `regions`: written only when the leader changes.
-    leaders: RwLock<HashMap<u64, metapb::Peer>>,
+    /// What clients know of the stores, regions and leaders.
+    directory: Arc<Directory>,
 }
 
 // Every lock above guards a map that each write leaves whole (one insert or
@@ -259,15 +260,20 @@ impl Cluster {
         if let Some(config) = &opts.schedule {
             scheduler = scheduler.with_schedule_config(config.clone());
         }
+        let net = SimNetwork::new(opts.network_seed);
+        let scheduler = Arc::new(scheduler);
         Ok(Cluster {
             rt,
             dir,
             stores: Mutex::new(HashMap::new()),
-            net: SimNetwork::new(opts.network_seed),
-            scheduler: Arc::new(scheduler),
+            directory: Arc::new(Directory::new(
+                opts.stores,
+                Arc::clone(&net),
+                Arc::clone(&scheduler),
+            )),
+            net,
+            scheduler,
             schedule_loop: Mutex::new(None),
-            regions: RwLock::new(HashMap::new()),
-            leaders: RwLock::new(HashMap::new()),
             opts,
         })
     }
@@ -496,12 +502,12 @@ impl Cluster {
 
     /// The router of running store `store_id`.
     pub fn router(&self, store_id: u64) -> Option<Router> {
-        self.net.router(store_id)
+        self.directory.router(store_id)
     }
 
     /// The ids of the stores, running or not.
     pub fn store_ids(&self) -> Vec<u64> {
-        (1..=self.opts.stores).collect()
+        self.directory.store_ids()
     }
 
     /// The in-process placement driver.
@@ -539,9 +545,14 @@ impl Cluster {
         self.net.reseed(seed);
     }
 
-    /// A client of this cluster.
-    pub fn client(&self) -> Client<'_> {
-        Client::new(self)
+    /// A client of this cluster, for plain threads.
+    pub fn client(&self) -> Client {
+        Client::new(Arc::clone(&self.directory), self.rt.handle().clone())
+    }
+
+    /// The runtime the stores run on: where [`AsyncClient`] tasks go.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.rt.handle()
     }
 
     /// Puts a probe key until a put succeeds: a leader of the first region
@@ -555,42 +566,21 @@ impl Cluster {
         Ok((start.elapsed(), leader))
     }
 
-    /// The region containing `key`, as clients last saw it. Once regions
-    /// split, an entry may be stale and overlap newer ones until a client
-    /// learns better; among the regions covering `key` the one with the
-    /// highest version (the latest split) wins: a region split off another
-    /// has a higher version than the parent had before that split.
+    /// The region containing `key`, as clients last saw it
+    /// ([`Directory::region_for_key`]).
     pub fn region_for_key(&self, key: &[u8]) -> Option<metapb::Region> {
-        self.read_regions()
-            .values()
-            .filter(|r| {
-                key >= r.start_key.as_slice()
-                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
-            })
-            .max_by_key(|r| {
-                let epoch = r.region_epoch.unwrap_or_default();
-                (epoch.version, epoch.conf_ver)
-            })
-            .cloned()
+        self.directory.region_for_key(key)
     }
 
-    /// Asks the scheduler which region holds `key` and records it (if its
-    /// epoch is newer than the one known): what a client does when the
-    /// region it tried no longer holds the key.
+    /// Asks the scheduler which region holds `key` and records it
+    /// ([`Directory::refresh_region_for_key`]).
     pub fn refresh_region_for_key(&self, key: &[u8]) -> Option<metapb::Region> {
-        let (region, leader) = self.scheduler.get_region(key).ok()?;
-        self.note_region(&region);
-        if let Some(leader) = leader
-            && self.leader(region.id).is_none()
-        {
-            self.note_leader(region.id, leader);
-        }
-        Some(region)
+        self.directory.refresh_region_for_key(key)
     }
 
     /// Region `region_id` as clients last saw it.
     pub fn region(&self, region_id: u64) -> Option<metapb::Region> {
-        self.read_regions().get(&region_id).cloned()
+        self.directory.region(region_id)
     }
 
     /// The ids of the stores holding a peer of `region_id`, as last seen.
@@ -602,40 +592,12 @@ impl Cluster {
 
     /// The peer of `region_id` that last answered a client successfully.
     pub fn leader(&self, region_id: u64) -> Option<metapb::Peer> {
-        self.leaders
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&region_id)
-            .copied()
-    }
-
-    /// Records `leader` as the peer of `region_id` to try first.
-    fn note_leader(&self, region_id: u64, leader: metapb::Peer) {
-        if self.leader(region_id) != Some(leader) {
-            self.leaders
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(region_id, leader);
-        }
+        self.directory.leader(region_id)
     }
 
     /// Records `region` if its epoch is newer than the one known.
     pub(crate) fn note_region(&self, region: &metapb::Region) {
-        let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
-        let newer = regions.get(&region.id).is_none_or(|known| {
-            let (a, b) = (
-                known.region_epoch.unwrap_or_default(),
-                region.region_epoch.unwrap_or_default(),
-            );
-            (b.version, b.conf_ver) > (a.version, a.conf_ver)
-        });
-        if newer {
-            regions.insert(region.id, region.clone());
-        }
-    }
-
-    fn read_regions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, metapb::Region>> {
-        self.regions.read().unwrap_or_else(PoisonError::into_inner)
+        self.directory.note_region(region);
     }
 
     fn lock_stores(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Store>> {
