@@ -833,4 +833,9 @@ async fn test_hostile_input_gets_clear_errors_and_the_node_still_serves() {
         .filter(|f| f.ends_with(".tmp") || f.starts_with("rcv_"))
         .collect();
     assert!(left.is_empty(), "snapshot leftovers: {left:?}");
+
+    // Stopped, not dropped: its engine closes before the test process
+    // exits. Dropped, the store's threads would still be closing RocksDB
+    // while the process tears down its statics, and RocksDB aborts.
+    t.node.stop().await;
 }
