@@ -118,7 +118,7 @@ impl Directory {
     }
 
     /// Records `region` if its epoch is newer than the one known.
-    pub(crate) fn note_region(&self, region: &metapb::Region) {
+    pub(super) fn note_region(&self, region: &metapb::Region) {
         let mut regions = self.regions.write().unwrap_or_else(PoisonError::into_inner);
         let newer = regions.get(&region.id).is_none_or(|known| {
             let (a, b) = (

@@ -347,7 +347,7 @@ impl Cluster {
                 scheduler::operator_handler(Arc::clone(&self.net), store_id),
             );
         }
-        self.note_region(&region);
+        self.directory.note_region(&region);
         if self.opts.schedule.is_some() {
             let schedule_loop = self.scheduler.start_schedule_loop();
             *self
@@ -593,11 +593,6 @@ impl Cluster {
     /// The peer of `region_id` that last answered a client successfully.
     pub fn leader(&self, region_id: u64) -> Option<metapb::Peer> {
         self.directory.leader(region_id)
-    }
-
-    /// Records `region` if its epoch is newer than the one known.
-    pub(crate) fn note_region(&self, region: &metapb::Region) {
-        self.directory.note_region(region);
     }
 
     fn lock_stores(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Store>> {
