@@ -11,6 +11,7 @@
 //! an empty read of a loaded key therefore means "not found" (the
 //! protocol's `GetResponse` has no not-found flag).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,10 +32,11 @@ pub fn value(size: usize, i: u64) -> Vec<u8> {
 }
 
 /// Puts every key of `0..key_space` once into `cluster` (which must have a
-/// leader) with `writers` threads, each with one put in flight; each put may
+/// leader) with `writers` tasks on the stores' runtime, as the put/get
+/// clients run (`workload.rs`), each with one put in flight; each put may
 /// take `op_timeout`, retries included. `progress` hears the count done
-/// about once a second, on the calling thread. The first failed put stops
-/// the load and is returned.
+/// about once a second, on the calling thread, which must not be a thread
+/// of that runtime. The first failed put stops the load and is returned.
 pub fn load(
     cluster: &Cluster,
     key_space: u64,
@@ -43,53 +45,49 @@ pub fn load(
     op_timeout: Duration,
     mut progress: impl FnMut(u64),
 ) -> Result<(), BenchError> {
-    let next = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
+    let client = cluster.client().attempt_timeout(op_timeout).into_async();
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     // Set by the first writer that fails, so that the others stop early.
-    let failed = AtomicBool::new(false);
-    let results: Vec<Result<(), ClusterError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..writers.max(1))
-            .map(|i| {
-                let client = cluster.client().attempt_timeout(op_timeout);
-                let (next, done, failed) = (&next, &done, &failed);
-                std::thread::Builder::new()
-                    .name(format!("bench-load-{i}"))
-                    .spawn_scoped(s, move || {
-                        while !failed.load(Ordering::Relaxed) {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= key_space {
-                                return Ok(());
-                            }
-                            if let Err(e) =
-                                client.put(bench_key(i), value(value_size, i), op_timeout)
-                            {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(e);
-                            }
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(())
-                    })
-                    .expect("spawn a load thread")
+    let failed = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..writers.max(1))
+        .map(|_| {
+            let (client, next, done, failed) =
+                (client.clone(), next.clone(), done.clone(), failed.clone());
+            cluster.runtime().spawn(async move {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= key_space {
+                        return Ok(());
+                    }
+                    if let Err(e) = client
+                        .put(bench_key(i), value(value_size, i), op_timeout)
+                        .await
+                    {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<(), ClusterError>(())
             })
-            .collect();
-        // Progress while the writers run: poll often enough to return soon
-        // after they finish, report once a second.
-        let mut last_report = Instant::now();
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(Duration::from_millis(20));
-            if last_report.elapsed() >= Duration::from_secs(1) {
-                last_report = Instant::now();
-                progress(done.load(Ordering::Relaxed));
-            }
+        })
+        .collect();
+    // Progress while the writers run: poll often enough to return soon
+    // after they finish, report once a second.
+    let mut last_report = Instant::now();
+    while !tasks.iter().all(|task| task.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            progress(done.load(Ordering::Relaxed));
         }
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("load thread panicked"))
-            .collect()
-    });
-    for result in results {
-        result?;
+    }
+    for task in tasks {
+        cluster
+            .runtime()
+            .block_on(task)
+            .expect("a load task panicked")?;
     }
     Ok(())
 }
