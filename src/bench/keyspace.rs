@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::Cluster;
 
 /// The key of index `i`.
 pub fn bench_key(i: u64) -> Vec<u8> {
@@ -33,61 +33,86 @@ pub fn value(size: usize, i: u64) -> Vec<u8> {
 
 /// Puts every key of `0..key_space` once into `cluster` (which must have a
 /// leader) with `writers` tasks on the stores' runtime, as the put/get
-/// clients run (`workload.rs`), each with one put in flight; each put may
-/// take `op_timeout`, retries included. `progress` hears the count done
-/// about once a second, on the calling thread, which must not be a thread
-/// of that runtime. The first failed put stops the load and is returned.
+/// clients run (`workload.rs`); each put may take `op_timeout`, retries
+/// included. Called from a thread that is not one of that runtime's;
+/// otherwise as [`load_with`].
 pub fn load(
     cluster: &Cluster,
     key_space: u64,
     value_size: usize,
     writers: usize,
     op_timeout: Duration,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<(), BenchError> {
     let client = cluster.client().attempt_timeout(op_timeout).into_async();
+    let put = move |i| {
+        let client = client.clone();
+        async move {
+            client
+                .put(bench_key(i), value(value_size, i), op_timeout)
+                .await
+                .map(drop)
+        }
+    };
+    cluster
+        .runtime()
+        .block_on(load_with(key_space, writers, put, progress))
+        .map_err(BenchError::from)
+}
+
+/// Puts every key of `0..key_space` once with `writers` tasks of the
+/// current runtime, each with one `put(i)` in flight (`put` writes key `i`
+/// with its value). `progress` hears the count done about once a second.
+/// The first failed put stops the other writers and is returned; a writer
+/// that panicked panics here.
+pub(super) async fn load_with<P, F, E>(
+    key_space: u64,
+    writers: usize,
+    put: P,
+    mut progress: impl FnMut(u64),
+) -> Result<(), E>
+where
+    P: Fn(u64) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<(), E>> + Send,
+    E: Send + 'static,
+{
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     // Set by the first writer that fails, so that the others stop early.
     let failed = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..writers.max(1))
         .map(|_| {
-            let (client, next, done, failed) =
-                (client.clone(), next.clone(), done.clone(), failed.clone());
-            cluster.runtime().spawn(async move {
+            let (put, next, done, failed) =
+                (put.clone(), next.clone(), done.clone(), failed.clone());
+            tokio::spawn(async move {
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= key_space {
                         return Ok(());
                     }
-                    if let Err(e) = client
-                        .put(bench_key(i), value(value_size, i), op_timeout)
-                        .await
-                    {
+                    if let Err(e) = put(i).await {
                         failed.store(true, Ordering::Relaxed);
                         return Err(e);
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok::<(), ClusterError>(())
+                Ok(())
             })
         })
         .collect();
     // Progress while the writers run: poll often enough to return soon
     // after they finish, report once a second.
     let mut last_report = Instant::now();
-    while !tasks.iter().all(|task| task.is_finished()) {
-        std::thread::sleep(Duration::from_millis(20));
+    while !tasks.iter().all(tokio::task::JoinHandle::is_finished) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             progress(done.load(Ordering::Relaxed));
         }
     }
     for task in tasks {
-        cluster
-            .runtime()
-            .block_on(task)
-            .expect("a load task panicked")?;
+        task.await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     }
     Ok(())
 }

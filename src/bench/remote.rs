@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Latencies;
-use super::keyspace::{bench_key, value};
+use super::keyspace::{bench_key, load_with, value};
 use crate::client::Client;
 use crate::rng::SplitMix64;
 
@@ -70,47 +70,26 @@ impl RemoteReport {
 }
 
 /// Writes every key of `0..key_space` once (with `concurrency` tasks),
-/// calling `progress` with the count done about once a second.
+/// calling `progress` with the count done about once a second; the first
+/// failed write stops the others and is returned
+/// ([`super::keyspace::load_with`]).
 pub async fn load(
     client: &Client,
     key_space: u64,
     value_size: usize,
     concurrency: usize,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<(), crate::client::Error> {
-    let next = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, next, done) = (client.clone(), Arc::clone(&next), Arc::clone(&done));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= key_space {
-                    return Ok(());
-                }
-                client
-                    .raw_put("", &bench_key(i), &value(value_size, i))
-                    .await?;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        let finished = tasks.iter().all(tokio::task::JoinHandle::is_finished);
-        if finished {
-            break;
+    let client = client.clone();
+    let put = move |i| {
+        let client = client.clone();
+        async move {
+            client
+                .raw_put("", &bench_key(i), &value(value_size, i))
+                .await
         }
-        tick.tick().await;
-        progress(done.load(Ordering::Relaxed));
-    }
-    for task in tasks {
-        task.await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    }
-    Ok(())
+    };
+    load_with(key_space, concurrency, put, progress).await
 }
 
 struct Tally {
