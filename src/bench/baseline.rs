@@ -7,11 +7,22 @@
 //!   like a store's, `sync = true` — the primitive under every raft-log
 //!   write of the store.
 //!
-//! Both run one write at a time, so their rate is 1 / fsync latency; group
-//! commit in the store can beat it only by covering many writes per fsync.
+//! - `RocksDB put, sync, N at once`: N engines opened like stores', each
+//!   written by its own thread with a synced put, all N starting together,
+//!   round after round; a round's latency is the time until a majority of
+//!   the N writes is durable. That is the least a raft commit of one entry
+//!   waits for when N stores share this disk (as the in-process cluster's
+//!   do), before any message, wake-up or apply: it shows how much of a
+//!   replicated put's latency is the disk alone. It is reported beside the
+//!   one-writer figures, never instead of them.
+//!
+//! All run one write (or one round) at a time, so their rate is 1 / fsync
+//! latency; group commit in the store can beat it only by covering many
+//! writes per fsync.
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use storage::{CF_DEFAULT, Engine};
@@ -104,4 +115,117 @@ pub fn rocksdb_sync_put(
         elapsed: start.elapsed(),
         latencies: Latencies::from_unsorted(samples),
     })
+}
+
+/// Runs rounds of `writers` synced puts at once, one per engine and thread,
+/// each engine opened like a store's under `dir`, for `duration`; a
+/// round's latency is the [`majority`]-th fastest of its writes.
+pub fn rocksdb_quorum_sync_put(
+    dir: &Path,
+    value_size: usize,
+    duration: Duration,
+    writers: usize,
+) -> Result<BaselineReport, BenchError> {
+    let writers = writers.max(1);
+    let tmp = tempfile::Builder::new()
+        .prefix("tinykv-bench-quorum-")
+        .tempdir_in(dir)
+        .map_err(|source| BenchError::Io {
+            what: "create the quorum baseline's temp dir",
+            source,
+        })?;
+    let engines = (0..writers)
+        .map(|i| Engine::open(tmp.path().join(format!("engine-{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::thread::scope(|scope| {
+        let (done_tx, done_rx) = mpsc::channel::<Result<Duration, storage::Error>>();
+        // One "write now" channel per writer; dropping the senders (on
+        // return, or early on an error) ends every writer's loop.
+        let mut go = Vec::with_capacity(writers);
+        for (i, engine) in engines.iter().enumerate() {
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let done_tx = done_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("quorum-writer-{i}"))
+                .spawn_scoped(scope, move || {
+                    let mut rng = SplitMix64::new(3 + i as u64);
+                    let mut value = vec![0u8; value_size];
+                    while go_rx.recv().is_ok() {
+                        let key = format!("k{:016x}", rng.next_u64());
+                        rng.fill(&mut value);
+                        let t = Instant::now();
+                        let mut wb = engine.write_batch();
+                        let written = wb
+                            .put_cf(CF_DEFAULT, key.as_bytes(), &value)
+                            .and_then(|()| engine.write(wb, true));
+                        if done_tx.send(written.map(|()| t.elapsed())).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|source| BenchError::Io {
+                    what: "spawn a quorum baseline writer",
+                    source,
+                })?;
+            go.push(go_tx);
+        }
+        // Only the writers hold senders now, so a writer that is gone shows
+        // as a closed channel, not a hang.
+        drop(done_tx);
+        let mut samples = Vec::new();
+        let mut round = Vec::with_capacity(writers);
+        let began = Instant::now();
+        while began.elapsed() < duration {
+            for tx in &go {
+                tx.send(()).map_err(|_| writer_gone())?;
+            }
+            round.clear();
+            for _ in 0..writers {
+                round.push(done_rx.recv().map_err(|_| writer_gone())??);
+            }
+            round.sort_unstable();
+            samples.push(round[majority(writers) - 1]);
+        }
+        Ok(BaselineReport {
+            what: "RocksDB put, sync, N at once",
+            elapsed: began.elapsed(),
+            latencies: Latencies::from_unsorted(samples),
+        })
+    })
+}
+
+/// How many of `n` voters make a quorum.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// A writer thread ended before the run did, which only a panic in it can
+/// cause (its errors are sent back as results).
+fn writer_gone() -> BenchError {
+    BenchError::Io {
+        what: "run the quorum baseline",
+        source: std::io::Error::other("a writer thread ended early"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_majority_is_more_than_half() {
+        let majorities: Vec<usize> = (1..=6).map(majority).collect();
+        assert_eq!(majorities, [1, 2, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn the_quorum_baseline_times_rounds_and_leaves_no_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let report = rocksdb_quorum_sync_put(dir.path(), 100, Duration::from_millis(200), 3)
+            .expect("three engines on a temp dir can be written");
+        assert!(!report.latencies.is_empty(), "at least one round ran");
+        assert!(report.elapsed >= Duration::from_millis(200));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("readable").collect();
+        assert!(left.is_empty(), "the engines' dir is removed: {left:?}");
+    }
 }

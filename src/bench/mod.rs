@@ -18,7 +18,8 @@
 //!   `TestSpeed3A`/`3B` as a figure).
 //! - [`baseline`]: the raw cost of one durable write on the same disk
 //!   (append + `fdatasync`, and a synced RocksDB put), to read the figures
-//!   against.
+//!   against, and the disk's share of a replicated write (synced puts of
+//!   several engines at once, until a majority is durable).
 //! - [`output`]: the `--json` lines, one JSON object per run and per
 //!   baseline, for scripts that compare runs.
 

@@ -15,9 +15,13 @@
 //! - the baseline, one line: `{"kind":"baseline",
 //!   "sync_writes_per_sec":F,"sync_write_p50_ms":F,"sync_write_p99_ms":F,
 //!   "fdatasync_writes_per_sec":F,"fdatasync_p50_ms":F,
-//!   "fdatasync_p99_ms":F}`: the `sync_` fields are the synced RocksDB
-//!   put, the `fdatasync_` fields the append + `fdatasync` of the same
-//!   baseline.
+//!   "fdatasync_p99_ms":F,"quorum_writers":N,
+//!   "quorum_sync_writes_per_sec":F,"quorum_sync_write_p50_ms":F,
+//!   "quorum_sync_write_p99_ms":F}`: the `sync_` fields are the synced
+//!   RocksDB put, the `fdatasync_` fields the append + `fdatasync` of the
+//!   same baseline, both one writer; the `quorum_` fields are rounds of
+//!   `quorum_writers` synced puts at once, each done when a majority of
+//!   them is (see [`super::baseline`]).
 //! - a Clerk run (`--workload clerk`), one line: `{"kind":"clerk",
 //!   "appends":N,"ops_per_sec":F,"mean_ms":F,"p50_ms":F,"p99_ms":F,
 //!   "max_ms":F,"lab_max_mean_ms":F,"within_lab_bound":B,"stores":N,
@@ -147,10 +151,20 @@ pub fn clerk_run(r: &ClerkReport, stores: u64, max_raft_state: Option<u64>) -> J
         .field("max_raft_state", max_raft_state)
 }
 
-/// The baseline line: the synced RocksDB put (`sync_…`) and the append +
-/// `fdatasync` (`fdatasync_…`).
-pub fn baseline(rocksdb_sync_put: &BaselineReport, fdatasync: &BaselineReport) -> JsonLine {
-    let (r, f) = (&rocksdb_sync_put.latencies, &fdatasync.latencies);
+/// The baseline line: the synced RocksDB put (`sync_…`), the append +
+/// `fdatasync` (`fdatasync_…`), and the rounds of `quorum_writers` synced
+/// puts at once (`quorum_…`).
+pub fn baseline(
+    rocksdb_sync_put: &BaselineReport,
+    fdatasync: &BaselineReport,
+    quorum: &BaselineReport,
+    quorum_writers: usize,
+) -> JsonLine {
+    let (r, f, q) = (
+        &rocksdb_sync_put.latencies,
+        &fdatasync.latencies,
+        &quorum.latencies,
+    );
     JsonLine::new("baseline")
         .field("sync_writes_per_sec", rocksdb_sync_put.ops_per_sec())
         .field("sync_write_p50_ms", ms(r.percentile(50.0)))
@@ -158,6 +172,10 @@ pub fn baseline(rocksdb_sync_put: &BaselineReport, fdatasync: &BaselineReport) -
         .field("fdatasync_writes_per_sec", fdatasync.ops_per_sec())
         .field("fdatasync_p50_ms", ms(f.percentile(50.0)))
         .field("fdatasync_p99_ms", ms(f.percentile(99.0)))
+        .field("quorum_writers", quorum_writers)
+        .field("quorum_sync_writes_per_sec", quorum.ops_per_sec())
+        .field("quorum_sync_write_p50_ms", ms(q.percentile(50.0)))
+        .field("quorum_sync_write_p99_ms", ms(q.percentile(99.0)))
 }
 
 #[cfg(test)]
@@ -336,7 +354,12 @@ mod tests {
             elapsed: Duration::from_secs(2),
             latencies: latencies(),
         };
-        let map = parse(&baseline(&sync_put, &fsync), "baseline");
+        let quorum = BaselineReport {
+            what: "RocksDB put, sync, N at once",
+            elapsed: Duration::from_secs(4),
+            latencies: latencies(),
+        };
+        let map = parse(&baseline(&sync_put, &fsync, &quorum, 3), "baseline");
         assert_types(
             &map,
             &[
@@ -345,8 +368,14 @@ mod tests {
                 ("sync_write_p99_ms", Value::is_f64),
                 ("fdatasync_writes_per_sec", Value::is_f64),
                 ("fdatasync_p50_ms", Value::is_f64),
+                ("quorum_writers", Value::is_u64),
+                ("quorum_sync_writes_per_sec", Value::is_f64),
+                ("quorum_sync_write_p50_ms", Value::is_f64),
+                ("quorum_sync_write_p99_ms", Value::is_f64),
             ],
         );
+        assert_eq!(map["quorum_sync_writes_per_sec"].as_f64(), Some(250.0));
+        assert_eq!(map["quorum_writers"].as_u64(), Some(3));
         assert_eq!(map["sync_writes_per_sec"].as_f64(), Some(1000.0));
         assert_eq!(map["fdatasync_writes_per_sec"].as_f64(), Some(500.0));
         assert_eq!(map["sync_write_p50_ms"].as_f64(), Some(0.5));

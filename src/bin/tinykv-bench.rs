@@ -85,13 +85,16 @@ enum MixFlag {
         gRPC against a running cluster (e.g. tinykv-playground), put/get/mixed over a key \
         space, one run per concurrency.\n\n\
         Both end with a one-writer durable-write baseline (fdatasync and a synced RocksDB \
-        put) on the --data-dir disk.\n\n\
+        put) on the --data-dir disk, and beside it the disk's share of a replicated write: \
+        --stores synced puts at once on separate engines, each round timed until a majority \
+        is durable.\n\n\
         Output: aligned tables by default. --json (or --format json) prints one JSON object \
         per line on stdout instead, `kind` first: per run {\"kind\":\"run\",\"workload\",\
         \"clients\",\"ops_per_sec\",\"p50_ms\",\"p99_ms\",\"p999_ms\",\"failed\",...}, and \
         for the baseline {\"kind\":\"baseline\",\"sync_writes_per_sec\",\
         \"sync_write_p50_ms\",...} (the synced RocksDB put; fdatasync_* fields for the \
-        append + fdatasync). Progress goes to stderr.\n\n\
+        append + fdatasync; quorum_* fields for the majority of --stores writers). Progress \
+        goes to stderr.\n\n\
         TINYKV_BENCH_LOG=LEVEL logs in-process stores on stderr. \
         docs/BENCHMARKS.md has results and how to read them."
 )]
@@ -109,7 +112,8 @@ struct Args {
     /// Bytes per value.
     #[arg(long, value_name = "B", default_value_t = 100)]
     value_size: usize,
-    /// In-process: stores, each with a peer of the region.
+    /// In-process: stores, each with a peer of the region. Also the writers
+    /// of the quorum baseline (synced puts at once, done at a majority).
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u64).range(1..))]
     stores: u64,
@@ -382,7 +386,15 @@ fn run(args: &Args, mix: Mix, t: &Timing) -> Result<(), BenchError> {
             print_baselines(b);
         }
     } else if let Some(b) = &baselines {
-        println!("{}", output::baseline(&b.rocksdb_sync_put, &b.fdatasync));
+        println!(
+            "{}",
+            output::baseline(
+                &b.rocksdb_sync_put,
+                &b.fdatasync,
+                &b.quorum,
+                b.quorum_writers
+            )
+        );
     }
     Ok(())
 }
@@ -390,10 +402,14 @@ fn run(args: &Args, mix: Mix, t: &Timing) -> Result<(), BenchError> {
 /// Threads that load the key space, each with one put in flight.
 const LOAD_WRITERS: usize = 64;
 
-/// The two durable-write baselines.
+/// The durable-write baselines.
 struct Baselines {
     fdatasync: BaselineReport,
     rocksdb_sync_put: BaselineReport,
+    /// `quorum_writers` synced puts at once, until a majority is durable.
+    quorum: BaselineReport,
+    /// `--stores`: the writers of `quorum`.
+    quorum_writers: usize,
 }
 
 fn run_baselines(args: &Args, t: &Timing) -> Result<Option<Baselines>, BenchError> {
@@ -401,9 +417,17 @@ fn run_baselines(args: &Args, t: &Timing) -> Result<Option<Baselines>, BenchErro
         return Ok(None);
     }
     eprintln!("durable-write baseline on {} ...", t.data_dir.display());
+    let quorum_writers = usize::try_from(args.stores).unwrap_or(usize::MAX);
     Ok(Some(Baselines {
         fdatasync: baseline::fdatasync(&t.data_dir, args.value_size, t.baseline)?,
         rocksdb_sync_put: baseline::rocksdb_sync_put(&t.data_dir, args.value_size, t.baseline)?,
+        quorum: baseline::rocksdb_quorum_sync_put(
+            &t.data_dir,
+            args.value_size,
+            t.baseline,
+            quorum_writers,
+        )?,
+        quorum_writers,
     }))
 }
 
@@ -577,7 +601,15 @@ fn run_remote(args: &Args, addr: &str, mix: Mix, t: &Timing) -> Result<(), Bench
             print_baselines(b);
         }
     } else if let Some(b) = &baselines {
-        println!("{}", output::baseline(&b.rocksdb_sync_put, &b.fdatasync));
+        println!(
+            "{}",
+            output::baseline(
+                &b.rocksdb_sync_put,
+                &b.fdatasync,
+                &b.quorum,
+                b.quorum_writers
+            )
+        );
     }
     Ok(())
 }
@@ -677,16 +709,20 @@ fn print_remote_runs(reports: &[RemoteReport]) {
 }
 
 fn print_baselines(b: &Baselines) {
-    let reports = [&b.fdatasync, &b.rocksdb_sync_put];
-    println!("durable-write baseline, one writer, same disk:");
+    let reports = [&b.fdatasync, &b.rocksdb_sync_put, &b.quorum];
     println!(
-        "{:<24} {:>8} {:>9} {:>8} {:>8} {:>8}",
+        "durable-write baseline, same disk (one writer; the last row: {} writers at once, \
+         a round done when a majority is durable):",
+        b.quorum_writers
+    );
+    println!(
+        "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8}",
         "what", "writes", "writes/s", "p50 ms", "p99 ms", "max ms"
     );
     for r in reports {
         let l = &r.latencies;
         println!(
-            "{:<24} {:>8} {:>9.1} {:>8} {:>8} {:>8}",
+            "{:<28} {:>8} {:>9.1} {:>8} {:>8} {:>8}",
             r.what,
             l.len(),
             r.ops_per_sec(),
