@@ -56,10 +56,7 @@ pub fn fdatasync(
     duration: Duration,
 ) -> Result<BaselineReport, BenchError> {
     let io = |what: &'static str| move |source| BenchError::Io { what, source };
-    let tmp = tempfile::Builder::new()
-        .prefix("tinykv-bench-fsync-")
-        .tempdir_in(dir)
-        .map_err(io("create the baseline's temp dir"))?;
+    let tmp = temp_dir(dir, "tinykv-bench-fsync-")?;
     let mut file =
         std::fs::File::create(tmp.path().join("wal")).map_err(io("create the baseline file"))?;
     let mut rng = SplitMix64::new(1);
@@ -89,26 +86,14 @@ pub fn rocksdb_sync_put(
     value_size: usize,
     duration: Duration,
 ) -> Result<BaselineReport, BenchError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("tinykv-bench-rocksdb-")
-        .tempdir_in(dir)
-        .map_err(|source| BenchError::Io {
-            what: "create the baseline's temp dir",
-            source,
-        })?;
+    let tmp = temp_dir(dir, "tinykv-bench-rocksdb-")?;
     let engine = Engine::open(tmp.path())?;
     let mut rng = SplitMix64::new(2);
     let mut value = vec![0u8; value_size];
     let mut samples = Vec::new();
     let start = Instant::now();
     while start.elapsed() < duration {
-        let key = format!("k{:016x}", rng.next_u64());
-        rng.fill(&mut value);
-        let t = Instant::now();
-        let mut wb = engine.write_batch();
-        wb.put_cf(CF_DEFAULT, key.as_bytes(), &value)?;
-        engine.write(wb, true)?;
-        samples.push(t.elapsed());
+        samples.push(timed_sync_put(&engine, &mut rng, &mut value)?);
     }
     Ok(BaselineReport {
         what: "RocksDB put, sync=true",
@@ -127,13 +112,7 @@ pub fn rocksdb_quorum_sync_put(
     writers: usize,
 ) -> Result<BaselineReport, BenchError> {
     let writers = writers.max(1);
-    let tmp = tempfile::Builder::new()
-        .prefix("tinykv-bench-quorum-")
-        .tempdir_in(dir)
-        .map_err(|source| BenchError::Io {
-            what: "create the quorum baseline's temp dir",
-            source,
-        })?;
+    let tmp = temp_dir(dir, "tinykv-bench-quorum-")?;
     let engines = (0..writers)
         .map(|i| Engine::open(tmp.path().join(format!("engine-{i}"))))
         .collect::<Result<Vec<_>, _>>()?;
@@ -151,14 +130,8 @@ pub fn rocksdb_quorum_sync_put(
                     let mut rng = SplitMix64::new(3 + i as u64);
                     let mut value = vec![0u8; value_size];
                     while go_rx.recv().is_ok() {
-                        let key = format!("k{:016x}", rng.next_u64());
-                        rng.fill(&mut value);
-                        let t = Instant::now();
-                        let mut wb = engine.write_batch();
-                        let written = wb
-                            .put_cf(CF_DEFAULT, key.as_bytes(), &value)
-                            .and_then(|()| engine.write(wb, true));
-                        if done_tx.send(written.map(|()| t.elapsed())).is_err() {
+                        let written = timed_sync_put(engine, &mut rng, &mut value);
+                        if done_tx.send(written).is_err() {
                             return;
                         }
                     }
@@ -192,6 +165,35 @@ pub fn rocksdb_quorum_sync_put(
             latencies: Latencies::from_unsorted(samples),
         })
     })
+}
+
+/// Puts a fresh key (from `rng`) with a fresh `value` into `engine`,
+/// `sync = true`, and returns how long the write took (the key and value
+/// are made before the clock starts).
+fn timed_sync_put(
+    engine: &Engine,
+    rng: &mut SplitMix64,
+    value: &mut [u8],
+) -> Result<Duration, storage::Error> {
+    let key = format!("k{:016x}", rng.next_u64());
+    rng.fill(value);
+    let t = Instant::now();
+    let mut wb = engine.write_batch();
+    wb.put_cf(CF_DEFAULT, key.as_bytes(), value)?;
+    engine.write(wb, true)?;
+    Ok(t.elapsed())
+}
+
+/// A fresh directory under `dir` for one baseline's files, removed when
+/// the returned handle drops.
+fn temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir, BenchError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(dir)
+        .map_err(|source| BenchError::Io {
+            what: "create a baseline's temp dir",
+            source,
+        })
 }
 
 /// How many of `n` voters make a quorum.

@@ -386,15 +386,7 @@ fn run(args: &Args, mix: Mix, t: &Timing) -> Result<(), BenchError> {
             print_baselines(b);
         }
     } else if let Some(b) = &baselines {
-        println!(
-            "{}",
-            output::baseline(
-                &b.rocksdb_sync_put,
-                &b.fdatasync,
-                &b.quorum,
-                b.quorum_writers
-            )
-        );
+        println!("{}", b.json_line());
     }
     Ok(())
 }
@@ -410,6 +402,18 @@ struct Baselines {
     quorum: BaselineReport,
     /// `--stores`: the writers of `quorum`.
     quorum_writers: usize,
+}
+
+impl Baselines {
+    /// The `--json` line of these baselines.
+    fn json_line(&self) -> output::JsonLine {
+        output::baseline(
+            &self.rocksdb_sync_put,
+            &self.fdatasync,
+            &self.quorum,
+            self.quorum_writers,
+        )
+    }
 }
 
 fn run_baselines(args: &Args, t: &Timing) -> Result<Option<Baselines>, BenchError> {
@@ -601,15 +605,7 @@ fn run_remote(args: &Args, addr: &str, mix: Mix, t: &Timing) -> Result<(), Bench
             print_baselines(b);
         }
     } else if let Some(b) = &baselines {
-        println!(
-            "{}",
-            output::baseline(
-                &b.rocksdb_sync_put,
-                &b.fdatasync,
-                &b.quorum,
-                b.quorum_writers
-            )
-        );
+        println!("{}", b.json_line());
     }
     Ok(())
 }
